@@ -1,0 +1,71 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ItemFilter(_message.Message):
+    __slots__ = ("include_categories", "exclude_categories", "exclude_item_ids", "in_stock_only", "exclude_seen", "exclude_purchased")
+    INCLUDE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
+    IN_STOCK_ONLY_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_PURCHASED_FIELD_NUMBER: _ClassVar[int]
+    include_categories: _containers.RepeatedScalarFieldContainer[str]
+    exclude_categories: _containers.RepeatedScalarFieldContainer[str]
+    exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
+    in_stock_only: bool
+    exclude_seen: bool
+    exclude_purchased: bool
+    def __init__(self, include_categories: _Optional[_Iterable[str]] = ..., exclude_categories: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., in_stock_only: _Optional[bool] = ..., exclude_seen: _Optional[bool] = ..., exclude_purchased: _Optional[bool] = ...) -> None: ...
+
+class RankRequest(_message.Message):
+    __slots__ = ("user_id", "k", "filter")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    k: int
+    filter: ItemFilter
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[ItemFilter, _Mapping]] = ...) -> None: ...
+
+class ScoredItem(_message.Message):
+    __slots__ = ("item_id", "score")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    score: float
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+
+class RankResponse(_message.Message):
+    __slots__ = ("items", "model_version", "user_known", "embedding_source")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    USER_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    model_version: str
+    user_known: bool
+    embedding_source: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., user_known: _Optional[bool] = ..., embedding_source: _Optional[str] = ...) -> None: ...
+
+class SimilarRequest(_message.Message):
+    __slots__ = ("item_id", "k", "filter")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    item_id: str
+    k: int
+    filter: ItemFilter
+    def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[ItemFilter, _Mapping]] = ...) -> None: ...
+
+class SimilarResponse(_message.Message):
+    __slots__ = ("items", "model_version")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ScoredItem]
+    model_version: str
+    def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[str] = ...) -> None: ...

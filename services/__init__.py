@@ -1,0 +1,1 @@
+"""shopstream services: ingest, features, ranker, gateway and training."""

@@ -1,0 +1,28 @@
+"""Domain errors that know their gRPC status; one interceptor maps them (see grpc_server)."""
+from __future__ import annotations
+
+import grpc
+
+
+class DomainError(Exception):
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class Unavailable(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,99 @@
+"""gRPC plumbing shared by ranker and gateway: interceptors, health, reflection,
+and a run loop that shuts down gracefully on SIGTERM/SIGINT.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from typing import Awaitable, Callable, Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.errors import DomainError
+from services.common.logs import request_id
+from services.common.rpc_metrics import RpcMetrics
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_METADATA = "x-request-id"
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Per unary call: request id in context, domain errors mapped to status codes, metrics."""
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        rid = dict(handler_call_details.invocation_metadata or ()).get(REQUEST_ID_METADATA) or uuid.uuid4().hex[:16]
+        inner = handler.unary_unary
+        metrics = self._metrics
+
+        async def wrapper(request, context: grpc.aio.ServicerContext):
+            token = request_id.set(rid)
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await inner(request, context)
+            except DomainError as exc:
+                code = exc.code
+                await context.abort(exc.code, exc.message)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:
+                if isinstance(exc, grpc.aio.AbortError) or type(exc).__name__ == "AbortError":
+                    code = context.code() or grpc.StatusCode.UNKNOWN
+                    raise
+                code = grpc.StatusCode.INTERNAL
+                logger.exception("unhandled error in %s", method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                metrics.requests.labels(method, code.name).inc()
+                metrics.latency.labels(method).observe(time.perf_counter() - start)
+                request_id.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            wrapper,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.aio.HealthServicer:
+    """Registers grpc.health.v1 (every service NOT_SERVING until set_serving) and reflection."""
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    names = list(service_names)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    return servicer
+
+
+async def set_health(servicer: health.aio.HealthServicer, service_names: Iterable[str], serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ["", *service_names]:
+        await servicer.set(name, status)
+
+
+async def run_until_signalled(
+    start: Callable[[], Awaitable[None]],
+    stop: Callable[[], Awaitable[None]],
+) -> None:
+    """Start, wait for SIGTERM/SIGINT, then stop. Used by every service's main."""
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await start()
+    await stopping.wait()
+    logger.info("shutdown signal received")
+    await stop()

@@ -1,0 +1,251 @@
+"""The model bundle: the one artifact training publishes and the serving side loads.
+
+Layout of ``<models_dir>/<version>/`` (see docs/model.md):
+
+- ``encoder.onnx``: ``item_seq`` int64 [batch, max_len] (left-padded with 0, item
+  indices 1..N) -> ``user_emb`` float32 [batch, dim].
+- ``item_embeddings.npy``: float32 [N+1, dim]; row 0 is padding. score = user_emb . row.
+- ``vocab.json``: the N external item ids; ``item_ids[i-1]`` is index ``i``.
+- ``metadata.json``: version, training facts, metrics and the sha256 of every other file.
+
+``<models_dir>/LATEST`` names the current version. This module must stay free of torch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+
+ENCODER_FILE = "encoder.onnx"
+EMBEDDINGS_FILE = "item_embeddings.npy"
+VOCAB_FILE = "vocab.json"
+METADATA_FILE = "metadata.json"
+LATEST_FILE = "LATEST"
+INPUT_NAME = "item_seq"
+OUTPUT_NAME = "user_emb"
+CHECKSUMMED_FILES = (ENCODER_FILE, EMBEDDINGS_FILE, VOCAB_FILE)
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete or fails its checksums."""
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def select_providers(prefer_gpu: bool = True) -> list[str]:
+    """onnxruntime providers to ask for: CUDA first when this build has it, then CPU."""
+    available = ort.get_available_providers()
+    providers = []
+    if prefer_gpu and "CUDAExecutionProvider" in available:
+        providers.append("CUDAExecutionProvider")
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+def make_session(
+    onnx_path: str | os.PathLike[str], prefer_gpu: bool = True, intra_op_threads: int = 0
+) -> ort.InferenceSession:
+    """An inference session with full graph optimisation; 0 threads = onnxruntime's default."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = intra_op_threads
+    return ort.InferenceSession(
+        str(onnx_path), sess_options=options, providers=select_providers(prefer_gpu)
+    )
+
+
+@dataclass
+class ModelBundle:
+    """A loaded, verified bundle ready to encode histories."""
+
+    version: str
+    path: Path
+    max_len: int
+    dim: int
+    item_ids: list[str]
+    item_embeddings: np.ndarray
+    metadata: dict[str, Any]
+    session: ort.InferenceSession = field(repr=False)
+    index_of: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index_of = {item: i for i, item in enumerate(self.item_ids, start=1)}
+
+    @property
+    def providers(self) -> list[str]:
+        """The providers onnxruntime actually uses for the encoder."""
+        return self.session.get_providers()
+
+    def to_indices(self, histories: list[list[str]]) -> np.ndarray:
+        """Left-padded int64 [B, max_len]: vocab indices of the last max_len known items."""
+        batch = np.zeros((len(histories), self.max_len), dtype=np.int64)
+        for row, history in enumerate(histories):
+            known = [self.index_of[i] for i in history if i in self.index_of][-self.max_len :]
+            if known:
+                batch[row, self.max_len - len(known) :] = known
+        return batch
+
+    def encode(self, histories: list[list[str]]) -> np.ndarray:
+        """User embeddings float32 [B, dim] for external-id histories, in one ONNX call.
+
+        Unknown item ids are dropped. A history with no known item still gets an
+        embedding (of the all-padding input); callers decide how to treat cold users.
+        """
+        if not histories:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        (user_emb,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: self.to_indices(histories)})
+        return np.asarray(user_emb, dtype=np.float32)
+
+    def scores(self, user_emb: np.ndarray) -> np.ndarray:
+        """Scores [B, N+1] of every item index for the given user embeddings (col 0 = padding)."""
+        return user_emb @ self.item_embeddings.T
+
+
+def latest_version(models_dir: str | os.PathLike[str]) -> str | None:
+    """The version named in ``<models_dir>/LATEST``, or None when there is none yet."""
+    try:
+        version = (Path(models_dir) / LATEST_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return version or None
+
+
+def load_bundle(
+    models_dir: str | os.PathLike[str],
+    version: str | None = None,
+    prefer_gpu: bool = True,
+    intra_op_threads: int = 0,
+) -> ModelBundle:
+    """Load and verify ``<models_dir>/<version>`` (default: the LATEST one).
+
+    Raises BundleError when no version is published, a file is missing, or a
+    checksum recorded in metadata.json does not match.
+    """
+    version = version or latest_version(models_dir)
+    if version is None:
+        raise BundleError(f"no model published in {models_dir} (no {LATEST_FILE} file)")
+    path = Path(models_dir) / version
+    meta_path = path / METADATA_FILE
+    if not meta_path.is_file():
+        raise BundleError(f"bundle {path} has no {METADATA_FILE}")
+    metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    expected = metadata.get("files") or {}
+    for name in CHECKSUMMED_FILES:
+        if name not in expected:
+            raise BundleError(f"bundle {path}: {METADATA_FILE} has no checksum for {name}")
+    for name, sha in expected.items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"bundle {path} is missing {name}")
+        actual = sha256_file(file)
+        if actual != sha:
+            raise BundleError(
+                f"bundle {path}: checksum mismatch for {name} (expected {sha}, got {actual})"
+            )
+    item_ids = json.loads((path / VOCAB_FILE).read_text(encoding="utf-8"))
+    item_embeddings = np.load(path / EMBEDDINGS_FILE).astype(np.float32, copy=False)
+    if item_embeddings.shape[0] != len(item_ids) + 1:
+        raise BundleError(
+            f"bundle {path}: {EMBEDDINGS_FILE} has {item_embeddings.shape[0]} rows,"
+            f" vocab has {len(item_ids)} items (+1 padding row expected)"
+        )
+    session = make_session(path / ENCODER_FILE, prefer_gpu, intra_op_threads)
+    bundle = ModelBundle(
+        version=version,
+        path=path,
+        max_len=int(metadata["max_len"]),
+        dim=int(item_embeddings.shape[1]),
+        item_ids=[str(i) for i in item_ids],
+        item_embeddings=item_embeddings,
+        metadata=metadata,
+        session=session,
+    )
+    logger.info("loaded model bundle %s (%d items, providers %s)", version, len(item_ids),
+                bundle.providers)
+    return bundle
+
+
+def make_version(onnx_sha256: str, now: datetime | None = None) -> str:
+    """``v<UTC yyyymmddHHMMSS>-<first 8 hex of the encoder's sha256>``."""
+    now = now or datetime.now(timezone.utc)
+    return f"v{now.astimezone(timezone.utc):%Y%m%d%H%M%S}-{onnx_sha256[:8]}"
+
+
+def write_latest(models_dir: str | os.PathLike[str], version: str) -> None:
+    """Point ``LATEST`` at ``version`` atomically (temp file + os.replace)."""
+    models_dir = Path(models_dir)
+    fd, tmp = tempfile.mkstemp(prefix=".LATEST.", dir=models_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(version + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, models_dir / LATEST_FILE)
+
+
+def write_bundle(
+    models_dir: str | os.PathLike[str],
+    onnx_path: str | os.PathLike[str],
+    item_embeddings: np.ndarray,
+    item_ids: list[str],
+    metadata: dict[str, Any],
+    now: datetime | None = None,
+) -> tuple[str, Path]:
+    """Publish a bundle atomically and return ``(version, path)``.
+
+    Files are written into a temp dir inside ``models_dir``, which is renamed to
+    ``<version>``; only then is LATEST replaced, so readers never see half a bundle.
+    ``metadata`` is extended with version, created_at, max_len checks and checksums.
+    """
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
+    if item_embeddings.ndim != 2 or item_embeddings.shape[0] != len(item_ids) + 1:
+        raise ValueError("item_embeddings must be [len(item_ids) + 1, dim]")
+    now = now or datetime.now(timezone.utc)
+    tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=models_dir))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; serving may run as another user
+        shutil.copyfile(onnx_path, tmp / ENCODER_FILE)
+        np.save(tmp / EMBEDDINGS_FILE, item_embeddings)
+        (tmp / VOCAB_FILE).write_text(json.dumps([str(i) for i in item_ids]), encoding="utf-8")
+        files = {name: sha256_file(tmp / name) for name in CHECKSUMMED_FILES}
+        version = make_version(files[ENCODER_FILE], now)
+        meta = {
+            **metadata,
+            "version": version,
+            "created_at": now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "dim": int(item_embeddings.shape[1]),
+            "num_items": len(item_ids),
+            "files": files,
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True),
+                                         encoding="utf-8")
+        final = models_dir / version
+        if final.exists():
+            raise BundleError(f"bundle {final} already exists")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write_latest(models_dir, version)
+    logger.info("published model bundle %s", final)
+    return version, final

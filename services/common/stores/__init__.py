@@ -1,0 +1,1 @@
+"""State in Redis, behind small interfaces. Key layout: docs/redis-keys.md."""

@@ -1,0 +1,38 @@
+"""The Redis key schema (v1). The written spec is docs/redis-keys.md; keep both in step.
+
+Per-user keys share the hash tag ``{u:<user_id>}`` so that one user's keys sit
+in one Redis Cluster slot: the idempotent apply script touches them atomically.
+"""
+from __future__ import annotations
+
+PREFIX = "ss:v1"
+
+
+def _user(user_id: str, suffix: str) -> bytes:
+    return f"{PREFIX}:{{u:{user_id}}}:{suffix}".encode()
+
+
+def history(user_id: str) -> bytes:
+    return _user(user_id, "hist")
+
+
+def purchased(user_id: str) -> bytes:
+    return _user(user_id, "purchased")
+
+
+def counters(user_id: str) -> bytes:
+    return _user(user_id, "counts")
+
+
+def dedup(user_id: str) -> bytes:
+    return _user(user_id, "dedup")
+
+
+def embedding(user_id: str) -> bytes:
+    return _user(user_id, "emb")
+
+
+TRENDING = f"{PREFIX}:trending".encode()
+TRENDING_DECAY_LOCK = f"{PREFIX}:trending:decay-lock".encode()
+CATALOG_ITEMS = f"{PREFIX}:{{catalog}}:items".encode()
+CATALOG_VERSION = f"{PREFIX}:{{catalog}}:version".encode()

@@ -1,0 +1,40 @@
+"""Session-wide real servers: an embedded Kafka-compatible broker and an embedded Redis.
+
+Set KAFKA_BOOTSTRAP_SERVERS / REDIS_URL to run the suite against real clusters instead.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from services.common.embedded import EmbeddedKafka, EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    with EmbeddedKafka() as broker:
+        yield broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    with EmbeddedRedis() as server:
+        yield server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url):
+    """A fresh asyncio client on a flushed database."""
+    from services.common.infra import connect_redis
+
+    client = connect_redis(redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
