@@ -1,0 +1,1 @@
+"""The gateway: the storefront's public gRPC API, with business rules and fallbacks."""

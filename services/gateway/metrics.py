@@ -1,0 +1,48 @@
+"""The gateway's Prometheus metrics (prefix ``shopstream_gateway_``), created once per process."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from prometheus_client import Counter, Histogram
+
+from services.common.rpc_metrics import LATENCY_BUCKETS_SECONDS, RpcMetrics, make_rpc_metrics
+
+# Fallback reasons (a closed set, so the label stays low-cardinality).
+USER_UNKNOWN = "user_unknown"
+RANKER_UNAVAILABLE = "ranker_unavailable"
+RANKER_DEADLINE = "ranker_deadline_exceeded"
+RANKER_ERROR = "ranker_error"
+CLIENT_DEADLINE = "client_deadline_too_short"
+PADDED = "padded"
+
+
+@dataclass(frozen=True)
+class GatewayMetrics:
+    rpc: RpcMetrics
+    fallbacks: Counter
+    ranker_latency: Histogram
+    events_tracked: Counter
+
+
+@functools.cache
+def gateway_metrics() -> GatewayMetrics:
+    """The process-wide set (the default registry refuses duplicates)."""
+    return GatewayMetrics(
+        rpc=make_rpc_metrics("gateway"),
+        fallbacks=Counter(
+            "shopstream_gateway_fallbacks_total",
+            "Answers served (wholly or partly) from trending, by method and reason",
+            ["method", "reason"],
+        ),
+        ranker_latency=Histogram(
+            "shopstream_gateway_ranker_call_duration_seconds",
+            "Client-side latency of calls to the ranker, by method and gRPC status code",
+            ["method", "code"],
+            buckets=LATENCY_BUCKETS_SECONDS,
+        ),
+        events_tracked=Counter(
+            "shopstream_gateway_events_tracked_total",
+            "Events accepted by TrackEvents and published to Kafka",
+        ),
+    )

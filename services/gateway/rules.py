@@ -1,0 +1,57 @@
+"""The storefront's business rules: request validation and filter defaults."""
+from __future__ import annotations
+
+from shopstream.gateway.v1 import gateway_pb2
+from shopstream.ranker.v1 import ranker_pb2
+
+from services.common.errors import InvalidArgument
+from services.common.filters import ItemFilter
+
+# Defaults when the storefront leaves an optional filter unset.
+DEFAULT_IN_STOCK_ONLY = True
+DEFAULT_EXCLUDE_PURCHASED = True
+DEFAULT_EXCLUDE_SEEN = False
+
+
+def check_id(field: str, value: str, max_len: int) -> str:
+    if not value:
+        raise InvalidArgument(f"{field} is required")
+    if len(value) > max_len:
+        raise InvalidArgument(f"{field} must be at most {max_len} characters, got {len(value)}")
+    return value
+
+
+def resolve_k(k: int, default_k: int, max_k: int) -> int:
+    """0 (unset) means the default; anything else must lie in 1..max_k."""
+    if k == 0:
+        return min(default_k, max_k)
+    if not 1 <= k <= max_k:
+        raise InvalidArgument(f"k must be between 1 and {max_k} (0 for the default {default_k}), got {k}")
+    return k
+
+
+def item_filter(filters: gateway_pb2.RecommendFilters, max_exclude_ids: int) -> ItemFilter:
+    """RecommendFilters with the defaults applied to whatever is unset."""
+    if len(filters.exclude_item_ids) > max_exclude_ids:
+        raise InvalidArgument(
+            f"filters.exclude_item_ids has {len(filters.exclude_item_ids)} ids, at most {max_exclude_ids} allowed")
+    return ItemFilter(
+        include_categories=frozenset(filters.include_categories),
+        exclude_categories=frozenset(filters.exclude_categories),
+        exclude_item_ids=frozenset(filters.exclude_item_ids),
+        in_stock_only=filters.in_stock_only if filters.HasField("in_stock_only") else DEFAULT_IN_STOCK_ONLY,
+        exclude_purchased=(filters.exclude_purchased if filters.HasField("exclude_purchased")
+                           else DEFAULT_EXCLUDE_PURCHASED),
+        exclude_seen=filters.exclude_seen if filters.HasField("exclude_seen") else DEFAULT_EXCLUDE_SEEN,
+    )
+
+
+def ranker_filter(f: ItemFilter) -> ranker_pb2.ItemFilter:
+    return ranker_pb2.ItemFilter(
+        include_categories=sorted(f.include_categories),
+        exclude_categories=sorted(f.exclude_categories),
+        exclude_item_ids=sorted(f.exclude_item_ids),
+        in_stock_only=f.in_stock_only,
+        exclude_seen=f.exclude_seen,
+        exclude_purchased=f.exclude_purchased,
+    )

@@ -1,0 +1,82 @@
+"""Builds the gateway's gRPC server and its readiness watcher.
+
+Ready means the gateway's own stores answer: Redis replies to PING and the
+catalog was loaded once. The ranker being down does not make it unready,
+since every RPC has a trending fallback.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health
+from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from shopstream.ranker.v1 import ranker_pb2_grpc
+
+from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, set_health
+from services.common.stores.catalog import CatalogCache
+from services.common.stores.user_state import UserStateStore
+from services.gateway.fallback import TrendingFallback
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.servicer import EventPublisher, GatewayServicer
+from services.gateway.settings import GatewaySettings
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAMES = (gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,)
+
+
+@dataclass
+class GatewayDeps:
+    redis: object  # redis.asyncio client, for the readiness PING
+    ranker: ranker_pb2_grpc.RankerServiceStub
+    user_states: UserStateStore
+    catalog: CatalogCache
+    fallback: TrendingFallback
+    publisher: EventPublisher
+    executor: Executor
+    metrics: GatewayMetrics
+    # Filled in by create_server; watch_readiness and main's shutdown flip it.
+    health: health.aio.HealthServicer | None = None
+
+
+async def create_server(settings: GatewaySettings, deps: GatewayDeps) -> tuple[grpc.aio.Server, int]:
+    """A bound, not yet started server (health NOT_SERVING) and its actual port."""
+    server = grpc.aio.server(interceptors=[ServerInterceptor(deps.metrics.rpc)])
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
+        GatewayServicer(settings, deps.ranker, deps.user_states, deps.fallback, deps.publisher,
+                        deps.executor, deps.metrics),
+        server,
+    )
+    deps.health = add_health_and_reflection(server, SERVICE_NAMES)
+    await set_health(deps.health, SERVICE_NAMES, False)
+    port = server.add_insecure_port(settings.addr)
+    return server, port
+
+
+async def check_ready(deps: GatewayDeps, catalog_loaded: asyncio.Event) -> bool:
+    try:
+        await deps.redis.ping()
+        if not catalog_loaded.is_set():
+            await deps.catalog.refresh()
+            catalog_loaded.set()
+    except Exception as exc:
+        logger.warning("not ready: %s", exc)
+        return False
+    return True
+
+
+async def watch_readiness(deps: GatewayDeps, interval_s: float) -> None:
+    """Keep health in step with the stores, forever (cancel to stop)."""
+    catalog_loaded = asyncio.Event()
+    serving: bool | None = None
+    while True:
+        ready = await check_ready(deps, catalog_loaded)
+        if ready != serving:
+            await set_health(deps.health, SERVICE_NAMES, ready)
+            logger.info("gateway %s", "SERVING" if ready else "NOT_SERVING")
+            serving = ready
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,208 @@
+"""GatewayService: the storefront API. Personalised when the ranker answers,
+trending (marked degraded) when it does not; a ranker outage is never an error."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import Executor
+from typing import Protocol, Sequence
+
+import grpc
+from shopstream.events.v1 import events_pb2
+from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
+
+from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.common.filters import ItemFilter
+from services.common.grpc_server import REQUEST_ID_METADATA
+from services.common.logs import request_id
+from services.common.stores.user_state import UserStateStore
+from services.gateway import metrics as m
+from services.gateway import rules
+from services.gateway.fallback import TrendingFallback
+from services.gateway.settings import GatewaySettings
+from services.ingest.validation import InvalidEvent, validate_event
+
+logger = logging.getLogger(__name__)
+
+DEGRADED_REASONS = {
+    m.RANKER_UNAVAILABLE: "ranker unavailable",
+    m.RANKER_DEADLINE: "ranker deadline exceeded",
+    m.RANKER_ERROR: "ranker error",
+    m.CLIENT_DEADLINE: "client deadline too short for the ranker",
+}
+
+
+class EventPublisher(Protocol):
+    def send_events(self, events: Sequence[events_pb2.Event], wait: bool = True) -> int: ...
+
+
+class _RankerFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        ranker: ranker_pb2_grpc.RankerServiceStub,
+        user_states: UserStateStore,
+        fallback: TrendingFallback,
+        publisher: EventPublisher,
+        executor: Executor,
+        metrics: m.GatewayMetrics,
+    ) -> None:
+        self._s = settings
+        self._ranker = ranker
+        self._states = user_states
+        self._fallback = fallback
+        self._publisher = publisher
+        self._executor = executor
+        self._metrics = metrics
+
+    # -- ranker calls --------------------------------------------------------
+
+    def _ranker_timeout(self, context: grpc.aio.ServicerContext) -> float:
+        timeout = self._s.ranker_timeout_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout = min(timeout, remaining - self._s.deadline_margin_s)
+        return timeout
+
+    async def _call_ranker(self, method: str, request, context: grpc.aio.ServicerContext):
+        """The ranker's answer, or _RankerFailed(reason) for any RPC failure.
+
+        NOT_FOUND and INVALID_ARGUMENT are the caller's fault and pass through
+        as the matching domain error.
+        """
+        timeout = self._ranker_timeout(context)
+        if timeout <= 0:
+            raise _RankerFailed(m.CLIENT_DEADLINE)
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await getattr(self._ranker, method)(
+                request, timeout=timeout, metadata=((REQUEST_ID_METADATA, request_id.get()),))
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(exc.details() or "not found") from None
+            if code == grpc.StatusCode.INVALID_ARGUMENT:
+                raise InvalidArgument(exc.details() or "invalid argument") from None
+            reason = {grpc.StatusCode.UNAVAILABLE: m.RANKER_UNAVAILABLE,
+                      grpc.StatusCode.DEADLINE_EXCEEDED: m.RANKER_DEADLINE}.get(code, m.RANKER_ERROR)
+            logger.warning("ranker %s failed: %s %s", method, code.name, exc.details())
+            raise _RankerFailed(reason) from None
+        finally:
+            self._metrics.ranker_latency.labels(method, code.name).observe(time.perf_counter() - start)
+
+    # -- Recommend -------------------------------------------------------------
+
+    async def Recommend(self, request: gateway_pb2.RecommendRequest, context) -> gateway_pb2.RecommendResponse:
+        user_id = rules.check_id("user_id", request.user_id, self._s.max_user_id_len)
+        k = rules.resolve_k(request.k, self._s.default_k, self._s.max_k)
+        item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
+        try:
+            ranked = await self._call_ranker(
+                "Rank", ranker_pb2.RankRequest(user_id=user_id, k=k, filter=rules.ranker_filter(item_filter)), context)
+        except _RankerFailed as failed:
+            return await self._trending(user_id, k, item_filter, failed.reason)
+        if not ranked.user_known:
+            return await self._trending(user_id, k, item_filter, m.USER_UNKNOWN, model_version=ranked.model_version)
+        items = [gateway_pb2.RecommendedItem(item_id=i.item_id, score=i.score) for i in ranked.items]
+        if len(items) < k:  # the filters left the model short: pad from trending
+            self._metrics.fallbacks.labels("Recommend", m.PADDED).inc()
+            excluded = await self._user_exclusions(user_id, item_filter)
+            excluded.update(i.item_id for i in items)
+            base = min((i.score for i in items), default=0.0)
+            padding = await self._fallback.recommend(k - len(items), item_filter, excluded)
+            for rank, (item_id, _) in enumerate(padding, start=1):  # below every ranked item
+                items.append(gateway_pb2.RecommendedItem(item_id=item_id, score=base - rank * 1e-3))
+        return gateway_pb2.RecommendResponse(items=items, strategy=gateway_pb2.STRATEGY_PERSONALIZED,
+                                             model_version=ranked.model_version)
+
+    async def _user_exclusions(self, user_id: str, item_filter: ItemFilter) -> set[str]:
+        if not (item_filter.exclude_purchased or item_filter.exclude_seen):
+            return set(item_filter.exclude_item_ids)
+        try:
+            (state,) = await self._states.get_states([user_id], self._s.history_len)
+        except Exception as exc:
+            logger.warning("reading user state failed: %s", exc)
+            raise Unavailable("user state store unavailable") from None
+        return item_filter.user_exclusions(state.history, state.purchased)
+
+    async def _trending(self, user_id: str, k: int, item_filter: ItemFilter, reason: str,
+                        model_version: str = "") -> gateway_pb2.RecommendResponse:
+        self._metrics.fallbacks.labels("Recommend", reason).inc()
+        excluded = await self._user_exclusions(user_id, item_filter)
+        try:
+            picked = await self._fallback.recommend(k, item_filter, excluded)
+        except Exception as exc:
+            logger.warning("trending read failed: %s", exc)
+            raise Unavailable("recommendations unavailable") from None
+        degraded_reason = DEGRADED_REASONS.get(reason, "")
+        return gateway_pb2.RecommendResponse(
+            items=[gateway_pb2.RecommendedItem(item_id=i, score=s) for i, s in picked],
+            strategy=gateway_pb2.STRATEGY_TRENDING,
+            model_version=model_version,
+            degraded=bool(degraded_reason),
+            degraded_reason=degraded_reason,
+        )
+
+    # -- SimilarItems ------------------------------------------------------------
+
+    async def SimilarItems(self, request: gateway_pb2.SimilarItemsRequest, context) -> gateway_pb2.SimilarItemsResponse:
+        item_id = rules.check_id("item_id", request.item_id, self._s.max_user_id_len)
+        k = rules.resolve_k(request.k, self._s.default_k, self._s.max_k)
+        item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
+        try:
+            similar = await self._call_ranker(
+                "Similar", ranker_pb2.SimilarRequest(item_id=item_id, k=k, filter=rules.ranker_filter(item_filter)),
+                context)
+        except _RankerFailed as failed:
+            self._metrics.fallbacks.labels("SimilarItems", failed.reason).inc()
+            category = self._fallback.category_of(item_id)
+            same_category = ItemFilter(
+                include_categories=frozenset({category}) if category else item_filter.include_categories,
+                exclude_categories=item_filter.exclude_categories,
+                exclude_item_ids=item_filter.exclude_item_ids,
+                in_stock_only=item_filter.in_stock_only,
+            )
+            try:
+                picked = await self._fallback.recommend(k, same_category, {item_id})
+            except Exception as exc:
+                logger.warning("trending read failed: %s", exc)
+                raise Unavailable("similar items unavailable") from None
+            return gateway_pb2.SimilarItemsResponse(
+                items=[gateway_pb2.RecommendedItem(item_id=i, score=s) for i, s in picked],
+                degraded=True, degraded_reason=DEGRADED_REASONS[failed.reason])
+        return gateway_pb2.SimilarItemsResponse(
+            items=[gateway_pb2.RecommendedItem(item_id=i.item_id, score=i.score) for i in similar.items],
+            model_version=similar.model_version)
+
+    # -- TrackEvents -------------------------------------------------------------
+
+    async def TrackEvents(self, request: gateway_pb2.TrackEventsRequest, context) -> gateway_pb2.TrackEventsResponse:
+        events = list(request.events)
+        if len(events) > self._s.max_events_per_request:
+            raise InvalidArgument(f"at most {self._s.max_events_per_request} events per request, got {len(events)}")
+        for i, event in enumerate(events):  # all or nothing: validate before publishing any
+            try:
+                validate_event(event)
+            except InvalidEvent as exc:
+                raise InvalidArgument(f"events[{i}] is invalid ({exc.reason}): {exc.message}") from None
+        if not events:
+            return gateway_pb2.TrackEventsResponse(accepted=0)
+        loop = asyncio.get_running_loop()
+        try:
+            accepted = await loop.run_in_executor(self._executor, self._publisher.send_events, events)
+        except InvalidEvent as exc:
+            raise InvalidArgument(f"invalid event: {exc.reason}") from None
+        except Exception as exc:
+            logger.warning("publishing %d events failed: %s", len(events), exc)
+            raise Unavailable("event log unavailable, retry later") from None
+        self._metrics.events_tracked.inc(accepted)
+        return gateway_pb2.TrackEventsResponse(accepted=accepted)

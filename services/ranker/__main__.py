@@ -1,0 +1,3 @@
+from services.ranker.main import main
+
+main()

@@ -1,0 +1,152 @@
+"""The model being served, and its hot reload.
+
+``poll_once`` checks ``<models_dir>/LATEST``; a new version is loaded and warmed
+up in the executor, then swapped in with one reference assignment, so a request
+that took ``holder.current`` keeps a consistent model, masks and vocabulary.
+A bundle that fails to load is logged and counted, and the old model stays.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import numpy as np
+
+from services.common.filters import ItemFilter
+from services.common.model_bundle import ModelBundle, latest_version, load_bundle
+from services.common.stores.catalog import CatalogSnapshot
+from services.ranker.metrics import RankerMetrics
+from services.ranker.scoring import CatalogMasks, eligible_mask, top_k, unit_rows, user_scores
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A bundle ready to serve: the vectors, cosine-ready vectors and catalog masks."""
+
+    bundle: ModelBundle
+    unit_embeddings: np.ndarray
+    masks: CatalogMasks
+
+    @property
+    def version(self) -> str:
+        return self.bundle.version
+
+
+def warm_up(model: LoadedModel) -> None:
+    """One dummy encode + score, so the first real request pays no lazy initialisation."""
+    bundle = model.bundle
+    vec = bundle.encode([bundle.item_ids[:1]])[0]
+    if vec.shape != (bundle.dim,):
+        raise ValueError(f"encoder returned shape {vec.shape}, expected ({bundle.dim},)")
+    top_k(user_scores(bundle.item_embeddings, vec), eligible_mask(model.masks, bundle.index_of, ItemFilter()), 10)
+
+
+class ModelHolder:
+    def __init__(
+        self,
+        models_dir: str | Path,
+        executor: Executor,
+        metrics: RankerMetrics,
+        *,
+        prefer_gpu: bool = True,
+        intra_op_threads: int = 0,
+        reload_interval_s: float = 10.0,
+        failed_retry_s: float = 300.0,
+    ) -> None:
+        self._models_dir = Path(models_dir)
+        self._executor = executor
+        self._metrics = metrics
+        self._prefer_gpu = prefer_gpu
+        self._intra_op_threads = intra_op_threads
+        self._reload_interval_s = reload_interval_s
+        self._failed_retry_s = failed_retry_s
+        self._failed: dict[str, float] = {}  # version -> monotonic time of the failure
+        self._catalog = CatalogSnapshot()
+        self._listeners: list[Callable[[LoadedModel], Awaitable[None] | None]] = []
+        self._rebuild: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self.current: LoadedModel | None = None
+
+    def on_swap(self, callback: Callable[[LoadedModel], Awaitable[None] | None]) -> None:
+        """callback(model), awaited if async, after each swap (e.g. health turns SERVING)."""
+        self._listeners.append(callback)
+
+    def _load(self, version: str, catalog: CatalogSnapshot) -> LoadedModel:
+        bundle = load_bundle(self._models_dir, version, prefer_gpu=self._prefer_gpu,
+                             intra_op_threads=self._intra_op_threads)
+        model = LoadedModel(bundle, unit_rows(bundle.item_embeddings), CatalogMasks.build(bundle.item_ids, catalog))
+        warm_up(model)
+        return model
+
+    async def poll_once(self) -> bool:
+        """Load LATEST if it is new; True when a model was swapped in."""
+        async with self._lock:
+            version = latest_version(self._models_dir)
+            current = self.current
+            if version is None or (current is not None and current.version == version):
+                return False
+            failed_at = self._failed.get(version)
+            if failed_at is not None and time.monotonic() - failed_at < self._failed_retry_s:
+                return False
+            loop = asyncio.get_running_loop()
+            try:
+                model = await loop.run_in_executor(self._executor, self._load, version, self._catalog)
+            except Exception:
+                self._failed[version] = time.monotonic()
+                self._metrics.model_load_failures.inc()
+                logger.exception("model bundle %s failed to load; still serving %s", version,
+                                 current.version if current else "nothing")
+                return False
+            self._failed.pop(version, None)
+            if model.masks.catalog_version != self._catalog.version:  # catalog moved while loading
+                model = replace(model, masks=await loop.run_in_executor(
+                    self._executor, CatalogMasks.build, model.bundle.item_ids, self._catalog))
+            self.current = model
+            self._metrics.set_model_version(current.version if current else None, model.version)
+            self._metrics.model_loads.inc()
+            self._metrics.model_items.set(len(model.bundle.item_ids))
+            logger.info("serving model %s", model.version,
+                        extra={"model_version": model.version, "providers": model.bundle.providers})
+            for cb in self._listeners:
+                result = cb(model)
+                if inspect.isawaitable(result):
+                    await result
+            return True
+
+    async def run(self) -> None:
+        """Poll forever; with no bundle yet the service stays NOT_SERVING and keeps polling."""
+        while True:
+            try:
+                await self.poll_once()
+            except Exception:  # never let the reloader die
+                logger.exception("model poll failed")
+            await asyncio.sleep(self._reload_interval_s)
+
+    # -- catalog -----------------------------------------------------------
+
+    def on_catalog(self, snapshot: CatalogSnapshot) -> None:
+        """CatalogCache listener: rebuild the masks off the event loop."""
+        self._catalog = snapshot
+        self._metrics.catalog_items.set(len(snapshot.items))
+        if self._rebuild is None or self._rebuild.done():
+            self._rebuild = asyncio.get_running_loop().create_task(self.rebuild_masks())
+
+    async def rebuild_masks(self) -> None:
+        """Bring the current model's masks up to the latest catalog (idempotent)."""
+        while True:
+            model, catalog = self.current, self._catalog
+            if model is None or model.masks.catalog_version == catalog.version:
+                return
+            masks = await asyncio.get_running_loop().run_in_executor(
+                self._executor, CatalogMasks.build, model.bundle.item_ids, catalog)
+            if self.current is model:
+                self.current = replace(model, masks=masks)
+                logger.info("catalog masks rebuilt", extra={"catalog_version": catalog.version})

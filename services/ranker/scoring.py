@@ -1,0 +1,104 @@
+"""Where a request is scored: pure numpy over the model's item vocabulary.
+
+Index 0 is the padding row of the bundle and is never eligible. Catalog facts
+(stock, category) are kept as arrays aligned to the vocabulary so that every
+filter is a vectorised mask; they are rebuilt when the catalog or model changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from services.common.filters import ItemFilter
+from services.common.stores.catalog import CatalogSnapshot
+
+
+@dataclass(frozen=True)
+class CatalogMasks:
+    """Catalog facts for each vocabulary index of one model."""
+
+    catalog_version: int
+    valid: np.ndarray  # bool [N+1]: every real item (False only for padding)
+    in_stock: np.ndarray  # bool [N+1]
+    category_codes: np.ndarray  # int32 [N+1]; -1 for padding
+    category_code: Mapping[str, int]
+
+    @classmethod
+    def build(cls, item_ids: Sequence[str], snapshot: CatalogSnapshot) -> "CatalogMasks":
+        """Items absent from the catalog count as in stock with no category (see CatalogSnapshot)."""
+        n = len(item_ids)
+        valid = np.ones(n + 1, dtype=bool)
+        valid[0] = False
+        in_stock = valid.copy()
+        codes = np.full(n + 1, -1, dtype=np.int32)
+        category_code: dict[str, int] = {}
+        items = snapshot.items
+        for i, item_id in enumerate(item_ids, start=1):
+            item = items.get(item_id)
+            category = ""
+            if item is not None:
+                category = item.category
+                in_stock[i] = item.in_stock
+            code = category_code.get(category)
+            if code is None:
+                code = category_code[category] = len(category_code)
+            codes[i] = code
+        return cls(snapshot.version, valid, in_stock, codes, category_code)
+
+    @property
+    def eligible_in_stock(self) -> int:
+        return int(self.in_stock.sum())
+
+
+def eligible_mask(
+    masks: CatalogMasks,
+    index_of: Mapping[str, int],
+    item_filter: ItemFilter,
+    excluded_ids: Iterable[str] = (),
+) -> np.ndarray:
+    """bool [N+1]: which indices may be returned under this filter and these exclusions."""
+    mask = (masks.in_stock if item_filter.in_stock_only else masks.valid).copy()
+    if item_filter.include_categories:
+        codes = [masks.category_code[c] for c in item_filter.include_categories if c in masks.category_code]
+        mask &= np.isin(masks.category_codes, codes)
+    if item_filter.exclude_categories:
+        codes = [masks.category_code[c] for c in item_filter.exclude_categories if c in masks.category_code]
+        if codes:
+            mask &= ~np.isin(masks.category_codes, codes)
+    drop = [index_of[i] for i in {*item_filter.exclude_item_ids, *excluded_ids} if i in index_of]
+    if drop:
+        mask[drop] = False
+    mask[0] = False
+    return mask
+
+
+def top_k(scores: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best eligible indices by score, best first, and their scores.
+
+    argpartition keeps this O(N) for the selection; only the k winners are
+    sorted. Returns fewer than k when fewer are eligible; index 0 never appears.
+    """
+    candidates = np.flatnonzero(mask)
+    if candidates.size and candidates[0] == 0:
+        candidates = candidates[1:]
+    if k <= 0 or candidates.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    cand_scores = scores[candidates]
+    if k < candidates.size:
+        part = np.argpartition(-cand_scores, k - 1)[:k]
+        candidates, cand_scores = candidates[part], cand_scores[part]
+    order = np.argsort(-cand_scores, kind="stable")
+    return candidates[order], cand_scores[order]
+
+
+def user_scores(item_embeddings: np.ndarray, user_vec: np.ndarray) -> np.ndarray:
+    """Dot-product score of every index for one user vector: float32 [N+1]."""
+    return item_embeddings @ user_vec.astype(np.float32, copy=False)
+
+
+def unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), for cosine similarity."""
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    return (embeddings / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)

@@ -1,0 +1,281 @@
+"""The gateway as a real gRPC server on 127.0.0.1:0, calling a real ranker server
+(or a closed port, or a slow one), with real (embedded) Redis and Kafka."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kafka import KafkaConsumer
+from shopstream.catalog.v1 import catalog_pb2
+from shopstream.events.v1 import events_pb2
+from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from shopstream.ranker.v1 import ranker_pb2_grpc
+
+from services.common import topics
+from services.common.embedded import free_port
+from services.common.stores.catalog import CatalogCache, RedisCatalogStore
+from services.common.stores.trending import RedisTrendingStore
+from services.common.stores.user_state import EventWrite, RedisUserStateStore
+from services.gateway.fallback import TrendingFallback
+from services.gateway.metrics import gateway_metrics
+from services.gateway.publisher import LazyProducer
+from services.gateway.server import GatewayDeps, create_server, watch_readiness
+from services.gateway.settings import GatewaySettings
+from services.ingest.producer import EventProducer, ensure_topics
+from services.ranker.metrics import ranker_metrics
+from services.ranker.model_holder import ModelHolder
+from services.ranker.server import RankerDeps
+from services.ranker.server import create_server as create_ranker
+from services.ranker.settings import RankerSettings
+from services.ranker.toy_bundle import publish_toy_bundle
+
+pytestmark = pytest.mark.integration
+
+CATEGORIES = {"s": "shoes", "h": "hats", "b": "bags"}
+ITEMS = [f"{p}{n}" for p in CATEGORIES for n in range(1, 5)]
+OUT_OF_STOCK = {"t3"}
+TRENDING = {"t1": 50.0, "t2": 40.0, "t3": 30.0, "h1": 20.0, "b1": 10.0}  # t*: new items the model does not know
+
+
+def vectors() -> np.ndarray:
+    out = np.zeros((len(ITEMS), 3), dtype=np.float32)
+    for row, item in enumerate(ITEMS):
+        out[row, list(CATEGORIES).index(item[0])] = 1.0 + 0.1 * int(item[1:])
+    return out
+
+
+@contextlib.asynccontextmanager
+async def ranker_server(models_dir, redis_client, redis_url, servicer_delay_s: float = 0.0):
+    executor = ThreadPoolExecutor(2)
+    holder = ModelHolder(models_dir, executor, ranker_metrics(), prefer_gpu=False)
+    catalog = CatalogCache(RedisCatalogStore(redis_client))
+    catalog.on_change(holder.on_catalog)
+    await catalog.refresh()
+    await holder.poll_once()
+    deps = RankerDeps(holder, RedisUserStateStore(redis_client), executor, ranker_metrics())
+    server, port = await create_ranker(RankerSettings(addr="127.0.0.1:0", models_dir=models_dir,
+                                                      redis_url=redis_url, prefer_gpu=False), deps)
+    if servicer_delay_s:  # a real server that is too slow: every state read takes servicer_delay_s
+        original = deps.user_states.get_states
+
+        async def slow_get_states(*args, **kwargs):
+            await asyncio.sleep(servicer_delay_s)
+            return await original(*args, **kwargs)
+
+        deps.user_states.get_states = slow_get_states
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
+        executor.shutdown(wait=True)
+
+
+class NoKafka:
+    """TrackEvents is not exercised by a test that uses this; anything else must not publish."""
+
+    def send_events(self, events, wait=True):
+        raise AssertionError("unexpected publish")
+
+
+@contextlib.asynccontextmanager
+async def gateway_server(ranker_addr, redis_client, redis_url, publisher=None, **overrides):
+    settings = GatewaySettings(addr="127.0.0.1:0", ranker_addr=ranker_addr, redis_url=redis_url, **overrides)
+    channel = grpc.aio.insecure_channel(ranker_addr)
+    catalog = CatalogCache(RedisCatalogStore(redis_client))
+    executor = ThreadPoolExecutor(2)
+    deps = GatewayDeps(
+        redis=redis_client,
+        ranker=ranker_pb2_grpc.RankerServiceStub(channel),
+        user_states=RedisUserStateStore(redis_client),
+        catalog=catalog,
+        fallback=TrendingFallback(RedisTrendingStore(redis_client), lambda: catalog.snapshot, settings.trending_pool),
+        publisher=publisher or NoKafka(),
+        executor=executor,
+        metrics=gateway_metrics(),
+    )
+    server, port = await create_server(settings, deps)
+    await server.start()
+    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(client)
+    assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=2)).status == \
+        health_pb2.HealthCheckResponse.NOT_SERVING
+    readiness = asyncio.create_task(watch_readiness(deps, 0.05))
+    try:
+        for _ in range(100):
+            if (await health.Check(health_pb2.HealthCheckRequest(), timeout=2)).status == \
+                    health_pb2.HealthCheckResponse.SERVING:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            pytest.fail("gateway never became SERVING")
+        yield gateway_pb2_grpc.GatewayServiceStub(client)
+    finally:
+        readiness.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await readiness
+        await client.close()
+        await server.stop(0)
+        await channel.close()
+        executor.shutdown(wait=True)
+
+
+@pytest.fixture
+async def world(tmp_path, redis_client):
+    """Catalog, trending and two users in Redis; a published model bundle."""
+    items = [catalog_pb2.CatalogItem(item_id=i, category=CATEGORIES[i[0]], in_stock=True) for i in ITEMS]
+    items += [catalog_pb2.CatalogItem(item_id=t, category="shoes", in_stock=t not in OUT_OF_STOCK)
+              for t in ("t1", "t2", "t3")]
+    await RedisCatalogStore(redis_client).upsert(items)
+    await redis_client.zadd(b"ss:v1:trending", TRENDING)
+    states = RedisUserStateStore(redis_client)
+    # "buyer" likes hats and bought t1, the top trending item
+    await states.apply_events([EventWrite("e1", "buyer", "h1", 1, 1000), EventWrite("e2", "buyer", "t1", 4, 1001)])
+    publish_toy_bundle(tmp_path, ITEMS, vectors())
+    return tmp_path
+
+
+def ids(response) -> list[str]:
+    return [i.item_id for i in response.items]
+
+
+def closed_port_addr() -> str:
+    return f"127.0.0.1:{free_port()}"
+
+
+async def test_personalized_when_the_ranker_answers(world, redis_client, redis_url):
+    async with ranker_server(world, redis_client, redis_url) as addr, \
+            gateway_server(addr, redis_client, redis_url) as gw:
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=5)
+        assert resp.strategy == gateway_pb2.STRATEGY_PERSONALIZED and not resp.degraded
+        assert resp.model_version.startswith("v")
+        assert ids(resp) == ["h4", "h3", "h2"]
+
+        # Only 4 hats exist and h1 is seen: the model gives 3, trending pads (purchased t1 excluded).
+        padded = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=5, filters=gateway_pb2.RecommendFilters(
+            include_categories=["hats", "shoes"], exclude_seen=True, exclude_item_ids=["s4", "s3", "s2", "s1"])),
+            timeout=5)
+        assert padded.strategy == gateway_pb2.STRATEGY_PERSONALIZED
+        # h1 seen, t1 seen and purchased, t3 out of stock, bags filtered: only t2 is left to pad with
+        assert ids(padded) == ["h4", "h3", "h2", "t2"]
+        scores = [i.score for i in padded.items]
+        assert scores == sorted(scores, reverse=True)
+
+
+async def test_unknown_user_gets_trending_not_degraded(world, redis_client, redis_url):
+    async with ranker_server(world, redis_client, redis_url) as addr, \
+            gateway_server(addr, redis_client, redis_url) as gw:
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="new-visitor", k=4), timeout=5)
+        assert resp.strategy == gateway_pb2.STRATEGY_TRENDING and not resp.degraded
+        assert ids(resp) == ["t1", "t2", "h1", "b1"]  # t3 out of stock
+
+
+async def test_ranker_down_degrades_to_trending_within_the_deadline(world, redis_client, redis_url):
+    async with gateway_server(closed_port_addr(), redis_client, redis_url) as gw:
+        start = time.perf_counter()
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=1)
+        assert time.perf_counter() - start < 0.5
+        assert resp.strategy == gateway_pb2.STRATEGY_TRENDING
+        assert resp.degraded and resp.degraded_reason == "ranker unavailable"
+        assert ids(resp) == ["t2", "h1", "b1"]  # the buyer's purchase t1 is excluded
+
+        # Fewer trending items than k: padded from the in-stock catalog.
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=10), timeout=1)
+        assert len(resp.items) == 10 and "t1" not in ids(resp) and "t3" not in ids(resp)
+        assert ids(resp)[:3] == ["t2", "h1", "b1"]
+
+        similar = await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="s1", k=3), timeout=1)
+        assert similar.degraded and similar.degraded_reason == "ranker unavailable"
+        assert ids(similar) == ["t1", "t2", "s2"]  # same category (shoes), trending first, s1 itself excluded
+
+
+async def test_slow_ranker_hits_the_gateway_deadline(world, redis_client, redis_url):
+    async with ranker_server(world, redis_client, redis_url, servicer_delay_s=1.0) as addr, \
+            gateway_server(addr, redis_client, redis_url, ranker_timeout_s=0.1) as gw:
+        start = time.perf_counter()
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=2), timeout=2)
+        assert time.perf_counter() - start < 0.6
+        assert resp.degraded and resp.degraded_reason == "ranker deadline exceeded"
+        assert ids(resp) == ["t2", "h1"]
+        # The client's own deadline bounds the ranker call too.
+        start = time.perf_counter()
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=2), timeout=0.08)
+        assert resp.degraded and time.perf_counter() - start < 0.08 + 0.1
+
+
+async def test_similar_items_and_validation(world, redis_client, redis_url):
+    async with ranker_server(world, redis_client, redis_url) as addr, \
+            gateway_server(addr, redis_client, redis_url) as gw:
+        resp = await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="b1", k=3), timeout=5)
+        assert not resp.degraded and set(ids(resp)) == {"b2", "b3", "b4"}
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="no-such-item", k=3), timeout=5)
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+        for request, message in [
+            (gateway_pb2.RecommendRequest(user_id="", k=3), "user_id is required"),
+            (gateway_pb2.RecommendRequest(user_id="x" * 200, k=3), "user_id must be at most 128 characters"),
+            (gateway_pb2.RecommendRequest(user_id="u", k=101), "k must be between 1 and 100"),
+            (gateway_pb2.RecommendRequest(user_id="u", filters=gateway_pb2.RecommendFilters(
+                exclude_item_ids=[str(i) for i in range(501)])), "at most 500 allowed"),
+        ]:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await gw.Recommend(request, timeout=5)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert message in err.value.details()
+
+
+def event(n: int, **fields) -> events_pb2.Event:
+    base = dict(event_id=f"track-{n}", user_id="shopper", item_id="s1", type=events_pb2.EVENT_TYPE_VIEW,
+                occurred_at=Timestamp(seconds=1_700_000_000 + n))
+    base.update(fields)
+    return events_pb2.Event(**base)
+
+
+async def test_track_events_publishes_to_kafka_all_or_nothing(world, redis_client, redis_url, kafka_bootstrap):
+    await asyncio.to_thread(ensure_topics, kafka_bootstrap, 1)
+    producer = await asyncio.to_thread(EventProducer, kafka_bootstrap)
+    try:
+        async with gateway_server(closed_port_addr(), redis_client, redis_url, publisher=producer) as gw:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(1), event(2, user_id="")]),
+                                     timeout=10)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "events[1]" in err.value.details() and "missing_user_id" in err.value.details()
+
+            resp = await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(3), event(4)]), timeout=10)
+            assert resp.accepted == 2
+            empty = await gw.TrackEvents(gateway_pb2.TrackEventsRequest(), timeout=10)
+            assert empty.accepted == 0
+    finally:
+        await asyncio.to_thread(producer.close)
+
+    def read_back() -> list[str]:
+        consumer = KafkaConsumer(topics.EVENTS, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+                                 consumer_timeout_ms=3000, group_id=None)
+        try:
+            return [events_pb2.Event.FromString(m.value).event_id for m in consumer]
+        finally:
+            consumer.close()
+
+    published = await asyncio.to_thread(read_back)
+    assert "track-3" in published and "track-4" in published
+    assert "track-1" not in published and "track-2" not in published  # nothing from the rejected batch
+
+
+async def test_track_events_kafka_down_is_unavailable(world, redis_client, redis_url):
+    # A real Kafka client, and no broker behind the address.
+    publisher = LazyProducer(closed_port_addr(), bootstrap_timeout_ms=500, max_block_ms=500)
+    async with gateway_server(closed_port_addr(), redis_client, redis_url, publisher=publisher) as gw:
+        start = time.perf_counter()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(9)]), timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert time.perf_counter() - start < 5

@@ -1,0 +1,212 @@
+"""The ranker as a real gRPC server on 127.0.0.1:0 with a real (embedded) Redis
+and real model bundles published through model_bundle's writer."""
+from __future__ import annotations
+
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from shopstream.catalog.v1 import catalog_pb2
+from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
+
+from services.common.model_bundle import write_latest
+from services.common.stores.catalog import CatalogCache, RedisCatalogStore
+from services.common.stores.user_state import EmbeddingWrite, EventWrite, RedisUserStateStore
+from services.ranker.metrics import ranker_metrics
+from services.ranker.model_holder import ModelHolder
+from services.ranker.server import SERVICE_NAMES, RankerDeps, create_server
+from services.ranker.settings import RankerSettings
+from services.ranker.toy_bundle import publish_toy_bundle
+
+pytestmark = pytest.mark.integration
+
+# Three categories on three axes; within one, a larger index scores higher.
+CATEGORIES = {"s": "shoes", "h": "hats", "b": "bags"}
+ITEMS = [f"{p}{n}" for p in CATEGORIES for n in range(1, 5)]
+AXIS = {p: i for i, p in enumerate(CATEGORIES)}
+
+
+def vectors(boost: dict[str, float] | None = None) -> np.ndarray:
+    out = np.zeros((len(ITEMS), 4), dtype=np.float32)
+    for row, item in enumerate(ITEMS):
+        out[row, AXIS[item[0]]] = 1.0 + 0.1 * int(item[1:]) + (boost or {}).get(item, 0.0)
+    return out
+
+
+def catalog_items(out_of_stock: set[str] = frozenset()) -> list[catalog_pb2.CatalogItem]:
+    return [catalog_pb2.CatalogItem(item_id=i, category=CATEGORIES[i[0]], in_stock=i not in out_of_stock)
+            for i in ITEMS]
+
+
+async def add_history(states: RedisUserStateStore, user: str, items: list[str], purchased: set[str] = frozenset()):
+    await states.apply_events([EventWrite(f"{user}-{n}", user, item, 4 if item in purchased else 1, 1_000 + n)
+                               for n, item in enumerate(items)])
+
+
+class Ranker:
+    """One started ranker server, its client stub and its dependencies."""
+
+    def __init__(self, models_dir, redis_client, redis_url, max_k=50):
+        self.settings = RankerSettings(addr="127.0.0.1:0", models_dir=models_dir, redis_url=redis_url,
+                                       prefer_gpu=False, max_k=max_k, failed_retry_s=0)
+        self.redis = redis_client
+        self.executor = ThreadPoolExecutor(2)
+        self.holder = ModelHolder(models_dir, self.executor, ranker_metrics(), prefer_gpu=False, failed_retry_s=0)
+        self.catalog = CatalogCache(RedisCatalogStore(redis_client))
+        self.catalog.on_change(self.holder.on_catalog)
+        self.states = RedisUserStateStore(redis_client)
+        self.deps = RankerDeps(self.holder, self.states, self.executor, ranker_metrics())
+
+    async def __aenter__(self):
+        self.server, self.port = await create_server(self.settings, self.deps)
+        await self.server.start()
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = ranker_pb2_grpc.RankerServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.channel.close()
+        await self.server.stop(0)
+        self.executor.shutdown(wait=True)
+
+    async def status(self, service: str = "") -> int:
+        return (await self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)).status
+
+    async def refresh_catalog(self):
+        await self.catalog.refresh()
+        await self.holder.rebuild_masks()
+
+
+@pytest.fixture
+async def ranker(tmp_path, redis_client, redis_url):
+    await RedisCatalogStore(redis_client).upsert(catalog_items(out_of_stock={"s3"}))
+    publish_toy_bundle(tmp_path, ITEMS, vectors())
+    async with Ranker(tmp_path, redis_client, redis_url) as r:
+        await r.refresh_catalog()
+        assert await r.holder.poll_once()
+        yield r
+
+
+def ids(response) -> list[str]:
+    return [i.item_id for i in response.items]
+
+
+async def test_health_not_serving_until_a_model_is_loaded(tmp_path, redis_client, redis_url):
+    async with Ranker(tmp_path, redis_client, redis_url) as r:
+        assert await r.status() == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await r.status(SERVICE_NAMES[0]) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert not await r.holder.poll_once()  # no bundle yet: keep polling, stay NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await r.stub.Rank(ranker_pb2.RankRequest(user_id="u", k=3), timeout=2)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+        version = publish_toy_bundle(tmp_path, ITEMS, vectors())
+        assert await r.holder.poll_once()
+        assert r.holder.current.version == version
+        assert await r.status() == health_pb2.HealthCheckResponse.SERVING
+        assert await r.status(SERVICE_NAMES[0]) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_rank_encodes_history_and_applies_filters(ranker):
+    await add_history(ranker.states, "u1", ["s1", "s2"], purchased={"s2"})
+    resp = await ranker.stub.Rank(ranker_pb2.RankRequest(
+        user_id="u1", k=3, filter=ranker_pb2.ItemFilter(in_stock_only=True, exclude_purchased=True)), timeout=5)
+    assert resp.user_known and resp.embedding_source == "encoded"
+    assert resp.model_version == ranker.holder.current.version
+    # user vector = s1 + s2 on the shoes axis: s4 > (s3 out of stock) > (s2 purchased) > s1 > the rest score 0
+    assert ids(resp)[:2] == ["s4", "s1"]
+    assert [round(i.score, 4) for i in resp.items[:2]] == [pytest.approx(1.4 * 2.3), pytest.approx(1.1 * 2.3)]
+    assert len(resp.items) == 3
+
+    seen = await ranker.stub.Rank(ranker_pb2.RankRequest(
+        user_id="u1", k=20, filter=ranker_pb2.ItemFilter(exclude_seen=True, include_categories=["shoes"])), timeout=5)
+    assert ids(seen) == ["s4", "s3"]  # in_stock_only=False: the ranker applies exactly what it is sent
+
+    hats = await ranker.stub.Rank(ranker_pb2.RankRequest(
+        user_id="u1", k=2, filter=ranker_pb2.ItemFilter(exclude_categories=["shoes", "bags"],
+                                                        exclude_item_ids=["h4"])), timeout=5)
+    assert set(ids(hats)) <= {"h1", "h2", "h3"} and len(hats.items) == 2
+
+
+async def test_rank_uses_the_stored_embedding_of_this_model(ranker):
+    await add_history(ranker.states, "u2", ["s1"])
+    (state,) = await ranker.states.get_states(["u2"], 10)
+    await ranker.states.put_embeddings([EmbeddingWrite("u2", ranker.holder.current.version, state.hist_version,
+                                                       np.array([0, 0, 1, 0], dtype=np.float32))])
+    resp = await ranker.stub.Rank(ranker_pb2.RankRequest(user_id="u2", k=2), timeout=5)
+    assert resp.embedding_source == "redis"
+    assert ids(resp) == ["b4", "b3"]  # the stored vector points at bags, not at the shoes in the history
+
+    await ranker.states.put_embeddings([EmbeddingWrite("u2", "some-older-model", state.hist_version,
+                                                       np.array([0, 0, 1, 0], dtype=np.float32))])
+    resp = await ranker.stub.Rank(ranker_pb2.RankRequest(user_id="u2", k=1), timeout=5)
+    assert resp.embedding_source == "encoded" and ids(resp) == ["s4"]
+
+
+async def test_unknown_user_is_reported_not_ranked(ranker):
+    resp = await ranker.stub.Rank(ranker_pb2.RankRequest(user_id="nobody", k=5), timeout=5)
+    assert not resp.user_known and not resp.items
+    assert resp.model_version == ranker.holder.current.version
+
+
+@pytest.mark.parametrize("request_, message", [
+    (ranker_pb2.RankRequest(user_id="", k=5), "user_id is required"),
+    (ranker_pb2.RankRequest(user_id="u", k=0), "k must be between 1 and 50, got 0"),
+    (ranker_pb2.RankRequest(user_id="u", k=51), "k must be between 1 and 50, got 51"),
+])
+async def test_invalid_requests(ranker, request_, message):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ranker.stub.Rank(request_, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == message
+
+
+async def test_similar_is_cosine_and_unknown_item_is_not_found(ranker):
+    resp = await ranker.stub.Similar(ranker_pb2.SimilarRequest(item_id="h1", k=3), timeout=5)
+    assert set(ids(resp)) == {"h2", "h3", "h4"}
+    assert all(i.score == pytest.approx(1.0) for i in resp.items)
+    in_stock = await ranker.stub.Similar(ranker_pb2.SimilarRequest(
+        item_id="s1", k=3, filter=ranker_pb2.ItemFilter(in_stock_only=True)), timeout=5)
+    assert "s3" not in ids(in_stock) and "s1" not in ids(in_stock)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ranker.stub.Similar(ranker_pb2.SimilarRequest(item_id="nope", k=3), timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_catalog_changes_rebuild_the_masks(ranker):
+    await add_history(ranker.states, "u3", ["h1"])
+    before = await ranker.stub.Rank(ranker_pb2.RankRequest(
+        user_id="u3", k=1, filter=ranker_pb2.ItemFilter(in_stock_only=True)), timeout=5)
+    assert ids(before) == ["h4"]
+    await RedisCatalogStore(ranker.redis).upsert([catalog_pb2.CatalogItem(item_id="h4", category="hats")])
+    await ranker.refresh_catalog()
+    after = await ranker.stub.Rank(ranker_pb2.RankRequest(
+        user_id="u3", k=1, filter=ranker_pb2.ItemFilter(in_stock_only=True)), timeout=5)
+    assert ids(after) == ["h3"]
+
+
+async def test_hot_reload_swaps_versions_and_survives_a_broken_bundle(ranker, tmp_path):
+    await add_history(ranker.states, "u4", ["b1"])
+    old = ranker.holder.current.version
+    failures = ranker_metrics().model_load_failures._value.get()
+
+    broken = tmp_path / "v-broken"
+    shutil.copytree(tmp_path / old, broken)
+    (broken / "item_embeddings.npy").write_bytes(b"garbage")  # checksum mismatch
+    write_latest(tmp_path, "v-broken")
+    assert not await ranker.holder.poll_once()
+    assert ranker.holder.current.version == old
+    assert ranker_metrics().model_load_failures._value.get() == failures + 1
+    resp = await ranker.stub.Rank(ranker_pb2.RankRequest(user_id="u4", k=1), timeout=5)
+    assert resp.model_version == old and ids(resp) == ["b4"]
+
+    new = publish_toy_bundle(tmp_path, ITEMS, vectors(boost={"b2": 5.0}))
+    assert new != old
+    assert await ranker.holder.poll_once()
+    resp = await ranker.stub.Rank(ranker_pb2.RankRequest(user_id="u4", k=1), timeout=5)
+    assert resp.model_version == new and ids(resp) == ["b2"]
+    assert await ranker.status() == health_pb2.HealthCheckResponse.SERVING
