@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
@@ -22,13 +22,31 @@ class SettingsError(SystemExit):
     pass
 
 
+def check_addr(value: str) -> str:
+    """host:port with a numeric port (0 lets the OS pick, for tests)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return value
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable an operator sets for this field."""
+    info = cls.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0]).upper()
+    if isinstance(alias, str):
+        return alias.upper()
+    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
 def load(cls: type[S], **overrides) -> S:
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        prefix = cls.model_config.get("env_prefix", "")
         lines = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {prefix}{field.upper()}: {err['msg']}")
+            field = str(err["loc"][0]) if err["loc"] else ""
+            lines.append(f"  {env_name(cls, field)}: {err['msg']}")
         raise SettingsError(f"invalid {cls.__name__}:\n" + "\n".join(lines)) from None

@@ -5,8 +5,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
 from services.common.infra import kafka_field, redis_field
-from services.common.settings import service_config
-from services.ranker.settings import check_addr
+from services.common.settings import check_addr, service_config
 
 
 class GatewaySettings(BaseSettings):

@@ -7,22 +7,14 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
 
 from services.common.infra import redis_field
-from services.common.settings import service_config
-
-
-def check_addr(value: str) -> str:
-    """host:port with a numeric port (0 lets the OS pick, for tests)."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected host:port, got {value!r}")
-    return value
+from services.common.settings import check_addr, service_config
 
 
 class RankerSettings(BaseSettings):
     model_config = service_config("RANKER")
 
     addr: str = "127.0.0.1:50051"
-    models_dir: Path = Path("models")
+    models_dir: Path = Path("var/models")
     reload_interval_s: float = Field(10.0, gt=0)
     # Retry a version that failed to load only after this long, so a bad bundle
     # is counted once per interval rather than once per poll.

@@ -34,7 +34,7 @@ from services.ranker.model_holder import ModelHolder
 from services.ranker.server import RankerDeps
 from services.ranker.server import create_server as create_ranker
 from services.ranker.settings import RankerSettings
-from services.ranker.toy_bundle import publish_toy_bundle
+from support.toy_bundle import publish_toy_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from services.ranker.metrics import ranker_metrics
 from services.ranker.model_holder import ModelHolder
 from services.ranker.server import SERVICE_NAMES, RankerDeps, create_server
 from services.ranker.settings import RankerSettings
-from services.ranker.toy_bundle import publish_toy_bundle
+from support.toy_bundle import publish_toy_bundle
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 The encoder sums the embeddings of the history items (padding row 0 is zero),
 so the user vector and every score are known in advance.
-Run ``python -m services.ranker.toy_bundle MODELS_DIR`` to publish one.
+Run ``python -m support.toy_bundle MODELS_DIR`` to publish one.
 """
 from __future__ import annotations
 
