@@ -1,0 +1,1 @@
+"""The features service: where events become Redis writes (user state, trending, embeddings)."""

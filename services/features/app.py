@@ -1,0 +1,64 @@
+"""The faust app of the features worker, built from settings and dependencies (no globals)."""
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from services.common.stores.catalog import CatalogStore
+from services.common.stores.trending import TrendingStore
+from services.common.stores.user_state import UserStateStore
+from services.features.agents import register_agents
+from services.features.embeddings import EmbeddingRefresher
+from services.features.metrics import FeaturesMetrics
+from services.features.models import ModelHolder
+from services.features.processing import CatalogBatchProcessor, EventBatchProcessor
+from services.features.settings import FeaturesSettings
+from services.features.timers import register_timers
+from services.features.topics import TopicDeadLetters, define_topics
+
+
+@dataclass
+class FeaturesDeps:
+    redis: Any
+    users: UserStateStore
+    trending: TrendingStore
+    catalog: CatalogStore
+    models: ModelHolder
+    metrics: FeaturesMetrics
+    executor: Executor  # model loading and encoding, off the event loop
+
+
+def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
+    brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",") if h.strip()]
+    settings.datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.app_id,
+        broker=brokers,
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+        datadir=str(settings.datadir),
+        topic_partitions=settings.topic_partitions,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+    )
+    topics = define_topics(app)
+    dead_letters = TopicDeadLetters(topics.dead_letter)
+    embeddings = EmbeddingRefresher(deps.users, deps.models, deps.executor, deps.metrics)
+    events = EventBatchProcessor(deps.users, deps.trending, embeddings, dead_letters, deps.metrics)
+    catalog = CatalogBatchProcessor(deps.catalog, dead_letters, deps.metrics)
+    register_agents(app, topics, settings, events, catalog)
+    register_timers(app, settings, deps)
+
+    @app.on_before_shutdown.connect
+    async def close_clients(app, **kwargs):  # the consumer has stopped; nothing writes any more
+        await deps.redis.aclose()
+
+    return app

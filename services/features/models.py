@@ -1,0 +1,71 @@
+"""The model currently used to encode users, hot-reloaded when ``LATEST`` changes.
+
+``services.common.model_bundle`` is imported lazily so the worker still runs
+(applying state, skipping embeddings) in an image without the model runtime.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+from functools import partial
+from pathlib import Path
+
+from services.features.metrics import FeaturesMetrics
+
+logger = logging.getLogger(__name__)
+
+
+def _bundle_module():
+    try:
+        from services.common import model_bundle
+    except ImportError:
+        return None
+    return model_bundle
+
+
+class ModelHolder:
+    """Holds the loaded bundle (or None); ``reload_if_changed`` swaps in a new version."""
+
+    def __init__(self, models_dir: Path, executor: Executor, metrics: FeaturesMetrics,
+                 prefer_gpu: bool = False, intra_op_threads: int = 1) -> None:
+        self.models_dir = Path(models_dir)
+        self.bundle = None
+        self._executor = executor
+        self._metrics = metrics
+        self._prefer_gpu = prefer_gpu
+        self._threads = intra_op_threads
+        self._failed_version: str | None = None
+
+    @property
+    def version(self) -> str | None:
+        return self.bundle.version if self.bundle is not None else None
+
+    async def reload_if_changed(self) -> bool:
+        """Load the LATEST bundle when it differs from the one held; True if swapped.
+
+        Loading (file reads, checksums, onnxruntime session) runs in the executor.
+        A bundle that fails to load is logged once and skipped until LATEST moves on.
+        """
+        mb = _bundle_module()
+        if mb is None:
+            return False
+        loop = asyncio.get_running_loop()
+        latest = await loop.run_in_executor(self._executor, mb.latest_version, self.models_dir)
+        if latest is None or latest == self.version or latest == self._failed_version:
+            return False
+        try:
+            bundle = await loop.run_in_executor(
+                self._executor,
+                partial(mb.load_bundle, self.models_dir, latest, prefer_gpu=self._prefer_gpu,
+                        intra_op_threads=self._threads),
+            )
+        except Exception:
+            self._failed_version = latest
+            self._metrics.model_reload_failures.inc()
+            logger.exception("failed to load model %s; keeping %s", latest, self.version)
+            return False
+        previous, self.bundle = self.version, bundle
+        self._metrics.set_model(bundle.version)
+        logger.info("model swapped", extra={"model_version": bundle.version, "previous": previous})
+        return True

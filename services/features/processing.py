@@ -1,0 +1,145 @@
+"""Where a batch of Kafka records becomes Redis writes.
+
+Independent of faust (the agents adapt faust events into :class:`SourceRecord`),
+so the logic is testable with in-memory fakes. Invalid records go to the
+dead-letter sink and never stop the batch. The Redis part of a batch is retried
+until it succeeds: ``apply_events`` is idempotent per event id, so a retry (or a
+redelivery after a crash) never double-counts.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from redis.exceptions import RedisError
+
+from services.common.stores.catalog import CatalogStore
+from services.common.stores.trending import TrendingStore
+from services.common.stores.user_state import EventWrite, UserStateStore
+from services.features.embeddings import EmbeddingRefresher
+from services.features.metrics import FeaturesMetrics
+from services.ingest.validation import InvalidEvent, decode_catalog_item, decode_event
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float  # Kafka message timestamp, seconds since the epoch
+    key: bytes | None
+    value: bytes
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+class DeadLetterSink(Protocol):
+    async def send(self, record: SourceRecord, reason: str) -> None: ...
+
+    async def flush(self) -> None:
+        """Wait until every record sent so far is acknowledged."""
+
+
+async def _retrying(what: str, fn, metrics: FeaturesMetrics, max_backoff_s: float = 5.0):
+    """Run ``fn()`` until it succeeds on Redis; the batch must not be skipped (and not acked)."""
+    backoff = 0.1
+    while True:
+        try:
+            return await fn()
+        except (RedisError, OSError) as exc:
+            metrics.store_retries.inc()
+            logger.warning("%s failed (%s); retrying in %.1fs", what, exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(max_backoff_s, backoff * 2)
+
+
+async def _dead_letter(dlq: DeadLetterSink, metrics: FeaturesMetrics, rec: SourceRecord, exc: InvalidEvent) -> None:
+    metrics.records_invalid.labels(rec.topic, exc.reason).inc()
+    logger.info("dead-lettering record", extra={"reason": exc.reason, "source": rec.source, "error": exc.message})
+    await dlq.send(rec, exc.reason)
+    metrics.records_dead_lettered.labels(rec.topic).inc()
+
+
+class EventBatchProcessor:
+    def __init__(self, users: UserStateStore, trending: TrendingStore, embeddings: EmbeddingRefresher,
+                 dead_letters: DeadLetterSink, metrics: FeaturesMetrics) -> None:
+        self._users = users
+        self._trending = trending
+        self._embeddings = embeddings
+        self._dlq = dead_letters
+        self._metrics = metrics
+
+    async def process(self, records: Sequence[SourceRecord]) -> int:
+        """Apply a batch; returns how many events were new."""
+        m = self._metrics
+        started = time.perf_counter()
+        m.events_processed.inc(len(records))
+        m.batch_size.observe(len(records))
+        writes: list[EventWrite] = []
+        timestamps: list[float] = []
+        for rec in records:
+            try:
+                ev = decode_event(rec.value)
+            except InvalidEvent as exc:
+                await _dead_letter(self._dlq, self._metrics, rec, exc)
+                continue
+            occurred_ms = ev.occurred_at.seconds * 1000 + ev.occurred_at.nanos // 1_000_000
+            writes.append(EventWrite(ev.event_id, ev.user_id, ev.item_id, int(ev.type), occurred_ms))
+            timestamps.append(rec.timestamp)
+
+        new = await _retrying("apply batch", lambda: self._apply(writes), m)
+        try:
+            await self._embeddings.refresh(list(dict.fromkeys(w.user_id for w, fresh in zip(writes, new) if fresh)))
+        except Exception:  # the ranker encodes on request when an embedding is stale
+            m.embedding_refresh_failures.inc()
+            logger.warning("embedding refresh failed for a batch", exc_info=True)
+        await self._dlq.flush()
+
+        now = time.time()
+        applied = 0
+        for ts, fresh in zip(timestamps, new):
+            if fresh:
+                applied += 1
+                m.freshness.observe(max(0.0, now - ts))
+        m.events_applied.inc(applied)
+        m.events_duplicate.inc(len(new) - applied)
+        m.batch_seconds.observe(time.perf_counter() - started)
+        return applied
+
+    async def _apply(self, writes: list[EventWrite]) -> list[bool]:
+        new = await self._users.apply_events(writes)
+        # Only events the dedup script saw for the first time count towards trending.
+        await self._trending.record([(w.item_id, w.type_code) for w, fresh in zip(writes, new) if fresh])
+        return new
+
+
+
+class CatalogBatchProcessor:
+    def __init__(self, catalog: CatalogStore, dead_letters: DeadLetterSink, metrics: FeaturesMetrics) -> None:
+        self._catalog = catalog
+        self._dlq = dead_letters
+        self._metrics = metrics
+
+    async def process(self, records: Sequence[SourceRecord]) -> int:
+        """Upsert the valid catalog records (the last one per item wins); returns how many."""
+        items = {}
+        for rec in records:
+            try:
+                item = decode_catalog_item(rec.value)
+            except InvalidEvent as exc:
+                await _dead_letter(self._dlq, self._metrics, rec, exc)
+                continue
+            items[item.item_id] = item
+        if items:
+            await _retrying("catalog upsert", lambda: self._catalog.upsert(list(items.values())), self._metrics)
+        await self._dlq.flush()
+        self._metrics.catalog_applied.inc(len(items))
+        return len(items)

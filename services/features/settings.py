@@ -1,0 +1,46 @@
+"""Settings of the features worker, from ``SHOPSTREAM_FEATURES_*`` (plus the shared infra variables)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings
+
+from services.common.infra import kafka_field, redis_field
+from services.common.settings import service_config
+
+
+class FeaturesSettings(BaseSettings):
+    model_config = service_config("FEATURES")
+
+    kafka_bootstrap_servers: str = kafka_field()
+    redis_url: str = redis_field()
+
+    app_id: str = Field("shopstream-features", description="faust app id = Kafka consumer group")
+    topic_partitions: int = Field(8, ge=1, description="partitions of topics faust creates")
+    models_dir: Path = Field(
+        Path("./var/models"),
+        validation_alias=AliasChoices("SHOPSTREAM_FEATURES_MODELS_DIR", "SHOPSTREAM_MODELS_DIR", "models_dir"),
+    )
+    model_reload_interval_s: float = Field(5.0, gt=0)
+    prefer_gpu: bool = False
+    encode_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads; 0 = its default")
+
+    batch_size: int = Field(500, ge=1, description="max events per batch")
+    batch_window_ms: float = Field(20.0, gt=0, description="max wait to fill a batch")
+    history_cap: int = Field(200, ge=1, description="items kept per user history")
+    dedup_window: int = Field(5000, ge=1, description="event ids remembered per user for dedup")
+
+    trending_half_life_s: float = Field(3600.0, gt=0)
+    trending_decay_interval_s: float = Field(60.0, gt=0)
+    lag_interval_s: float = Field(5.0, gt=0)
+    # A joining worker waits up to the rebalance timeout for the group to settle
+    # (faust's 60 s default makes every restart a minute of stalled consumption).
+    session_timeout_s: float = Field(10.0, gt=0)
+    rebalance_timeout_s: float = Field(10.0, gt=0)
+    heartbeat_interval_s: float = Field(3.0, gt=0)
+
+    metrics_port: int = Field(9102, ge=0, le=65535, description="0 picks a free port")
+    datadir: Path = Field(Path("./var/faust"), description="faust's local state directory")
+    log_level: str = "INFO"
+    log_json: bool = True

@@ -1,0 +1,54 @@
+"""The topics the worker reads and writes, as raw bytes (decoding is ours, see ingest.validation)."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import faust
+
+from services.common import topics
+from services.features.processing import SourceRecord
+
+_RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
+@dataclass(frozen=True)
+class FeatureTopics:
+    events: faust.TopicT
+    catalog: faust.TopicT
+    dead_letter: faust.TopicT
+
+
+def define_topics(app: faust.App) -> FeatureTopics:
+    return FeatureTopics(
+        events=app.topic(topics.EVENTS, **_RAW),
+        catalog=app.topic(topics.CATALOG, **_RAW),
+        dead_letter=app.topic(topics.EVENTS_DEAD_LETTER, **_RAW),
+    )
+
+
+class TopicDeadLetters:
+    """DeadLetterSink on a faust topic: original key and bytes, reason and source in headers."""
+
+    def __init__(self, topic: faust.TopicT) -> None:
+        self._topic = topic
+        self._pending: list = []
+
+    async def send(self, record: SourceRecord, reason: str) -> None:
+        # force=True: send now instead of attaching to the current event, which
+        # faust would only publish once the whole batch is acked.
+        fut = await self._topic.send(
+            key=record.key,
+            value=record.value,
+            headers=[
+                (topics.DLQ_REASON_HEADER, reason.encode()),
+                (topics.DLQ_SOURCE_HEADER, record.source.encode()),
+            ],
+            force=True,
+        )
+        self._pending.append(fut)
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)

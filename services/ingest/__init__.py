@@ -1,0 +1,1 @@
+"""Ingest: the event contract (validation), the Kafka producer, synthetic data and replay."""

@@ -1,0 +1,176 @@
+"""``shopstream ingest ...`` / ``python -m services.ingest``: publish, replay, generate, topics."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+
+from google.protobuf import json_format
+from shopstream.catalog.v1 import catalog_pb2
+
+from services.ingest.validation import InvalidEvent, decode_event
+
+logger = logging.getLogger(__name__)
+
+
+def _bootstrap(args) -> str:
+    servers = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if not servers:
+        raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set (or pass --bootstrap)")
+    return servers
+
+
+def _producer(args):
+    from services.ingest.producer import EventProducer
+
+    return EventProducer(_bootstrap(args))
+
+
+def _synthetic_config(args):
+    from services.ingest.synthetic import SyntheticConfig
+
+    return SyntheticConfig(users=args.synthetic_users, items=args.items, categories=args.categories, seed=args.seed)
+
+
+def cmd_publish(args) -> int:
+    if args.json:
+        raw = args.json.encode()
+    else:
+        doc = {"event_id": args.event_id or uuid.uuid4().hex, "user_id": args.user, "item_id": args.item,
+               "type": args.type, "occurred_at": args.occurred_at or _now_rfc3339()}
+        if args.session:
+            doc["session_id"] = args.session
+        raw = json.dumps(doc).encode()
+    ev = decode_event(raw)  # the same rules as the worker's
+    with _producer(args) as producer:
+        producer.send_events([ev])
+    print(json_format.MessageToJson(ev, preserving_proto_field_name=True, indent=None))
+    return 0
+
+
+def _now_rfc3339() -> str:
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts.ToJsonString()
+
+
+def cmd_catalog(args) -> int:
+    from services.ingest.synthetic import generate
+
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            docs = [json.loads(line) for line in f if line.strip()]
+    elif args.attributes:
+        from services.common.datasets import read_item_attributes
+
+        docs = [{"item_id": item, "title": f"item {item}", "attributes": attrs, "in_stock": True}
+                for item, attrs in read_item_attributes(args.attributes).items()]
+    else:
+        docs = generate(_synthetic_config(args)).catalog
+    items = [json_format.ParseDict(d, catalog_pb2.CatalogItem(), ignore_unknown_fields=True) for d in docs]
+    with _producer(args) as producer:
+        sent = producer.send_catalog(items)
+    print(f"published {sent} catalog items")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from services.ingest.replay import replay
+
+    if args.synthetic:
+        from services.ingest.synthetic import generate
+
+        sequences = generate(_synthetic_config(args)).sequences
+    elif args.dataset:
+        from services.common.datasets import read_sequences
+
+        sequences = read_sequences(args.dataset)
+    else:
+        raise SystemExit("replay needs a dataset path or --synthetic")
+    with _producer(args) as producer:
+        sent = replay(producer, sequences, rate=args.rate, users=args.users, holdout=args.holdout,
+                      type_mix=args.types, batch_size=args.batch_size)
+    print(f"replayed {sent} events")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from services.ingest.synthetic import generate, write_dataset
+
+    paths = write_dataset(generate(_synthetic_config(args)), args.out)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def cmd_topics(args) -> int:
+    from services.ingest.producer import ensure_topics
+
+    created = ensure_topics(_bootstrap(args), args.partitions)
+    print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shopstream ingest", description=__doc__)
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def synthetic_opts(p):
+        p.add_argument("--synthetic-users", type=int, default=2000)
+        p.add_argument("--items", type=int, default=1000)
+        p.add_argument("--categories", type=int, default=20)
+        p.add_argument("--seed", type=int, default=7)
+
+    p = sub.add_parser("publish", help="publish one event from flags or JSON")
+    p.add_argument("--json", help="the event as proto3 JSON (short type names allowed)")
+    p.add_argument("--user")
+    p.add_argument("--item")
+    p.add_argument("--type", default="view")
+    p.add_argument("--event-id")
+    p.add_argument("--session")
+    p.add_argument("--occurred-at", help="RFC3339; default now")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("catalog", help="publish catalog items (JSONL file, attributes file, or synthetic)")
+    p.add_argument("--file", help="JSONL, one CatalogItem (proto3 JSON) per line")
+    p.add_argument("--attributes", help="item attributes JSON ({item_id: [attr, ...]})")
+    synthetic_opts(p)
+    p.set_defaults(func=cmd_catalog)
+
+    p = sub.add_parser("replay", help="replay a dataset as live traffic")
+    p.add_argument("dataset", nargs="?", help="sequence file (user item item ...)")
+    p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--rate", type=float, default=None, help="events/s (default: as fast as possible)")
+    p.add_argument("--users", type=int, default=None, help="only the first N users")
+    p.add_argument("--holdout", type=int, default=0, help="keep back the last N items per user")
+    p.add_argument("--types", default="view", help='event type mix, e.g. "view=0.8,click=0.15,purchase=0.05"')
+    p.add_argument("--batch-size", type=int, default=100)
+    synthetic_opts(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("generate", help="write a synthetic dataset + catalog to a directory")
+    p.add_argument("out")
+    synthetic_opts(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("topics", help="create the topics if missing")
+    p.add_argument("--partitions", type=int, default=8)
+    p.set_defaults(func=cmd_topics)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    try:
+        return args.func(args)
+    except InvalidEvent as exc:
+        print(f"invalid event ({exc.reason}): {exc.message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,161 @@
+"""What counts as a well-formed event or catalog record, and how raw bytes become one.
+
+Both the gateway (before publishing) and the features worker (before applying)
+go through these functions, so "valid" means the same thing at both ends.
+Failures raise :class:`InvalidEvent` whose ``reason`` is a short code used as a
+metric label and as the dead-letter header value (see docs/events.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError, Message
+from shopstream.catalog.v1 import catalog_pb2
+from shopstream.events.v1 import events_pb2
+
+from services.common.errors import InvalidArgument
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_ID_CHARS = 256
+MAX_TEXT_CHARS = 1024
+MAX_ATTRIBUTES = 256
+
+# Every reason code this module can produce; the features metrics pre-declare them.
+REASONS = (
+    "bad_encoding", "bad_json", "unknown_type", "missing_user_id", "missing_item_id",
+    "missing_event_id", "missing_occurred_at", "oversized", "field_too_long", "bad_price",
+)
+
+_EVENT_TYPES = {v.number for v in events_pb2.EventType.DESCRIPTOR.values if v.number != 0}
+
+
+class InvalidEvent(InvalidArgument):
+    """A record that can never be applied; ``reason`` is a machine-readable code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _check_len(value: str, limit: int, name: str) -> None:
+    if len(value) > limit:
+        raise InvalidEvent("field_too_long", f"{name} is {len(value)} characters, at most {limit} allowed")
+
+
+def validate_event(ev: events_pb2.Event) -> None:
+    """Raise InvalidEvent unless ``ev`` has ids, a known type and a timestamp within limits."""
+    if not ev.event_id:
+        raise InvalidEvent("missing_event_id", "event_id is required")
+    if not ev.user_id:
+        raise InvalidEvent("missing_user_id", "user_id is required")
+    if not ev.item_id:
+        raise InvalidEvent("missing_item_id", "item_id is required")
+    if ev.type not in _EVENT_TYPES:
+        raise InvalidEvent("unknown_type", f"type {ev.type} is not a known event type")
+    if not ev.HasField("occurred_at") or (ev.occurred_at.seconds <= 0 and ev.occurred_at.nanos <= 0):
+        raise InvalidEvent("missing_occurred_at", "occurred_at is required")
+    for name in ("event_id", "user_id", "item_id", "session_id"):
+        _check_len(getattr(ev, name), MAX_ID_CHARS, name)
+    if ev.HasField("context"):
+        _check_len(ev.context.page, MAX_TEXT_CHARS, "context.page")
+
+
+def validate_catalog_item(item: catalog_pb2.CatalogItem) -> None:
+    """Raise InvalidEvent unless ``item`` has an id, a finite non-negative price and sane sizes."""
+    if not item.item_id:
+        raise InvalidEvent("missing_item_id", "item_id is required")
+    _check_len(item.item_id, MAX_ID_CHARS, "item_id")
+    for name in ("title", "category", "brand"):
+        _check_len(getattr(item, name), MAX_TEXT_CHARS, name)
+    if not math.isfinite(item.price) or item.price < 0:
+        raise InvalidEvent("bad_price", f"price {item.price} must be finite and >= 0")
+    if len(item.attributes) > MAX_ATTRIBUTES:
+        raise InvalidEvent("field_too_long", f"{len(item.attributes)} attributes, at most {MAX_ATTRIBUTES} allowed")
+    for attr in item.attributes:
+        _check_len(attr, MAX_ID_CHARS, "attributes[]")
+
+
+def _enum_name(value: Any, prefix: str, reason: str, field: str) -> Any:
+    """Map hand-typed short names ("view", "add-to-cart") onto the proto enum names."""
+    if not isinstance(value, str):
+        return value
+    name = value.strip().upper().replace("-", "_").replace(" ", "_")
+    if not name.startswith(prefix):
+        name = prefix + name
+    enum = events_pb2.EventType if prefix == "EVENT_TYPE_" else events_pb2.Device
+    if name not in enum.keys():
+        raise InvalidEvent(reason, f"{field} {value!r} is not one of {', '.join(enum.keys()[1:])}")
+    return name
+
+
+def _parse_json(raw: bytes) -> dict:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent("bad_encoding", f"JSON payload is not UTF-8: {exc.reason}") from None
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise InvalidEvent("bad_json", f"payload is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidEvent("bad_json", "payload must be a JSON object")
+    return doc
+
+
+def _json_to(doc: dict, message: Message) -> None:
+    try:
+        json_format.ParseDict(doc, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, ValueError, TypeError) as exc:
+        raise InvalidEvent("bad_json", f"payload does not match {message.DESCRIPTOR.full_name}: {exc}") from None
+
+
+def _check_size(raw: bytes) -> None:
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent("oversized", f"payload is {len(raw)} bytes, at most {MAX_EVENT_BYTES} allowed")
+
+
+def _is_json(raw: bytes) -> bool:
+    return raw.lstrip()[:1] == b"{"
+
+
+def decode_event(raw: bytes) -> events_pb2.Event:
+    """Decode protobuf binary, or proto3 JSON when the payload starts with ``{``, then validate.
+
+    JSON accepts both field spellings (``user_id``/``userId``) and short enum
+    names (``"type": "view"``, ``"device": "mobile"``) for hand-typed records.
+    """
+    _check_size(raw)
+    ev = events_pb2.Event()
+    if _is_json(raw):
+        doc = _parse_json(raw)
+        if "type" in doc:
+            doc["type"] = _enum_name(doc["type"], "EVENT_TYPE_", "unknown_type", "type")
+        ctx = doc.get("context")
+        if isinstance(ctx, dict) and "device" in ctx:
+            ctx["device"] = _enum_name(ctx["device"], "DEVICE_", "bad_json", "context.device")
+        _json_to(doc, ev)
+    else:
+        try:
+            ev.ParseFromString(raw)
+        except DecodeError as exc:
+            raise InvalidEvent("bad_encoding", f"payload is neither protobuf nor JSON: {exc}") from None
+    validate_event(ev)
+    return ev
+
+
+def decode_catalog_item(raw: bytes) -> catalog_pb2.CatalogItem:
+    """Like :func:`decode_event`, for catalog records."""
+    _check_size(raw)
+    item = catalog_pb2.CatalogItem()
+    if _is_json(raw):
+        _json_to(_parse_json(raw), item)
+    else:
+        try:
+            item.ParseFromString(raw)
+        except DecodeError as exc:
+            raise InvalidEvent("bad_encoding", f"payload is neither protobuf nor JSON: {exc}") from None
+    validate_catalog_item(item)
+    return item

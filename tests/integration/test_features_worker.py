@@ -1,0 +1,243 @@
+"""The features worker as a real process against the embedded broker and Redis."""
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from google.protobuf.timestamp_pb2 import Timestamp
+from shopstream.catalog.v1 import catalog_pb2
+from shopstream.events.v1 import events_pb2
+
+from services.common import topics
+from services.common.stores import keys
+from services.common.stores.catalog import RedisCatalogStore
+from services.common.stores.user_state import RedisUserStateStore
+from services.ingest.producer import EventProducer, ensure_topics
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def build_tiny_bundle(models_dir: Path, item_ids: list[str], dim: int = 4, max_len: int = 8) -> str:
+    """A real bundle (model_bundle.write_bundle) whose encoder sums item embeddings."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from services.common.model_bundle import write_bundle
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(len(item_ids) + 1, dim)).astype(np.float32)
+    table[0] = 0.0
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "item_seq"], ["gathered"]),
+         helper.make_node("ReduceSum", ["gathered", "axes"], ["user_emb"], keepdims=0)],
+        "tiny",
+        [helper.make_tensor_value_info("item_seq", TensorProto.INT64, ["batch", max_len])],
+        [helper.make_tensor_value_info("user_emb", TensorProto.FLOAT, ["batch", dim])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], np.int64), "axes")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx_path = models_dir.parent / "tiny.onnx"
+    onnx.save(model, onnx_path)
+    version, _ = write_bundle(models_dir, onnx_path, table, item_ids, {"max_len": max_len})
+    return version
+
+
+async def consume_all(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        parts = [TopicPartition(topic, p) for p in sorted(consumer._client.cluster.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        records = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            positions = [await consumer.position(tp) for tp in parts]
+            if all(pos >= end[tp] for pos, tp in zip(positions, parts)):
+                break
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(recs)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def wait_for(predicate, timeout: float = 30.0, what: str = "condition", proc=None):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"worker exited with {proc.returncode} while waiting for {what}")
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def items():
+    tag = uuid.uuid4().hex[:6]
+    return [f"it-{tag}-{n}" for n in range(10)]
+
+
+@pytest.fixture
+def worker(kafka_bootstrap, redis_url, tmp_path, items):
+    ensure_topics(kafka_bootstrap, partitions=2)
+    models = tmp_path / "models"
+    version = build_tiny_bundle(models, items)
+    env = dict(
+        os.environ,
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        REDIS_URL=redis_url,
+        SHOPSTREAM_FEATURES_APP_ID=f"features-test-{uuid.uuid4().hex[:8]}",
+        SHOPSTREAM_FEATURES_MODELS_DIR=str(models),
+        SHOPSTREAM_FEATURES_DATADIR=str(tmp_path / "faust"),
+        SHOPSTREAM_FEATURES_METRICS_PORT="0",
+        SHOPSTREAM_FEATURES_TOPIC_PARTITIONS="2",
+        SHOPSTREAM_FEATURES_SESSION_TIMEOUT_S="4",
+        SHOPSTREAM_FEATURES_HEARTBEAT_INTERVAL_S="1",
+        SHOPSTREAM_FEATURES_REBALANCE_TIMEOUT_S="4",
+        SHOPSTREAM_FEATURES_TRENDING_DECAY_INTERVAL_S="3600",
+    )
+    log = open(tmp_path / "worker.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "services.features"], env=env, cwd=tmp_path,
+                            stdout=log, stderr=subprocess.STDOUT)
+    proc.model_version = version
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.seek(0)
+        output = log.read()
+        log.close()
+        if proc.returncode not in (0, -15):
+            print(output[-5000:])
+
+
+def event(user: str, n: int, item: str, type_code: int = 1) -> events_pb2.Event:
+    return events_pb2.Event(event_id=f"{user}-{n}", user_id=user, item_id=item, type=type_code,
+                            occurred_at=Timestamp(seconds=1_700_000_000 + n))
+
+
+async def test_worker_applies_dead_letters_and_is_idempotent(kafka_bootstrap, redis_client, worker, items):
+    tag = uuid.uuid4().hex[:8]
+    alice, bob = f"alice-{tag}", f"bob-{tag}"
+    valid = [
+        (alice, event(alice, 1, items[1]).SerializeToString()),
+        (alice, event(alice, 2, items[2], type_code=4).SerializeToString()),
+        (alice, event(alice, 3, items[3]).SerializeToString()),
+        (bob, (f'{{"event_id":"{bob}-1","user_id":"{bob}","item_id":"{items[1]}","type":"click",'
+               f'"occurred_at":"2024-01-01T00:00:00Z"}}').encode()),
+    ]
+    malformed = {
+        f"garbage-{tag}": (b"\xff\xfe\x00garbage", "bad_encoding"),
+        f"nouser-{tag}": (f'{{"event_id":"x-{tag}","item_id":"i","type":"view",'
+                          f'"occurred_at":"2024-01-01T00:00:00Z"}}'.encode(), "missing_user_id"),
+        f"badtype-{tag}": (f'{{"event_id":"y-{tag}","user_id":"u","item_id":"i","type":"teleport",'
+                           f'"occurred_at":"2024-01-01T00:00:00Z"}}'.encode(), "unknown_type"),
+    }
+    users = RedisUserStateStore(redis_client)
+
+    with EventProducer(kafka_bootstrap) as producer:
+        for user, raw in valid[:2]:
+            producer.send_raw(topics.EVENTS, user.encode(), raw)
+        for key, (raw, _) in malformed.items():
+            producer.send_raw(topics.EVENTS, key.encode(), raw)
+        for user, raw in valid[2:]:
+            producer.send_raw(topics.EVENTS, user.encode(), raw)
+
+        async def applied():
+            a, b = await users.get_states([alice, bob], 50)
+            return len(a.history) == 3 and len(b.history) == 1 and a.embedding is not None
+        await wait_for(applied, timeout=45, what="events applied", proc=worker)
+
+        a, b = await users.get_states([alice, bob], 50)
+        assert a.history == [items[1], items[2], items[3]]
+        assert a.purchased == {items[2]}
+        assert b.history == [items[1]]
+        assert a.embedding_for(worker.model_version) is not None  # encoded from the current history
+        assert a.embedding.shape == (4,)
+
+        async def snapshot():
+            counts = {u: await redis_client.hgetall(keys.counters(u)) for u in (alice, bob)}
+            for c in counts.values():
+                c.pop(b"last_event_ms", None)
+            trend = {i: await redis_client.zscore(keys.TRENDING, i) for i in items[:4]}
+            return counts, trend
+
+        before = await snapshot()
+        assert before[1][items[1]] == pytest.approx(1.0 + 2.0)  # alice's view + bob's click
+        assert before[1][items[2]] == pytest.approx(8.0)
+
+        # Dead letters: the original bytes, the reason, where they came from.
+        async def dead_lettered():
+            recs = [r for r in await consume_all(kafka_bootstrap, topics.EVENTS_DEAD_LETTER)
+                    if r.key and r.key.decode() in malformed]
+            return recs if len(recs) == len(malformed) else None
+        await wait_for(dead_lettered, timeout=20, what="dead letters", proc=worker)
+        for rec in await dead_lettered():
+            raw, reason = malformed[rec.key.decode()]
+            headers = dict(rec.headers)
+            assert rec.value == raw
+            assert headers[topics.DLQ_REASON_HEADER] == reason.encode()
+            topic, partition, offset = headers[topics.DLQ_SOURCE_HEADER].decode().rsplit("/", 2)
+            assert topic == topics.EVENTS and int(partition) in (0, 1) and int(offset) >= 0
+
+        # Redelivery: the same records again, then one new event per user as a marker
+        # (each user's partition is ordered, so the marker lands after the duplicates).
+        for user, raw in valid:
+            producer.send_raw(topics.EVENTS, user.encode(), raw)
+        producer.send_raw(topics.EVENTS, alice.encode(), event(alice, 4, items[4]).SerializeToString())
+        producer.send_raw(topics.EVENTS, bob.encode(), event(bob, 2, items[6]).SerializeToString())
+
+        async def markers_applied():
+            a, b = await users.get_states([alice, bob], 50)
+            return a.history[-1:] == [items[4]] and b.history[-1:] == [items[6]]
+        await wait_for(markers_applied, timeout=20, what="marker events", proc=worker)
+
+        a, b = await users.get_states([alice, bob], 50)
+        assert a.history == [items[1], items[2], items[3], items[4]] and a.hist_version == 4
+        assert b.history == [items[1], items[6]] and b.hist_version == 2
+        counts, trend = await snapshot()
+        assert counts[alice][b"events"] == b"4" and counts[alice][b"purchase"] == b"1"
+        assert counts[alice][b"view"] == b"3"
+        assert counts[bob][b"events"] == b"2" and counts[bob][b"click"] == b"1"
+        assert trend == before[1]  # markers touched other items; the redelivered ones did not count
+
+        # Catalog: valid upserts, invalid goes to the same DLQ.
+        good = catalog_pb2.CatalogItem(item_id=items[5], title="t", category="c", price=3.0, in_stock=True)
+        producer.send_raw(topics.CATALOG, items[5].encode(), good.SerializeToString())
+        producer.send_raw(topics.CATALOG, f"badprice-{tag}".encode(), b'{"item_id":"z","price":-5}')
+        catalog = RedisCatalogStore(redis_client)
+
+        async def upserted():
+            return items[5] in (await catalog.snapshot()).items
+        await wait_for(upserted, timeout=20, what="catalog upsert", proc=worker)
+        assert (await catalog.snapshot()).items[items[5]] == good
+
+        async def catalog_dead_letter():
+            return [r for r in await consume_all(kafka_bootstrap, topics.EVENTS_DEAD_LETTER)
+                    if r.key == f"badprice-{tag}".encode()]
+        await wait_for(catalog_dead_letter, timeout=20, what="catalog dead letter", proc=worker)
+        (rec,) = await catalog_dead_letter()
+        assert dict(rec.headers)[topics.DLQ_REASON_HEADER] == b"bad_price"
+        assert dict(rec.headers)[topics.DLQ_SOURCE_HEADER].decode().startswith(topics.CATALOG + "/")
+
+    worker.terminate()
+    assert worker.wait(timeout=20) == 0  # SIGTERM stops cleanly

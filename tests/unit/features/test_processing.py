@@ -1,0 +1,160 @@
+"""EventBatchProcessor / CatalogBatchProcessor with in-memory fakes (no faust, no Redis)."""
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.exceptions import ConnectionError as RedisConnectionError
+from shopstream.events.v1 import events_pb2
+
+from services.common.stores.user_state import UserState
+from services.features.embeddings import EmbeddingRefresher
+from services.features.metrics import FeaturesMetrics
+from services.features.processing import CatalogBatchProcessor, EventBatchProcessor, SourceRecord
+from services.features.settings import FeaturesSettings
+
+
+class FakeUsers:
+    def __init__(self, fail_times=0):
+        self.seen, self.history, self.fail_times, self.embeddings = set(), {}, fail_times, []
+
+    async def apply_events(self, events):
+        if self.fail_times:
+            self.fail_times -= 1
+            raise RedisConnectionError("down")
+        out = []
+        for ev in events:
+            new = ev.event_id not in self.seen
+            self.seen.add(ev.event_id)
+            if new:
+                self.history.setdefault(ev.user_id, []).append(ev.item_id)
+            out.append(new)
+        return out
+
+    async def get_states(self, user_ids, history_len):
+        return [UserState(u, history=self.history.get(u, [])[-history_len:], hist_version=len(self.history.get(u, [])))
+                for u in user_ids]
+
+    async def put_embeddings(self, writes):
+        self.embeddings.extend(writes)
+
+
+class FakeTrending:
+    def __init__(self):
+        self.recorded = []
+
+    async def record(self, items):
+        self.recorded.extend(items)
+
+
+class FakeDLQ:
+    def __init__(self):
+        self.sent, self.flushed = [], 0
+
+    async def send(self, record, reason):
+        self.sent.append((record, reason))
+
+    async def flush(self):
+        self.flushed += 1
+
+
+class FakeBundle:
+    version, max_len = "v1", 3
+
+    def encode(self, histories):
+        return np.array([[len(h), 0.0] for h in histories], dtype=np.float32)
+
+
+class Holder:
+    def __init__(self, bundle):
+        self.bundle = bundle
+
+
+def record(value: bytes, offset=0) -> SourceRecord:
+    return SourceRecord("shopstream.events.v1", 0, offset, 1.0, b"k", value)
+
+
+def raw_event(eid, user="u1", item="i1", type_code=1) -> bytes:
+    ev = events_pb2.Event(event_id=eid, user_id=user, item_id=item, type=type_code)
+    ev.occurred_at.seconds = 1_700_000_000
+    return ev.SerializeToString()
+
+
+def build(bundle=None, users=None):
+    from concurrent.futures import ThreadPoolExecutor
+
+    metrics = FeaturesMetrics(CollectorRegistry())
+    users = users or FakeUsers()
+    trending, dlq = FakeTrending(), FakeDLQ()
+    refresher = EmbeddingRefresher(users, Holder(bundle), ThreadPoolExecutor(1), metrics)
+    return EventBatchProcessor(users, trending, refresher, dlq, metrics), users, trending, dlq, metrics
+
+
+async def test_batch_applies_valid_and_dead_letters_invalid():
+    proc, users, trending, dlq, metrics = build(FakeBundle())
+    applied = await proc.process([record(raw_event("e1")), record(b"\xff\xfe", 1),
+                                  record(raw_event("e2", item="i2", type_code=4), 2)])
+    assert applied == 2
+    assert users.history == {"u1": ["i1", "i2"]}
+    assert trending.recorded == [("i1", 1), ("i2", 4)]
+    assert [(r.offset, reason) for r, reason in dlq.sent] == [(1, "bad_encoding")]
+    assert dlq.sent[0][0].source == "shopstream.events.v1/0/1"
+    assert [(w.user_id, w.model_version, w.hist_version) for w in users.embeddings] == [("u1", "v1", 2)]
+    assert metrics.records_invalid.labels("shopstream.events.v1", "bad_encoding")._value.get() == 1
+
+
+async def test_redelivery_counts_nothing_twice():
+    proc, users, trending, dlq, metrics = build(FakeBundle())
+    batch = [record(raw_event("e1")), record(raw_event("e2", item="i2"), 1)]
+    await proc.process(batch)
+    assert await proc.process(batch) == 0
+    assert users.history == {"u1": ["i1", "i2"]}
+    assert len(trending.recorded) == 2
+    assert len(users.embeddings) == 1  # nothing new, nothing re-encoded
+    assert metrics.events_duplicate._value.get() == 2
+
+
+async def test_without_model_embeddings_are_skipped():
+    proc, users, *_ = build(bundle=None)
+    assert await proc.process([record(raw_event("e1"))]) == 1
+    assert users.embeddings == []
+
+
+async def test_redis_errors_retry_the_batch(monkeypatch):
+    monkeypatch.setattr("services.features.processing.asyncio.sleep", _no_sleep)
+    proc, users, trending, _, metrics = build(users=FakeUsers(fail_times=2))
+    assert await proc.process([record(raw_event("e1"))]) == 1
+    assert metrics.store_retries._value.get() == 2 and trending.recorded == [("i1", 1)]
+
+
+async def _no_sleep(_):
+    return None
+
+
+async def test_catalog_batch_last_record_wins():
+    class Catalog:
+        items = None
+
+        async def upsert(self, items):
+            self.items = {i.item_id: i.price for i in items}
+
+    dlq, cat = FakeDLQ(), Catalog()
+    proc = CatalogBatchProcessor(cat, dlq, FeaturesMetrics(CollectorRegistry()))
+    n = await proc.process([record(b'{"item_id":"a","price":1}'), record(b'{"item_id":"a","price":2}', 1),
+                            record(b'{"item_id":"b","price":-1}', 2)])
+    assert n == 1 and cat.items == {"a": 2.0}
+    assert [reason for _, reason in dlq.sent] == ["bad_price"]
+
+
+def test_settings_from_env(monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_FEATURES_BATCH_SIZE", "64")
+    monkeypatch.setenv("SHOPSTREAM_MODELS_DIR", "/models")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k:9092")
+    s = FeaturesSettings()
+    assert s.batch_size == 64 and str(s.models_dir) == "/models" and s.kafka_bootstrap_servers == "k:9092"
+
+
+def test_bad_setting_names_the_variable(monkeypatch):
+    from services.common.settings import SettingsError, load
+
+    monkeypatch.setenv("SHOPSTREAM_FEATURES_BATCH_SIZE", "0")
+    with pytest.raises(SettingsError, match="SHOPSTREAM_FEATURES_BATCH_SIZE"):
+        load(FeaturesSettings)
