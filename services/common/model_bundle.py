@@ -194,6 +194,7 @@ def write_latest(models_dir: str | os.PathLike[str], version: str) -> None:
     """Point ``LATEST`` at ``version`` atomically (temp file + os.replace)."""
     models_dir = Path(models_dir)
     fd, tmp = tempfile.mkstemp(prefix=".LATEST.", dir=models_dir)
+    os.chmod(tmp, 0o644)  # mkstemp makes it 0600
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(version + "\n")
         f.flush()

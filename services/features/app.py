@@ -57,6 +57,10 @@ def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
     register_agents(app, topics, settings, events, catalog)
     register_timers(app, settings, deps)
 
+    @app.on_partitions_assigned.connect
+    async def count_assigned(app, assigned, **kwargs):  # readiness: the worker consumes once assigned
+        deps.metrics.assigned_partitions.set(len(assigned))
+
     @app.on_before_shutdown.connect
     async def close_clients(app, **kwargs):  # the consumer has stopped; nothing writes any more
         await deps.redis.aclose()

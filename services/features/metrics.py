@@ -36,6 +36,8 @@ class FeaturesMetrics:
         self.store_retries = Counter(p + "store_retries_total", "Batches retried after a Redis error", registry=r)
         self.consumer_lag = Gauge(p + "consumer_lag_messages", "Highwater minus position",
                                   ["topic", "partition"], registry=r)
+        self.assigned_partitions = Gauge(p + "assigned_partitions", "Partitions this worker consumes (0 = not ready)",
+                                         registry=r)
         self.model_info = Gauge(p + "model_info", "1 for the loaded model version", ["version"], registry=r)
         self.model_reload_failures = Counter(p + "model_reload_failures_total", "Bundles that failed to load",
                                              registry=r)

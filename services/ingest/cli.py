@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Sequence
 
 from google.protobuf import json_format
-from shopstream.catalog.v1 import catalog_pb2
 
 from services.ingest.validation import InvalidEvent, decode_event
 
@@ -61,19 +60,16 @@ def _now_rfc3339() -> str:
 
 
 def cmd_catalog(args) -> int:
-    from services.ingest.synthetic import generate
+    from services.ingest.catalog import catalog_from_attributes, catalog_from_docs, catalog_from_jsonl
 
     if args.file:
-        with open(args.file, encoding="utf-8") as f:
-            docs = [json.loads(line) for line in f if line.strip()]
+        items = catalog_from_jsonl(args.file)
     elif args.attributes:
-        from services.common.datasets import read_item_attributes
-
-        docs = [{"item_id": item, "title": f"item {item}", "attributes": attrs, "in_stock": True}
-                for item, attrs in read_item_attributes(args.attributes).items()]
+        items = catalog_from_attributes(args.attributes)
     else:
-        docs = generate(_synthetic_config(args)).catalog
-    items = [json_format.ParseDict(d, catalog_pb2.CatalogItem(), ignore_unknown_fields=True) for d in docs]
+        from services.ingest.synthetic import generate
+
+        items = catalog_from_docs(generate(_synthetic_config(args)).catalog)
     with _producer(args) as producer:
         sent = producer.send_catalog(items)
     print(f"published {sent} catalog items")

@@ -3,36 +3,34 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 
-async def _read(bootstrap: str, topic: str, timeout_ms: int):
+async def read_topic_async(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
+    """Every record currently in the topic, all partitions, from the beginning."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
+        await consumer._client.force_metadata_update()
+        parts = [TopicPartition(topic, p) for p in sorted(consumer._client.cluster.partitions_for_topic(topic) or ())]
+        if not parts:
             return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        out = []
-        while any((await consumer.position(tp)) < end[tp] for tp in tps):
-            batch = await consumer.getmany(timeout_ms=timeout_ms)
-            if not batch:
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        end = await consumer.end_offsets(parts)
+        records = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            positions = [await consumer.position(tp) for tp in parts]
+            if all(pos >= end[tp] for pos, tp in zip(positions, parts)):
                 break
-            for records in batch.values():
-                out.extend(records)
-        return out
+            for recs in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(recs)
+        return records
     finally:
         await consumer.stop()
 
 
-def read_topic(bootstrap: str, topic: str, timeout_ms: int = 1000):
-    """All records currently in the topic (every partition, from the beginning)."""
-    return asyncio.run(_read(bootstrap, topic, timeout_ms))
+def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
+    return asyncio.run(read_topic_async(bootstrap, topic, timeout))

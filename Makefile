@@ -1,0 +1,45 @@
+# shopstream — the two commands a fresh machine needs are `make run` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit test-integration test-e2e protos bench bench-full train-beauty lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch is pinned: 2.13.0 is the CPU wheel; any other spec pulls GBs of CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## Run the whole system: embedded Kafka + Redis (unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL),
+## a trained model, features + ranker + gateway, live traffic and sample recommendations.
+run: $(STAMP)
+	$(BIN)/shopstream up $(ARGS)
+
+## Unit, integration and end-to-end tests on real servers.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest tests/integration -q
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest tests/e2e -q
+
+## Regenerate gen/python from proto/ (a unit test fails when they drift).
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+## Train on Amazon Beauty (../shared/data/beauty) with default settings.
+train-beauty: $(STAMP)
+	$(BIN)/shopstream train --data ../shared/data/beauty/Beauty.txt --attributes ../shared/data/beauty/Beauty_item2attributes.json
+
+bench: $(STAMP)
+	$(BIN)/python -m bench --quick
+
+clean:
+	rm -rf var .pytest_cache

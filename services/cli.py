@@ -1,0 +1,41 @@
+"""``shopstream``: one command line for every part of the system.
+
+    shopstream up                 run the whole system locally (see README)
+    shopstream ingest ...         publish events / catalog, replay datasets
+    shopstream train ...          train, evaluate and publish a model bundle
+    shopstream features|ranker|gateway   run one service (settings from env)
+    shopstream recommend USER     ask the gateway
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "up": ("services.stack.up", "run the whole system: brokers, model, services, traffic"),
+    "ingest": ("services.ingest.cli", "publish events and catalog items, replay datasets"),
+    "train": ("services.training.cli", "train, evaluate and publish a model bundle"),
+    "recommend": ("services.stack.client", "ask the gateway for recommendations"),
+    "features": ("services.features.main", "run the features worker"),
+    "ranker": ("services.ranker.main", "run the ranker gRPC server"),
+    "gateway": ("services.gateway.main", "run the gateway gRPC server"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: shopstream COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return module.main(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The local stack: infrastructure (given or embedded) and the three service processes.
+
+Shared by ``shopstream up`` and the end-to-end tests so both run the system the
+same way: real broker, real Redis, each service in its own process.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from services.common.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from services.stack.processes import ServiceProcess, grpc_serving, metrics_text
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def infrastructure(kafka: str | None = None, redis: str | None = None):
+    """Yields (bootstrap_servers, redis_url): the given ones, else embedded servers."""
+    with contextlib.ExitStack() as stack:
+        kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        redis = redis or os.environ.get("REDIS_URL")
+        if not kafka:
+            kafka = stack.enter_context(EmbeddedKafka()).bootstrap_servers
+            logger.info("embedded Kafka-compatible broker (tansu) at %s", kafka)
+        if not redis:
+            redis = stack.enter_context(EmbeddedRedis()).url
+            logger.info("embedded Redis-compatible server (valkey) at %s", redis)
+        yield kafka, redis
+
+
+@dataclass
+class ServiceStack:
+    """features, ranker and gateway as processes, wired to one broker, Redis and models dir."""
+
+    kafka: str
+    redis: str
+    models_dir: Path
+    log_dir: Path
+    partitions: int = 4
+    extra_env: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("ranker", "gateway", "features_metrics", "ranker_metrics", "gateway_metrics"):
+            self.ports.setdefault(key, free_port())
+
+    @property
+    def gateway_addr(self) -> str:
+        return f"127.0.0.1:{self.ports['gateway']}"
+
+    @property
+    def ranker_addr(self) -> str:
+        return f"127.0.0.1:{self.ports['ranker']}"
+
+    def _env(self, name: str) -> dict[str, str]:
+        common = {
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka,
+            "REDIS_URL": self.redis,
+        }
+        per_service = {
+            "features": {
+                "SHOPSTREAM_FEATURES_MODELS_DIR": str(self.models_dir),
+                "SHOPSTREAM_FEATURES_METRICS_PORT": str(self.ports["features_metrics"]),
+                "SHOPSTREAM_FEATURES_TOPIC_PARTITIONS": str(self.partitions),
+                "SHOPSTREAM_FEATURES_DATADIR": str(self.log_dir / "faust"),
+            },
+            "ranker": {
+                "SHOPSTREAM_RANKER_ADDR": self.ranker_addr,
+                "SHOPSTREAM_RANKER_MODELS_DIR": str(self.models_dir),
+                "SHOPSTREAM_RANKER_METRICS_PORT": str(self.ports["ranker_metrics"]),
+            },
+            "gateway": {
+                "SHOPSTREAM_GATEWAY_ADDR": self.gateway_addr,
+                "SHOPSTREAM_GATEWAY_RANKER_ADDR": self.ranker_addr,
+                "SHOPSTREAM_GATEWAY_METRICS_PORT": str(self.ports["gateway_metrics"]),
+            },
+        }[name]
+        return {**common, **per_service, **self.extra_env}
+
+    def start_service(self, name: str, timeout: float = 60.0) -> ServiceProcess:
+        proc = ServiceProcess(name, self._env(name), self.log_dir).start()
+        self.processes[name] = proc
+        if name == "features":
+            port = self.ports["features_metrics"]
+            proc.wait_until(lambda: _features_ready(port), timeout, "consuming")
+        else:
+            addr = self.ranker_addr if name == "ranker" else self.gateway_addr
+            proc.wait_until(lambda: grpc_serving(addr), timeout, "SERVING")
+        logger.info("%s ready", name)
+        return proc
+
+    def start(self) -> "ServiceStack":
+        for name in ("features", "ranker", "gateway"):
+            self.start_service(name)
+        return self
+
+    def stop_service(self, name: str) -> None:
+        proc = self.processes.pop(name, None)
+        if proc is not None:
+            proc.stop()
+
+    def stop(self) -> None:
+        for name in ("gateway", "ranker", "features"):  # reverse order of start
+            self.stop_service(name)
+
+    def __enter__(self) -> "ServiceStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _features_ready(metrics_port: int) -> bool:
+    """The worker is ready once its consumer has partitions assigned (a gauge it exports)."""
+    from services.stack.processes import metric_value
+
+    text = metrics_text(metrics_port)
+    if text is None:
+        return False
+    assigned = metric_value(text, "shopstream_features_assigned_partitions")
+    return bool(assigned)

@@ -1,0 +1,1 @@
+"""Training job: SASRec-family next-item model, leave-one-out evaluation, bundle export."""

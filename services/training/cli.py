@@ -1,0 +1,168 @@
+"""``shopstream train``: train on a sequence file or event log, evaluate, publish a bundle."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from services.common.datasets import read_events_jsonl, read_item_attributes, read_sequences
+from services.common.logs import configure_logging
+from services.common.model_bundle import sha256_file, write_bundle
+
+logger = logging.getLogger(__name__)
+
+METRIC_KEYS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from services.training.model import ModelConfig
+    from services.training.train import TrainConfig
+
+    m, t = ModelConfig(num_items=0), TrainConfig()
+    p = argparse.ArgumentParser(prog="shopstream train", description=__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="sequence file: 'user item item ...' per line, time order")
+    src.add_argument("--events-jsonl", help="exported event log (JSONL), sorted by occurred_at per user")
+    p.add_argument("--event-types", help="comma-separated event types to keep from --events-jsonl")
+    p.add_argument("--attributes", help="item->attributes JSON; attribute embeddings join item inputs")
+    p.add_argument("--models-dir", default=os.environ.get("SHOPSTREAM_MODELS_DIR", "./var/models"))
+    p.add_argument("--report", help="write the evaluation table as JSON here")
+    p.add_argument("--epochs", type=int, default=t.max_epochs, help="max epochs")
+    p.add_argument("--max-minutes", type=float, default=t.max_minutes, help="training wall-time cap")
+    p.add_argument("--patience", type=int, default=t.patience, help="evaluations without improvement")
+    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--threads", type=int, default=t.threads)
+    p.add_argument("--batch-size", type=int, default=t.batch_size)
+    p.add_argument("--lr", type=float, default=t.lr)
+    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    p.add_argument("--max-len", type=int, default=m.max_len)
+    p.add_argument("--dim", type=int, default=m.dim)
+    p.add_argument("--blocks", type=int, default=m.num_blocks)
+    p.add_argument("--heads", type=int, default=m.num_heads)
+    p.add_argument("--ffn-dim", type=int, default=None, help="default 4 * dim")
+    p.add_argument("--dropout", type=float, default=m.dropout)
+    p.add_argument("--post-ln", action="store_true", help="post-LN blocks (default pre-LN)")
+    p.add_argument("--parity-users", type=int, default=1000)
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def attribute_table(attributes: dict[str, list[str]], item_ids: list[str]):
+    """int64 tensor [N+1, A] of attribute indices (1-based, 0 = padding) and the attribute count."""
+    import torch
+
+    vocab: dict[str, int] = {}
+    rows = [[vocab.setdefault(a, len(vocab) + 1) for a in attributes.get(item, [])] for item in item_ids]
+    table = torch.zeros(len(item_ids) + 1, max(1, max(map(len, rows), default=0)), dtype=torch.int64)
+    for i, row in enumerate(rows, start=1):
+        table[i, :len(row)] = torch.tensor(row, dtype=torch.int64)
+    return table, len(vocab)
+
+
+def format_table(rows: dict[str, dict[str, float]], users: int, wall_seconds: float) -> str:
+    lines = [f"{'model':<10}" + "".join(f"{k:>10}" for k in METRIC_KEYS)]
+    for name, metrics in rows.items():
+        lines.append(f"{name:<10}" + "".join(f"{metrics[k]:>10.4f}" for k in METRIC_KEYS))
+    lines.append(f"test users: {users}   training wall time: {wall_seconds:.1f}s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    # torch is imported only here so `--help` and the bundle reader stay light.
+    import torch
+
+    from services.training.data import build_vocab, split_leave_one_out
+    from services.training.evaluate import evaluate_model, evaluate_popularity
+    from services.training.export import OPSET, check_parity, export_onnx
+    from services.training.model import ModelConfig, SASRec
+    from services.training.train import TrainConfig, seed_everything, train
+
+    data_path = Path(args.data or args.events_jsonl)
+    if args.data:
+        sequences = read_sequences(data_path)
+    else:
+        types = args.event_types.split(",") if args.event_types else None
+        sequences = read_events_jsonl(data_path, types)
+    item_ids = build_vocab(sequences)
+    if not item_ids:
+        logger.error("no interactions in %s", data_path)
+        return 2
+    split = split_leave_one_out(sequences, item_ids)
+    logger.info("%d users, %d items, %d interactions, %d evaluated users", len(sequences),
+                len(item_ids), sum(map(len, sequences.values())), len(split.test_target))
+
+    train_cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
+                            max_epochs=args.epochs, patience=args.patience,
+                            max_minutes=args.max_minutes, seed=args.seed, threads=args.threads)
+    item_attributes = None
+    if args.attributes:
+        item_attributes, num_attributes = attribute_table(read_item_attributes(args.attributes), item_ids)
+    model_cfg = ModelConfig(num_items=len(item_ids), max_len=args.max_len, dim=args.dim,
+                            num_blocks=args.blocks, num_heads=args.heads,
+                            ffn_dim=args.ffn_dim or 4 * args.dim, dropout=args.dropout,
+                            norm_first=not args.post_ln,
+                            num_attributes=num_attributes if args.attributes else 0)
+    seed_everything(args.seed, args.threads)
+    model = SASRec(model_cfg, item_attributes)
+    result = train(model, split, train_cfg)
+
+    metrics = {
+        "poprec": {"valid": evaluate_popularity(split, "valid"), "test": evaluate_popularity(split, "test")},
+        "sasrec": {"valid": evaluate_model(model, split, "valid"), "test": evaluate_model(model, split, "test")},
+    }
+    print(format_table({"PopRec": metrics["poprec"]["test"], "SASRec": metrics["sasrec"]["test"]},
+                       len(split.test_target), result.wall_seconds))
+    print(f"epochs: {result.epochs} (best {result.best_epoch}, stopped by {result.stopped_by}), "
+          f"{result.seconds_per_epoch:.1f} s/epoch")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "encoder.onnx"
+        export_onnx(model, onnx_path)
+        rng = np.random.default_rng(args.seed)
+        histories = split.test_history() or [s for s in split.train if len(s)]
+        pick = rng.choice(len(histories), size=min(args.parity_users, len(histories)), replace=False)
+        parity = check_parity(model, onnx_path, [histories[i] for i in pick])
+        print(f"onnx parity: {parity.users} users, max |diff| {parity.max_abs_diff:.2e}, "
+              f"top-10 identical {parity.top10_exact_match:.2%}, "
+              f"mismatches beyond ties {parity.top10_mismatched_users} -> {'OK' if parity.ok else 'FAILED'}")
+        if not parity.ok:
+            logger.error("ONNX encoder does not match torch; not publishing: %s", parity.as_dict())
+            return 3
+        metadata = {
+            "dataset": {"path": str(data_path.resolve()), "sha256": sha256_file(data_path),
+                        "format": "sequences" if args.data else "events_jsonl",
+                        "users": len(sequences), "items": len(item_ids)},
+            "max_len": model_cfg.max_len,
+            "model": {"name": "sasrec", **asdict(model_cfg)},
+            "training": asdict(train_cfg),
+            "seed": args.seed,
+            "epochs": result.epochs, "best_epoch": result.best_epoch, "stopped_by": result.stopped_by,
+            "wall_seconds": result.wall_seconds, "seconds_per_epoch": result.seconds_per_epoch,
+            "metrics": metrics,
+            "onnx_parity": parity.as_dict(),
+            "onnx_opset": OPSET,
+            "torch_version": torch.__version__,
+        }
+        if args.attributes:
+            metadata["attributes"] = {"path": str(Path(args.attributes).resolve()),
+                                      "sha256": sha256_file(args.attributes),
+                                      "num_attributes": model_cfg.num_attributes,
+                                      "items_covered": int((item_attributes[1:] > 0).any(1).sum())}
+        version, path = write_bundle(args.models_dir, onnx_path, model.output_embeddings().numpy(),
+                                     item_ids, metadata)
+    print(f"published bundle {version} at {path}")
+    if args.report:
+        report = {"version": version, "test_users": len(split.test_target),
+                  "wall_seconds": result.wall_seconds, "epochs": result.epochs,
+                  "best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
+                  "metrics": metrics, "onnx_parity": parity.as_dict()}
+        Path(args.report).write_text(json.dumps(report, indent=2), encoding="utf-8")
+    return 0

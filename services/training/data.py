@@ -1,0 +1,107 @@
+"""Vocabulary, leave-one-out split and length-bucketed batching for training."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def build_vocab(sequences: Mapping[str, list[str]]) -> list[str]:
+    """Sorted external item ids (numerically when all are integers); index i+1 is item_ids[i]."""
+    items = {item for seq in sequences.values() for item in seq}
+    if all(i.isdigit() for i in items):
+        return sorted(items, key=int)
+    return sorted(items)
+
+
+@dataclass
+class Split:
+    """Per-user index sequences for leave-one-out training and evaluation.
+
+    ``train`` holds every user's training sequence (users with fewer than 3 items
+    train on everything and are not evaluated). ``eval_*`` arrays cover only the
+    evaluated users, in the same order.
+    """
+
+    num_items: int
+    train: list[np.ndarray]
+    eval_train: list[np.ndarray]
+    valid_target: np.ndarray
+    test_target: np.ndarray
+
+    def valid_history(self) -> list[np.ndarray]:
+        return self.eval_train
+
+    def test_history(self) -> list[np.ndarray]:
+        return [np.append(h, t) for h, t in zip(self.eval_train, self.valid_target)]
+
+    def train_counts(self) -> np.ndarray:
+        """Interaction counts per item index in the training portion (PopRec's scores)."""
+        counts = np.zeros(self.num_items + 1, dtype=np.int64)
+        for seq in self.train:
+            np.add.at(counts, seq, 1)
+        return counts
+
+
+def split_leave_one_out(sequences: Mapping[str, list[str]], item_ids: list[str]) -> Split:
+    """Last item = test, second to last = validation, the rest = train (users with >= 3 items)."""
+    index_of = {item: i for i, item in enumerate(item_ids, start=1)}
+    train, eval_train, valid_t, test_t = [], [], [], []
+    for seq in sequences.values():
+        idx = np.fromiter((index_of[i] for i in seq), dtype=np.int64, count=len(seq))
+        if len(idx) >= 3:
+            train.append(idx[:-2])
+            eval_train.append(idx[:-2])
+            valid_t.append(idx[-2])
+            test_t.append(idx[-1])
+        else:
+            train.append(idx)
+    return Split(
+        num_items=len(item_ids),
+        train=train,
+        eval_train=eval_train,
+        valid_target=np.asarray(valid_t, dtype=np.int64),
+        test_target=np.asarray(test_t, dtype=np.int64),
+    )
+
+
+def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
+    """int64 [len(seqs), length]: the last ``length`` items of each, left-padded with 0."""
+    out = np.zeros((len(seqs), length), dtype=np.int64)
+    for row, seq in enumerate(seqs):
+        tail = seq[-length:]
+        if len(tail):
+            out[row, length - len(tail):] = tail
+    return out
+
+
+class TrainBatches:
+    """Next-item (input, target) batches from training sequences.
+
+    Each sequence s gives input s[:-1] and target s[1:] (last ``max_len``). Batches are
+    built from examples of similar length and cropped to the longest one, so short
+    sequences (most of an Amazon category) do not pay for 50 positions; batch order
+    and membership are reshuffled every epoch with the given generator.
+    """
+
+    def __init__(self, train: list[np.ndarray], max_len: int, batch_size: int) -> None:
+        examples = [s[-(max_len + 1):] for s in train if len(s) >= 2]
+        self.inputs = pad_left([s[:-1] for s in examples], max_len)
+        self.targets = pad_left([s[1:] for s in examples], max_len)
+        self.lengths = np.array([len(s) - 1 for s in examples], dtype=np.int64)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Jitter lengths before sorting so batches differ between epochs.
+        order = np.argsort(self.lengths + rng.uniform(0, 3, len(self.lengths)), kind="stable")
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            rows = batches[b]
+            width = int(self.lengths[rows].max())
+            yield (torch.from_numpy(self.inputs[rows, -width:]),
+                   torch.from_numpy(self.targets[rows, -width:]))

@@ -1,0 +1,143 @@
+"""Tiny train -> export -> publish -> load_bundle -> encode, with parity and checksums."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from services.common.datasets import write_sequences
+from services.common.model_bundle import BundleError, latest_version, load_bundle
+from services.training.cli import main
+from services.training.data import build_vocab, pad_left, split_leave_one_out
+from services.training.model import ModelConfig, SASRec
+
+
+def synthetic_sequences(users: int = 120, items: int = 40, seed: int = 0) -> dict[str, list[str]]:
+    """Users walk item ids upward in steps of 1-2, so next items are learnable."""
+    rng = np.random.default_rng(seed)
+    seqs = {}
+    for u in range(users):
+        start, length = rng.integers(0, items), rng.integers(4, 12)
+        seqs[f"user{u}"] = [f"sku-{(start + i * rng.integers(1, 3)) % items}" for i in range(length)]
+    return seqs
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    data = root / "seqs.txt"
+    write_sequences(data, synthetic_sequences())
+    models = root / "models"
+    report = root / "report.json"
+    argv = ["--data", str(data), "--models-dir", str(models), "--report", str(report),
+            "--epochs", "3", "--dim", "16", "--max-len", "10", "--batch-size", "32",
+            "--parity-users", "50", "--threads", "1"]
+    assert main(argv) == 0
+    return data, models, json.loads(report.read_text())
+
+
+def test_publishes_a_verified_bundle_with_metadata(trained):
+    data, models, report = trained
+    version = latest_version(models)
+    assert version == report["version"] and version.startswith("v")
+    bundle = load_bundle(models)
+    assert bundle.version == version
+    assert bundle.max_len == 10 and bundle.dim == 16
+    assert bundle.item_embeddings.shape == (len(bundle.item_ids) + 1, 16)
+    assert np.all(bundle.item_embeddings[0] == 0)
+    meta = bundle.metadata
+    assert set(meta["files"]) == {"encoder.onnx", "item_embeddings.npy", "vocab.json"}
+    assert meta["onnx_parity"]["ok"] is True
+    for stage in ("valid", "test"):
+        for model in ("sasrec", "poprec"):
+            assert 0.0 <= meta["metrics"][model][stage]["ndcg@10"] <= 1.0
+    assert len(meta["dataset"]["sha256"]) == 64
+    assert version.endswith(meta["files"]["encoder.onnx"][:8])
+
+
+def test_bundle_encode_matches_torch(trained, tmp_path):
+    from services.common.model_bundle import write_bundle
+    from services.training.evaluate import user_embeddings
+    from services.training.export import export_onnx
+    from services.training.train import TrainConfig, seed_everything, train
+
+    seqs = synthetic_sequences(users=60, seed=1)
+    item_ids = build_vocab(seqs)
+    split = split_leave_one_out(seqs, item_ids)
+    seed_everything(0, 1)
+    model = SASRec(ModelConfig(num_items=len(item_ids), max_len=6, dim=16, ffn_dim=32))
+    train(model, split, TrainConfig(max_epochs=2, batch_size=16, threads=1))
+    export_onnx(model, tmp_path / "enc.onnx")
+    write_bundle(tmp_path / "models", tmp_path / "enc.onnx", model.output_embeddings().numpy(),
+                 item_ids, {"max_len": 6})
+    bundle = load_bundle(tmp_path / "models", prefer_gpu=False)
+    assert bundle.providers == ["CPUExecutionProvider"]
+
+    histories = [seqs[u][:-1] for u in list(seqs)[:20]] + [["unknown", "sku-5"], ["sku-7"] * 15]
+    emb = bundle.encode(histories)
+    assert emb.shape == (22, 16) and emb.dtype == np.float32
+    as_indices = [np.array([bundle.index_of[i] for i in h if i in bundle.index_of]) for h in histories]
+    expected = user_embeddings(model, as_indices).numpy()
+    np.testing.assert_allclose(emb, expected, atol=1e-4)
+    top_onnx = np.argsort(-(emb @ bundle.item_embeddings.T)[:, 1:], axis=1)[:, :10]
+    top_torch = np.argsort(-(expected @ bundle.item_embeddings.T)[:, 1:], axis=1)[:, :10]
+    assert (top_onnx == top_torch).mean() > 0.99
+
+    idx = bundle.to_indices(histories)
+    assert idx.shape == (22, 6)
+    assert idx[20].tolist() == [0] * 5 + [bundle.index_of["sku-5"]]  # unknown id dropped
+    assert (idx[21] == bundle.index_of["sku-7"]).all()  # last max_len kept
+    # Batched and one-by-one encoding agree (dynamic batch axis).
+    single = np.concatenate([bundle.encode([h]) for h in histories])
+    np.testing.assert_allclose(emb, single, atol=1e-5)
+
+
+def test_onnx_matches_torch_model_trained_in_process(tmp_path):
+    from services.training.export import check_parity, export_onnx
+
+    seqs = synthetic_sequences(users=30)
+    split = split_leave_one_out(seqs, build_vocab(seqs))
+    torch.manual_seed(0)
+    model = SASRec(ModelConfig(num_items=split.num_items, max_len=10, dim=16, ffn_dim=32)).eval()
+    export_onnx(model, tmp_path / "enc.onnx")
+    parity = check_parity(model, tmp_path / "enc.onnx", split.test_history())
+    assert parity.ok and parity.max_abs_diff < 1e-4 and parity.top10_mismatched_users == 0
+    # And the session numbers equal torch's directly.
+    from services.common.model_bundle import make_session
+    inputs = pad_left(split.test_history(), 10)
+    (onnx_emb,) = make_session(tmp_path / "enc.onnx", prefer_gpu=False).run(
+        ["user_emb"], {"item_seq": inputs})
+    np.testing.assert_allclose(onnx_emb, model(torch.from_numpy(inputs)).detach().numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("victim", ["encoder.onnx", "item_embeddings.npy", "vocab.json"])
+def test_corrupted_or_missing_file_is_rejected(trained, tmp_path, victim):
+    import shutil
+
+    _, models, _ = trained
+    copy = tmp_path / "models"
+    shutil.copytree(models, copy)
+    path = copy / latest_version(copy) / victim
+    path.write_bytes(path.read_bytes() + b"x")
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        load_bundle(copy)
+    path.unlink()
+    with pytest.raises(BundleError, match="missing"):
+        load_bundle(copy)
+
+
+def test_onnx_parity_with_attribute_inputs(tmp_path):
+    from services.training.cli import attribute_table
+    from services.training.export import check_parity, export_onnx
+
+    seqs = synthetic_sequences(users=30)
+    item_ids = build_vocab(seqs)
+    split = split_leave_one_out(seqs, item_ids)
+    attrs = {item: [f"cat{int(item.split('-')[1]) % 3}", "all"] for item in item_ids}
+    table, count = attribute_table(attrs, item_ids)
+    torch.manual_seed(0)
+    model = SASRec(ModelConfig(num_items=len(item_ids), max_len=10, dim=16, ffn_dim=32,
+                               num_attributes=count), table).eval()
+    export_onnx(model, tmp_path / "enc.onnx")
+    parity = check_parity(model, tmp_path / "enc.onnx", split.test_history())
+    assert parity.ok and parity.max_abs_diff < 1e-4

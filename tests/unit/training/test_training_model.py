@@ -1,0 +1,76 @@
+"""SASRec shapes, causality, padding and the fused loss."""
+import torch
+from torch.nn import functional as F
+
+from services.training.model import ModelConfig, SASRec, SoftmaxCrossEntropy
+
+
+def make_model(**kw) -> SASRec:
+    torch.manual_seed(0)
+    return SASRec(ModelConfig(num_items=30, max_len=8, dim=16, num_heads=2, ffn_dim=32, **kw)).eval()
+
+
+def test_forward_shapes():
+    model = make_model()
+    seq = torch.randint(1, 31, (5, 8))
+    assert model(seq).shape == (5, 16)
+    assert model.hidden(seq).shape == (5, 8, 16)
+    emb = model.output_embeddings()
+    assert emb.shape == (31, 16) and torch.all(emb[0] == 0)
+
+
+def test_future_items_do_not_change_earlier_outputs():
+    for norm_first in (True, False):
+        model = make_model(norm_first=norm_first)
+        seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
+        changed = seq.clone()
+        changed[0, 5:] = torch.tensor([20, 21, 22])
+        a, b = model.hidden(seq), model.hidden(changed)
+        assert torch.allclose(a[0, :5], b[0, :5], atol=1e-6)
+        assert not torch.allclose(a[0, 5:], b[0, 5:], atol=1e-4)
+
+
+def test_padding_and_cropping_do_not_change_the_user_embedding():
+    model = make_model()
+    short = torch.tensor([[0, 0, 0, 0, 0, 4, 9, 2]])
+    assert torch.allclose(model(short), model(short[:, -3:]), atol=1e-6)
+    # All-padding input stays finite (a query always attends to itself).
+    assert torch.isfinite(model(torch.zeros(1, 8, dtype=torch.long))).all()
+
+
+def test_fused_cross_entropy_matches_autograd():
+    torch.manual_seed(0)
+    h = torch.randn(7, 5, requires_grad=True)
+    w = torch.randn(11, 5, requires_grad=True)
+    y = torch.randint(0, 11, (7,))
+    loss = SoftmaxCrossEntropy.apply(h, w, y)
+    gh, gw = torch.autograd.grad(loss, (h, w))
+    ref = F.cross_entropy(h @ w.T, y)
+    rh, rw = torch.autograd.grad(ref, (h, w))
+    assert torch.allclose(loss, ref, atol=1e-6)
+    assert torch.allclose(gh, rh, atol=1e-6) and torch.allclose(gw, rw, atol=1e-6)
+
+
+def test_loss_ignores_padded_positions():
+    model = make_model(dropout=0.0)
+    inputs = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 2]])
+    targets = torch.tensor([[0, 0, 0, 0, 0, 0, 2, 3]])
+    other_pad = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 2]])
+    assert torch.isfinite(model.loss(inputs, targets))
+    assert torch.allclose(model.loss(inputs, targets), model.loss(other_pad[:, -2:], targets[:, -2:]))
+
+
+def test_attribute_table_and_attribute_inputs_change_item_inputs():
+    from services.training.cli import attribute_table
+
+    table, count = attribute_table({"a": ["x", "y"], "b": ["y"]}, ["a", "b", "c"])
+    assert count == 2
+    assert table.tolist() == [[0, 0], [1, 2], [2, 0], [0, 0]]
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_items=3, max_len=4, dim=8, ffn_dim=16, num_attributes=count)
+    model = SASRec(cfg, table).eval()
+    seq = torch.tensor([[0, 1, 2, 3]])
+    before = model(seq)
+    with torch.no_grad():
+        model.attr_emb.weight[2] += torch.randn(8)  # attribute "y": items a and b
+    assert not torch.allclose(before, model(seq))
