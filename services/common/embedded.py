@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -35,6 +36,16 @@ def wait_for_port(host: str, port: int, timeout: float = 20.0, proc: subprocess.
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
 
 
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when its parent dies (Linux), so no orphaned servers."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 class _ServerProcess:
     name = "server"
 
@@ -49,7 +60,8 @@ class _ServerProcess:
     def start(self) -> "_ServerProcess":
         cmd = self._command()
         logger.info("starting embedded %s on port %d", self.name, self.port)
-        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                      preexec_fn=die_with_parent)
         try:
             wait_for_port("127.0.0.1", self.port, proc=self._proc)
         except Exception:

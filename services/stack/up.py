@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, default=500, help="how many users to replay as live traffic")
     p.add_argument("--duration", type=float, default=0.0, help="seconds to run after start-up; 0 = until Ctrl-C")
     p.add_argument("--retrain", action="store_true", help="train a new model even if one exists")
+    p.add_argument("--train-minutes", type=float, default=2.0, help="wall-time cap when training the demo model")
     p.add_argument("--partitions", type=int, default=4)
     return p
 
@@ -55,8 +56,9 @@ def _prepare_data(args) -> tuple[Path, list]:
     return paths["sequences"], catalog_from_jsonl(paths["catalog"])
 
 
-def _train(data: Path, attributes: Path | None, models_dir: Path) -> None:
-    cmd = [sys.executable, "-m", "services.training", "--data", str(data), "--models-dir", str(models_dir)]
+def _train(data: Path, attributes: Path | None, models_dir: Path, minutes: float) -> None:
+    cmd = [sys.executable, "-m", "services.training", "--data", str(data), "--models-dir", str(models_dir),
+           "--max-minutes", str(minutes)]
     if attributes:
         cmd += ["--attributes", str(attributes)]
     print(f"==> no model in {models_dir}: training one ({' '.join(cmd[2:])})", flush=True)
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_topics(kafka, args.partitions)
         data, catalog = _prepare_data(args)
         if args.retrain or latest_version(models_dir) is None:
-            _train(data, args.attributes, models_dir)
+            _train(data, args.attributes, models_dir, args.train_minutes)
         print(f"==> model {latest_version(models_dir)}", flush=True)
 
         producer = exit_stack.enter_context(EventProducer(kafka))

@@ -65,6 +65,14 @@ def attribute_table(attributes: dict[str, list[str]], item_ids: list[str]):
     return table, len(vocab)
 
 
+def load_sequences(args: argparse.Namespace) -> tuple[Path, dict[str, list[str]]]:
+    """The input path and its per-user sequences, from --data or --events-jsonl."""
+    if args.data:
+        return Path(args.data), read_sequences(args.data)
+    types = args.event_types.split(",") if args.event_types else None
+    return Path(args.events_jsonl), read_events_jsonl(args.events_jsonl, types)
+
+
 def format_table(rows: dict[str, dict[str, float]], users: int, wall_seconds: float) -> str:
     lines = [f"{'model':<10}" + "".join(f"{k:>10}" for k in METRIC_KEYS)]
     for name, metrics in rows.items():
@@ -85,12 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from services.training.model import ModelConfig, SASRec
     from services.training.train import TrainConfig, seed_everything, train
 
-    data_path = Path(args.data or args.events_jsonl)
-    if args.data:
-        sequences = read_sequences(data_path)
-    else:
-        types = args.event_types.split(",") if args.event_types else None
-        sequences = read_events_jsonl(data_path, types)
+    data_path, sequences = load_sequences(args)
     item_ids = build_vocab(sequences)
     if not item_ids:
         logger.error("no interactions in %s", data_path)
@@ -102,14 +105,14 @@ def main(argv: list[str] | None = None) -> int:
     train_cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
                             max_epochs=args.epochs, patience=args.patience,
                             max_minutes=args.max_minutes, seed=args.seed, threads=args.threads)
-    item_attributes = None
+    item_attributes, num_attributes = None, 0
     if args.attributes:
         item_attributes, num_attributes = attribute_table(read_item_attributes(args.attributes), item_ids)
     model_cfg = ModelConfig(num_items=len(item_ids), max_len=args.max_len, dim=args.dim,
                             num_blocks=args.blocks, num_heads=args.heads,
                             ffn_dim=args.ffn_dim or 4 * args.dim, dropout=args.dropout,
                             norm_first=not args.post_ln,
-                            num_attributes=num_attributes if args.attributes else 0)
+                            num_attributes=num_attributes)
     seed_everything(args.seed, args.threads)
     model = SASRec(model_cfg, item_attributes)
     result = train(model, split, train_cfg)

@@ -141,3 +141,20 @@ def test_onnx_parity_with_attribute_inputs(tmp_path):
     export_onnx(model, tmp_path / "enc.onnx")
     parity = check_parity(model, tmp_path / "enc.onnx", split.test_history())
     assert parity.ok and parity.max_abs_diff < 1e-4
+
+
+def test_trains_from_an_exported_event_log(tmp_path):
+    lines = []
+    for user, items in synthetic_sequences(users=40).items():
+        for t, item in enumerate(items):
+            lines.append(json.dumps({"user_id": user, "item_id": item, "type": "view",
+                                     "occurred_at": f"2024-05-01T10:{t:02d}:00Z"}))
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(reversed(lines)) + "\n")  # file order must not matter
+    models = tmp_path / "models"
+    argv = ["--events-jsonl", str(events), "--models-dir", str(models), "--epochs", "1",
+            "--dim", "8", "--max-len", "6", "--parity-users", "20", "--threads", "1"]
+    assert main(argv) == 0
+    bundle = load_bundle(models, prefer_gpu=False)
+    assert bundle.metadata["dataset"]["format"] == "events_jsonl"
+    assert bundle.metadata["metrics"]["sasrec"]["test"]["users"] == 40
