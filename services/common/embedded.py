@@ -5,6 +5,7 @@ Both are real server processes speaking the real protocols on loopback.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -65,11 +66,12 @@ class _ServerProcess:
         try:
             wait_for_port("127.0.0.1", self.port, proc=self._proc)
         except Exception:
-            self.stop()
+            self.stop(keep_log=True)
             raise RuntimeError(f"embedded {self.name} failed to start; log: {self._log.name}") from None
         return self
 
-    def stop(self) -> None:
+    def stop(self, keep_log: bool = False) -> None:
+        """Stops the server; its log is removed unless kept for a failed start."""
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
@@ -78,6 +80,10 @@ class _ServerProcess:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
+        self._log.close()
+        if not keep_log:
+            with contextlib.suppress(OSError):
+                os.unlink(self._log.name)
 
     def __enter__(self):
         return self.start()
