@@ -1,6 +1,8 @@
 """The faust app of the features worker, built from settings and dependencies (no globals)."""
 from __future__ import annotations
 
+import asyncio
+import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +20,8 @@ from services.features.processing import CatalogBatchProcessor, EventBatchProces
 from services.features.settings import FeaturesSettings
 from services.features.timers import register_timers
 from services.features.topics import TopicDeadLetters, define_topics
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +67,10 @@ def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
 
     @app.on_before_shutdown.connect
     async def close_clients(app, **kwargs):  # the consumer has stopped; nothing writes any more
+        try:  # embeddings already queued are worth a moment; a stale one is re-encoded by the ranker
+            await asyncio.wait_for(embeddings.flush(), settings.shutdown_flush_s)
+        except Exception:
+            logger.warning("embedding refresh not flushed at shutdown", exc_info=True)
         await deps.redis.aclose()
 
     return app

@@ -1,19 +1,27 @@
-"""Batched refresh of user embeddings after their history changed.
+"""Batched, background refresh of user embeddings after their history changed.
 
-Per batch: one ``get_states`` pipeline, one ``bundle.encode`` call in the
-executor (never on the event loop), one ``put_embeddings`` pipeline. Each
-embedding records the ``hist_version`` it was computed from, so the ranker can
-tell a stale one from a current one.
+``submit`` hands over the states that ``apply_events_with_states`` returned
+(history and ``hist_version`` as written, so no second Redis read) and returns
+at once; one background task encodes everything pending in one
+``bundle.encode`` call in the executor (never on the event loop) and writes the
+vectors with one ``put_embeddings`` pipeline. While an encode runs, newer
+batches coalesce into the next one (one entry per user, the newest state), so a
+backlog makes refresh batches larger instead of queueing work: the event loop
+goes on applying events while the model runs on the other core.
+
+Each embedding records the ``hist_version`` it was computed from, so the ranker
+can tell a stale one from a current one (and encodes on request when it is).
+A refresh lost to a crash only leaves an embedding stale, never wrong.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 from concurrent.futures import Executor
 
-from services.common.stores.user_state import EmbeddingWrite, UserStateStore
+from services.common.stores.user_state import EmbeddingWrite, UserState, UserStateStore
 from services.features.metrics import FeaturesMetrics
 from services.features.models import ModelHolder
 
@@ -27,15 +35,59 @@ class EmbeddingRefresher:
         self._models = models
         self._executor = executor
         self._metrics = metrics
+        self._pending: dict[str, UserState] = {}
+        self._task: asyncio.Task | None = None
 
-    async def refresh(self, user_ids: Sequence[str]) -> int:
-        """Re-encode these users with the current model; 0 when no model is loaded yet."""
+    @property
+    def history_len(self) -> int:
+        """History items the current model reads (0 = no model, nothing to refresh)."""
         bundle = self._models.bundle
-        if bundle is None or not user_ids:
+        return int(bundle.max_len) if bundle is not None else 0
+
+    async def wait_for_model(self, timeout_s: float = 30.0) -> None:
+        """Until the first model load attempt is over (at most ``timeout_s``)."""
+        attempted = getattr(self._models, "first_attempt", None)
+        if attempted is None or attempted.is_set():
+            return
+        try:
+            await asyncio.wait_for(attempted.wait(), timeout_s)
+        except TimeoutError:
+            logger.warning("no model after %.0fs; applying events without embeddings", timeout_s)
+
+    def submit(self, states: Iterable[UserState]) -> None:
+        """Queue these users for re-encoding; returns immediately (no model: dropped)."""
+        if self._models.bundle is None:
+            return
+        pending = self._pending
+        for state in states:
+            held = pending.get(state.user_id)
+            if held is None or state.hist_version >= held.hist_version:
+                pending[state.user_id] = state
+        if pending and (self._task is None or self._task.done()):
+            self._task = asyncio.get_running_loop().create_task(self._drain(), name="embedding-refresh")
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is written (tests, shutdown)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _drain(self) -> None:
+        while self._pending:
+            states, self._pending = list(self._pending.values()), {}
+            try:
+                await self.refresh_states(states)
+            except Exception:  # the ranker encodes on request while an embedding is stale
+                self._metrics.embedding_refresh_failures.inc()
+                logger.warning("embedding refresh failed for %d users", len(states), exc_info=True)
+
+    async def refresh_states(self, states: list[UserState]) -> int:
+        """Encode these states with the current model and write them; returns how many."""
+        bundle = self._models.bundle
+        if bundle is None or not states:
             return 0
         started = time.perf_counter()
-        states = await self._store.get_states(user_ids, bundle.max_len)
-        histories = [s.history for s in states]
+        max_len = bundle.max_len
+        histories = [s.history[-max_len:] for s in states]
         vectors = await asyncio.get_running_loop().run_in_executor(self._executor, bundle.encode, histories)
         await self._store.put_embeddings([
             EmbeddingWrite(user_id=s.user_id, model_version=bundle.version, hist_version=s.hist_version,
@@ -45,3 +97,11 @@ class EmbeddingRefresher:
         self._metrics.embedding_refresh.observe(time.perf_counter() - started)
         self._metrics.embeddings_written.inc(len(states))
         return len(states)
+
+    async def refresh(self, user_ids: list[str]) -> int:
+        """Read these users' states from the store and re-encode them now (one round trip each way)."""
+        bundle = self._models.bundle
+        if bundle is None or not user_ids:
+            return 0
+        states = await self._store.get_states(user_ids, bundle.max_len, with_embedding=False)
+        return await self.refresh_states(states)

@@ -36,6 +36,9 @@ class ModelHolder:
         self._prefer_gpu = prefer_gpu
         self._threads = intra_op_threads
         self._failed_version: str | None = None
+        # Set once the first load attempt finished (loaded, failed or no bundle):
+        # the worker waits for it so events at start-up get embeddings too.
+        self.first_attempt = asyncio.Event()
 
     @property
     def version(self) -> str | None:
@@ -47,6 +50,12 @@ class ModelHolder:
         Loading (file reads, checksums, onnxruntime session) runs in the executor.
         A bundle that fails to load is logged once and skipped until LATEST moves on.
         """
+        try:
+            return await self._reload_if_changed()
+        finally:
+            self.first_attempt.set()
+
+    async def _reload_if_changed(self) -> bool:
         mb = _bundle_module()
         if mb is None:
             return False

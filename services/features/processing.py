@@ -80,6 +80,7 @@ class EventBatchProcessor:
     async def process(self, records: Sequence[SourceRecord]) -> int:
         """Apply a batch; returns how many events were new."""
         m = self._metrics
+        await self._embeddings.wait_for_model()
         started = time.perf_counter()
         m.events_processed.inc(len(records))
         m.batch_size.observe(len(records))
@@ -96,11 +97,6 @@ class EventBatchProcessor:
             timestamps.append(rec.timestamp)
 
         new = await _retrying("apply batch", lambda: self._apply(writes), m)
-        try:
-            await self._embeddings.refresh(list(dict.fromkeys(w.user_id for w, fresh in zip(writes, new) if fresh)))
-        except Exception:  # the ranker encodes on request when an embedding is stale
-            m.embedding_refresh_failures.inc()
-            logger.warning("embedding refresh failed for a batch", exc_info=True)
         await self._dlq.flush()
 
         now = time.time()
@@ -115,11 +111,20 @@ class EventBatchProcessor:
         return applied
 
     async def _apply(self, writes: list[EventWrite]) -> list[bool]:
-        new = await self._users.apply_events(writes)
+        # One script call per user; it also returns the histories the model needs,
+        # so the embedding refresh reads nothing back from Redis.
+        applied = await self._users.apply_events_with_states(writes, self._embeddings.history_len)
+        new = applied.new
+        changed = {w.user_id for w, fresh in zip(writes, new) if fresh}
+        # Off the critical path: encoding runs in the executor while the next batch is applied.
+        self._embeddings.submit(applied.states[u] for u in changed)
         # Only events the dedup script saw for the first time count towards trending.
         await self._trending.record([(w.item_id, w.type_code) for w, fresh in zip(writes, new) if fresh])
         return new
 
+    async def drain(self) -> None:
+        """Wait for the background embedding refresh of everything processed so far."""
+        await self._embeddings.flush()
 
 
 class CatalogBatchProcessor:

@@ -28,6 +28,7 @@ class FeaturesSettings(BaseSettings):
 
     batch_size: int = Field(500, ge=1, description="max events per batch")
     batch_window_ms: float = Field(20.0, gt=0, description="max wait to fill a batch")
+    shutdown_flush_s: float = Field(2.0, ge=0, description="wait for queued embedding refreshes at shutdown")
     history_cap: int = Field(200, ge=1, description="items kept per user history")
     dedup_window: int = Field(5000, ge=1, description="event ids remembered per user for dedup")
 

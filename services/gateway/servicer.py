@@ -109,40 +109,58 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             ranked = await self._call_ranker(
                 "Rank", ranker_pb2.RankRequest(user_id=user_id, k=k, filter=rules.ranker_filter(item_filter)), context)
         except _RankerFailed as failed:
-            return await self._trending(user_id, k, item_filter, failed.reason)
+            return await self._trending(user_id, k, item_filter, failed.reason, context=context)
         if not ranked.user_known:
-            return await self._trending(user_id, k, item_filter, m.USER_UNKNOWN, model_version=ranked.model_version)
+            return await self._trending(user_id, k, item_filter, m.USER_UNKNOWN, model_version=ranked.model_version,
+                                        context=context)
         items = [gateway_pb2.RecommendedItem(item_id=i.item_id, score=i.score) for i in ranked.items]
         if len(items) < k:  # the filters left the model short: pad from trending
             self._metrics.fallbacks.labels("Recommend", m.PADDED).inc()
-            excluded = await self._user_exclusions(user_id, item_filter)
+            excluded = await self._user_exclusions(user_id, item_filter, context)
             excluded.update(i.item_id for i in items)
             base = min((i.score for i in items), default=0.0)
-            padding = await self._fallback.recommend(k - len(items), item_filter, excluded)
+            padding = await self._store_call(self._fallback.recommend(k - len(items), item_filter, excluded),
+                                             context, "recommendations unavailable")
             for rank, (item_id, _) in enumerate(padding, start=1):  # below every ranked item
                 items.append(gateway_pb2.RecommendedItem(item_id=item_id, score=base - rank * 1e-3))
         return gateway_pb2.RecommendResponse(items=items, strategy=gateway_pb2.STRATEGY_PERSONALIZED,
                                              model_version=ranked.model_version)
 
-    async def _user_exclusions(self, user_id: str, item_filter: ItemFilter) -> set[str]:
-        if not (item_filter.exclude_purchased or item_filter.exclude_seen):
-            return set(item_filter.exclude_item_ids)
+    def _store_timeout(self, context) -> float:
+        """Redis calls get the smaller of their own bound and what the client has left."""
+        timeout = self._s.redis_timeout_s
+        remaining = context.time_remaining() if context is not None else None
+        if remaining is not None:
+            timeout = min(timeout, max(0.0, remaining))
+        return timeout
+
+    async def _store_call(self, awaitable, context, unavailable: str):
+        """Await a store read under a deadline; any failure is UNAVAILABLE (retryable)."""
         try:
-            (state,) = await self._states.get_states([user_id], self._s.history_len)
-        except Exception as exc:
-            logger.warning("reading user state failed: %s", exc)
-            raise Unavailable("user state store unavailable") from None
+            async with asyncio.timeout(self._store_timeout(context)):
+                return await awaitable
+        except Exception as exc:  # TimeoutError, RedisError, OSError
+            logger.warning("%s: %s", unavailable, exc or type(exc).__name__)
+            raise Unavailable(unavailable) from None
+
+    async def _user_exclusions(self, user_id: str, item_filter: ItemFilter, context=None,
+                               user_known: bool = True) -> set[str]:
+        """Explicit excludes plus the user's seen / purchased items: one pipelined read, or none
+        when no rule needs the user's state or the ranker already said the user has none."""
+        if not user_known or not (item_filter.exclude_purchased or item_filter.exclude_seen):
+            return set(item_filter.exclude_item_ids)
+        (state,) = await self._store_call(
+            self._states.get_states([user_id], self._s.history_len, with_embedding=False),
+            context, "user state store unavailable")
         return item_filter.user_exclusions(state.history, state.purchased)
 
     async def _trending(self, user_id: str, k: int, item_filter: ItemFilter, reason: str,
-                        model_version: str = "") -> gateway_pb2.RecommendResponse:
+                        model_version: str = "", context=None) -> gateway_pb2.RecommendResponse:
         self._metrics.fallbacks.labels("Recommend", reason).inc()
-        excluded = await self._user_exclusions(user_id, item_filter)
-        try:
-            picked = await self._fallback.recommend(k, item_filter, excluded)
-        except Exception as exc:
-            logger.warning("trending read failed: %s", exc)
-            raise Unavailable("recommendations unavailable") from None
+        # The ranker found no history for an unknown user, so there is nothing of theirs to exclude.
+        excluded = await self._user_exclusions(user_id, item_filter, context, user_known=reason != m.USER_UNKNOWN)
+        picked = await self._store_call(self._fallback.recommend(k, item_filter, excluded), context,
+                                        "recommendations unavailable")
         degraded_reason = DEGRADED_REASONS.get(reason, "")
         return gateway_pb2.RecommendResponse(
             items=[gateway_pb2.RecommendedItem(item_id=i, score=s) for i, s in picked],
@@ -171,11 +189,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 exclude_item_ids=item_filter.exclude_item_ids,
                 in_stock_only=item_filter.in_stock_only,
             )
-            try:
-                picked = await self._fallback.recommend(k, same_category, {item_id})
-            except Exception as exc:
-                logger.warning("trending read failed: %s", exc)
-                raise Unavailable("similar items unavailable") from None
+            picked = await self._store_call(self._fallback.recommend(k, same_category, {item_id}), context,
+                                            "similar items unavailable")
             return gateway_pb2.SimilarItemsResponse(
                 items=[gateway_pb2.RecommendedItem(item_id=i, score=s) for i, s in picked],
                 degraded=True, degraded_reason=DEGRADED_REASONS[failed.reason])

@@ -23,6 +23,8 @@ class GatewaySettings(BaseSettings):
     max_exclude_ids: int = Field(500, ge=0)
     max_events_per_request: int = Field(500, ge=1)
     trending_pool: int = Field(500, ge=1, description="trending items read per fallback")
+    trending_cache_s: float = Field(1.0, ge=0, description="how long the trending list is reused; 0 = read per request")
+    redis_timeout_s: float = Field(0.1, gt=0, description="bound on each Redis read of a request")
     history_len: int = Field(200, ge=1)
     catalog_refresh_s: float = Field(1.0, gt=0)
     readiness_interval_s: float = Field(2.0, gt=0)

@@ -15,6 +15,15 @@ EVENT_WEIGHTS = {1: 1.0, 2: 2.0, 3: 4.0, 4: 8.0}  # view, click, add to cart, pu
 _MIN_SCORE = 1e-3
 
 
+# All of a batch's increments in one command (one slot: the trending key).
+_RECORD = """
+for i = 1, #ARGV, 2 do
+  redis.call('ZINCRBY', KEYS[1], ARGV[i + 1], ARGV[i])
+end
+return #ARGV / 2
+"""
+
+
 class TrendingStore(Protocol):
     async def record(self, items: Sequence[tuple[str, int]]) -> None: ...
 
@@ -26,6 +35,7 @@ class TrendingStore(Protocol):
 class RedisTrendingStore:
     def __init__(self, redis) -> None:
         self._redis = redis
+        self._record = redis.register_script(_RECORD)
 
     async def record(self, items: Sequence[tuple[str, int]]) -> None:
         """items: (item_id, event type code) pairs of newly applied events."""
@@ -34,10 +44,10 @@ class RedisTrendingStore:
         totals: dict[str, float] = {}
         for item_id, type_code in items:
             totals[item_id] = totals.get(item_id, 0.0) + EVENT_WEIGHTS.get(type_code, 1.0)
-        pipe = self._redis.pipeline(transaction=False)
+        args: list = []
         for item_id, weight in totals.items():
-            pipe.zincrby(keys.TRENDING, weight, item_id)
-        await pipe.execute()
+            args += (item_id, weight)
+        await self._record(keys=[keys.TRENDING], args=args)
 
     async def top(self, n: int) -> list[tuple[str, float]]:
         rows = await self._redis.zrevrange(keys.TRENDING, 0, n - 1, withscores=True)

@@ -1,11 +1,14 @@
 """Per-user state: recent history, purchases, counters, and the user embedding.
 
-Writes happen in the features service through one Lua script per event, which
-checks the event id against the user's dedup window and applies everything in
-one atomic step, so redelivery or a crash mid-batch never double-counts.
+Writes happen in the features service through one Lua script call per user per
+batch, which checks each event id against the user's dedup window and applies
+that user's events in one atomic step, so redelivery or a crash mid-batch never
+double-counts. The same call can hand back the user's new history, so the
+embedding refresh needs no second read.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
@@ -18,31 +21,63 @@ from services.common.stores import keys
 EVENT_TYPE_NAMES = {1: "view", 2: "click", 3: "add_to_cart", 4: "purchase"}
 PURCHASE = 4
 
-_APPLY_EVENT = """
--- KEYS: hist, purchased, counts, dedup
--- ARGV: event_id, item_id, type_code, type_name, occurred_ms, history_cap, dedup_cap, now_ms
-if redis.call('ZSCORE', KEYS[4], ARGV[1]) then
-  return 0
-end
-redis.call('ZADD', KEYS[4], ARGV[8], ARGV[1])
-local dedup_cap = tonumber(ARGV[7])
-local n = redis.call('ZCARD', KEYS[4])
-if n > dedup_cap then
-  redis.call('ZREMRANGEBYRANK', KEYS[4], 0, n - dedup_cap - 1)
-end
-redis.call('LPUSH', KEYS[1], ARGV[2])
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[6]) - 1)
-if ARGV[3] == '4' then
-  redis.call('SADD', KEYS[2], ARGV[2])
-end
-redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
-redis.call('HINCRBY', KEYS[3], 'events', 1)
-redis.call('HINCRBY', KEYS[3], 'hist_version', 1)
+# One call per user per batch: the per-event work stays inside Redis, and the
+# pipeline carries one command per user instead of one per event.
+_APPLY_USER_EVENTS = """
+-- KEYS: hist, purchased, counts, dedup (one user, one hash slot)
+-- ARGV: history_cap, dedup_cap, now_ms, return_len, events: JSON [[event_id, item_id, type_code,
+--       type_name, occurred_ms], ...] as strings (one argument: packing 5 per event dominates the client)
+-- Returns JSON [flags (1 new, 0 redelivery, per event), hist_version, newest-first history (return_len items)]:
+-- one bulk string, because parsing nested multi-bulk replies item by item is what
+-- costs the client most (redis-py's pure-Python parser), not the bytes.
+local history_cap = tonumber(ARGV[1])
+local dedup_cap = tonumber(ARGV[2])
+local now = ARGV[3]
+local return_len = tonumber(ARGV[4])
+local flags = {}
+local pushed = 0
 local last = tonumber(redis.call('HGET', KEYS[3], 'last_event_ms') or '0')
-if tonumber(ARGV[5]) > last then
-  redis.call('HSET', KEYS[3], 'last_event_ms', ARGV[5])
+local newest, newest_raw = last, nil
+local n = redis.call('ZCARD', KEYS[4])
+for _, ev in ipairs(cjson.decode(ARGV[5])) do
+  if redis.call('ZSCORE', KEYS[4], ev[1]) then
+    flags[#flags + 1] = 0
+  else
+    redis.call('ZADD', KEYS[4], now, ev[1])
+    n = n + 1
+    if n > dedup_cap then
+      redis.call('ZREMRANGEBYRANK', KEYS[4], 0, n - dedup_cap - 1)
+      n = dedup_cap
+    end
+    redis.call('LPUSH', KEYS[1], ev[2])
+    if ev[3] == '4' then
+      redis.call('SADD', KEYS[2], ev[2])
+    end
+    redis.call('HINCRBY', KEYS[3], ev[4], 1)
+    local occurred = tonumber(ev[5])
+    if occurred > newest then
+      newest, newest_raw = occurred, ev[5]
+    end
+    pushed = pushed + 1
+    flags[#flags + 1] = 1
+  end
 end
-return 1
+local hist_version
+if pushed > 0 then
+  redis.call('LTRIM', KEYS[1], 0, history_cap - 1)
+  redis.call('HINCRBY', KEYS[3], 'events', pushed)
+  hist_version = redis.call('HINCRBY', KEYS[3], 'hist_version', pushed)
+  if newest_raw then
+    redis.call('HSET', KEYS[3], 'last_event_ms', newest_raw)
+  end
+else
+  hist_version = tonumber(redis.call('HGET', KEYS[3], 'hist_version') or '0')
+end
+local history = {}
+if return_len > 0 then
+  history = redis.call('LRANGE', KEYS[1], 0, return_len - 1)
+end
+return cjson.encode({flags, hist_version, history})
 """
 
 
@@ -88,10 +123,22 @@ class EmbeddingWrite:
     vector: np.ndarray
 
 
+@dataclass
+class AppliedEvents:
+    """What ``apply_events_with_states`` did: per event whether it was new, and for every
+    user in the batch the state right after it (history oldest first, ``hist_version``)."""
+
+    new: list[bool]
+    states: dict[str, UserState]
+
+
 class UserStateStore(Protocol):
     async def apply_events(self, events: Sequence[EventWrite]) -> list[bool]: ...
 
-    async def get_states(self, user_ids: Sequence[str], history_len: int) -> list[UserState]: ...
+    async def apply_events_with_states(self, events: Sequence[EventWrite], history_len: int) -> AppliedEvents: ...
+
+    async def get_states(self, user_ids: Sequence[str], history_len: int, *,
+                         with_embedding: bool = True) -> list[UserState]: ...
 
     async def put_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None: ...
 
@@ -103,35 +150,60 @@ class RedisUserStateStore:
         self._redis = redis
         self._history_cap = history_cap
         self._dedup_cap = dedup_cap
-        self._apply = redis.register_script(_APPLY_EVENT)
+        self._apply = redis.register_script(_APPLY_USER_EVENTS)
 
     async def apply_events(self, events: Sequence[EventWrite]) -> list[bool]:
         """Apply events in order; returns, per event, whether it was new (not a redelivery)."""
-        if not events:
-            return []
-        now_ms = int(time.time() * 1000)
-        pipe = self._redis.pipeline(transaction=False)
-        for ev in events:
-            await self._apply(
-                keys=[keys.history(ev.user_id), keys.purchased(ev.user_id), keys.counters(ev.user_id), keys.dedup(ev.user_id)],
-                args=[ev.event_id, ev.item_id, ev.type_code, EVENT_TYPE_NAMES[ev.type_code], ev.occurred_ms,
-                      self._history_cap, self._dedup_cap, now_ms],
-                client=pipe,
-            )
-        results = await pipe.execute()
-        return [bool(r) for r in results]
+        return (await self.apply_events_with_states(events, 0)).new
 
-    async def get_states(self, user_ids: Sequence[str], history_len: int) -> list[UserState]:
+    async def apply_events_with_states(self, events: Sequence[EventWrite], history_len: int) -> AppliedEvents:
+        """Apply events (in order per user): one script call per user, all in one pipeline.
+
+        With ``history_len`` > 0 each user's newest ``history_len`` items come back
+        too, read inside the same script, so they match the returned ``hist_version``.
+        """
+        if not events:
+            return AppliedEvents([], {})
+        by_user: dict[str, list[int]] = {}
+        for i, ev in enumerate(events):
+            by_user.setdefault(ev.user_id, []).append(i)
+        head = (self._history_cap, self._dedup_cap, int(time.time() * 1000), max(0, history_len))
+        pipe = self._redis.pipeline(transaction=False)
+        for uid, positions in by_user.items():
+            packed = json.dumps([
+                (ev.event_id, ev.item_id, str(ev.type_code), EVENT_TYPE_NAMES[ev.type_code], str(ev.occurred_ms))
+                for ev in (events[i] for i in positions)])
+            await self._apply(keys=[keys.history(uid), keys.purchased(uid), keys.counters(uid), keys.dedup(uid)],
+                              args=[*head, packed], client=pipe)
+        replies = await pipe.execute()
+        new = [False] * len(events)
+        states: dict[str, UserState] = {}
+        for (uid, positions), reply in zip(by_user.items(), replies):
+            flags, hist_version, history = json.loads(reply)
+            history = history or []  # cjson encodes an empty table as {}
+            for i, flag in zip(positions, flags):
+                new[i] = bool(flag)
+            states[uid] = UserState(user_id=uid, history=history[::-1],
+                                    hist_version=int(hist_version))
+        return AppliedEvents(new, states)
+
+    async def get_states(self, user_ids: Sequence[str], history_len: int, *,
+                         with_embedding: bool = True) -> list[UserState]:
+        """One pipelined round trip. ``with_embedding=False`` leaves out the embedding hash,
+        for callers that need only history and purchases (the gateway's exclusions)."""
         pipe = self._redis.pipeline(transaction=False)
         for uid in user_ids:
             pipe.lrange(keys.history(uid), 0, history_len - 1)
             pipe.smembers(keys.purchased(uid))
             pipe.hget(keys.counters(uid), "hist_version")
-            pipe.hgetall(keys.embedding(uid))
+            if with_embedding:
+                pipe.hgetall(keys.embedding(uid))
         raw = await pipe.execute()
+        per_user = 4 if with_embedding else 3
         states = []
         for i, uid in enumerate(user_ids):
-            hist, bought, hv, emb = raw[4 * i: 4 * i + 4]
+            hist, bought, hv = raw[per_user * i: per_user * i + 3]
+            emb = raw[per_user * i + 3] if with_embedding else None
             state = UserState(
                 user_id=uid,
                 history=[h.decode() for h in reversed(hist)],

@@ -5,7 +5,7 @@ from prometheus_client import CollectorRegistry
 from redis.exceptions import ConnectionError as RedisConnectionError
 from shopstream.events.v1 import events_pb2
 
-from services.common.stores.user_state import UserState
+from services.common.stores.user_state import AppliedEvents, UserState
 from services.features.embeddings import EmbeddingRefresher
 from services.features.metrics import FeaturesMetrics
 from services.features.processing import CatalogBatchProcessor, EventBatchProcessor, SourceRecord
@@ -29,7 +29,12 @@ class FakeUsers:
             out.append(new)
         return out
 
-    async def get_states(self, user_ids, history_len):
+    async def apply_events_with_states(self, events, history_len):
+        new = await self.apply_events(events)
+        states = await self.get_states(dict.fromkeys(ev.user_id for ev in events), history_len)
+        return AppliedEvents(new, {s.user_id: s for s in states})
+
+    async def get_states(self, user_ids, history_len, *, with_embedding=True):
         return [UserState(u, history=self.history.get(u, [])[-history_len:], hist_version=len(self.history.get(u, [])))
                 for u in user_ids]
 
@@ -92,6 +97,7 @@ async def test_batch_applies_valid_and_dead_letters_invalid():
     proc, users, trending, dlq, metrics = build(FakeBundle())
     applied = await proc.process([record(raw_event("e1")), record(b"\xff\xfe", 1),
                                   record(raw_event("e2", item="i2", type_code=4), 2)])
+    await proc.drain()
     assert applied == 2
     assert users.history == {"u1": ["i1", "i2"]}
     assert trending.recorded == [("i1", 1), ("i2", 4)]
@@ -106,6 +112,7 @@ async def test_redelivery_counts_nothing_twice():
     batch = [record(raw_event("e1")), record(raw_event("e2", item="i2"), 1)]
     await proc.process(batch)
     assert await proc.process(batch) == 0
+    await proc.drain()
     assert users.history == {"u1": ["i1", "i2"]}
     assert len(trending.recorded) == 2
     assert len(users.embeddings) == 1  # nothing new, nothing re-encoded
@@ -115,6 +122,7 @@ async def test_redelivery_counts_nothing_twice():
 async def test_without_model_embeddings_are_skipped():
     proc, users, *_ = build(bundle=None)
     assert await proc.process([record(raw_event("e1"))]) == 1
+    await proc.drain()
     assert users.embeddings == []
 
 
@@ -158,3 +166,45 @@ def test_bad_setting_names_the_variable(monkeypatch):
     monkeypatch.setenv("SHOPSTREAM_FEATURES_BATCH_SIZE", "0")
     with pytest.raises(SettingsError, match="SHOPSTREAM_FEATURES_BATCH_SIZE"):
         load(FeaturesSettings)
+
+
+class GatedBundle(FakeBundle):
+    """encode blocks until the test opens the gate, so batches pile up behind it."""
+
+    def __init__(self):
+        import threading
+
+        self.gate, self.calls = threading.Event(), []
+
+    def encode(self, histories):
+        self.gate.wait(5)
+        self.calls.append(len(histories))
+        return super().encode(histories)
+
+
+async def test_embedding_refresh_runs_in_background_and_coalesces_users():
+    import asyncio
+
+    bundle = GatedBundle()
+    proc, users, *_ = build(bundle)
+    # The first batch's encode is held: process() must return without waiting for it.
+    assert await proc.process([record(raw_event("e1", user="a"))]) == 1
+    await asyncio.sleep(0)
+    assert users.embeddings == []
+    # Two more batches for the same users queue up: one entry per user, the newest state.
+    await proc.process([record(raw_event("e2", user="a", item="i2"), 1), record(raw_event("e3", user="b"), 2)])
+    await proc.process([record(raw_event("e4", user="a", item="i3"), 3)])
+    bundle.gate.set()
+    await proc.drain()
+    assert bundle.calls == [1, 2]  # the first batch alone, then users a and b together
+    latest = {w.user_id: w.hist_version for w in users.embeddings}
+    assert latest == {"a": 3, "b": 1}
+    assert users.embeddings[-1].hist_version >= 1
+
+
+async def test_embedding_refresh_uses_the_model_window_of_history():
+    proc, users, *_ = build(FakeBundle())  # max_len 3
+    await proc.process([record(raw_event(f"e{n}", item=f"i{n}"), n) for n in range(5)])
+    await proc.drain()
+    (write,) = users.embeddings
+    assert write.hist_version == 5 and float(write.vector[0]) == 3.0  # encoded from the last 3 items only

@@ -1,0 +1,45 @@
+"""``python -m bench [--quick]``: the ranker, serve and ingest benchmarks, one after another.
+
+Each writes its own bench/results/<name>.json. The ranker benchmark belongs to
+the ranker service (``bench.ranker``); it is skipped with a note when absent.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+
+def _run(name: str, argv: list[str]) -> str:
+    try:
+        module = importlib.import_module(f"bench.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"bench.{name}":
+            return f"skipped: bench.{name} is not there yet"
+        raise
+    try:
+        rc = module.main(argv)
+    except SystemExit as exc:
+        rc = exc.code
+    except Exception:
+        traceback.print_exc()
+        return "failed"
+    return "ok" if not rc else f"exit {rc}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the short version of every benchmark")
+    parser.add_argument("--only", nargs="*", choices=("ranker", "serve", "ingest"))
+    args = parser.parse_args(argv)
+    outcomes = {}
+    for name in args.only or ("ranker", "serve", "ingest"):
+        print(f"\n######## bench.{name}", flush=True)
+        outcomes[name] = _run(name, ["--quick"] if args.quick else [])
+    print("\n" + "\n".join(f"bench.{n}: {o}" for n, o in outcomes.items()))
+    return 0 if all(o == "ok" or o.startswith("skipped") for o in outcomes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

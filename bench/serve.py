@@ -1,0 +1,140 @@
+"""Serving benchmark: requests/s and latency at concurrency 1/16/64 for
+(a) a trivial echo server on the same gRPC stack (bench.echo),
+(b) the ranker alone (Rank, which reads the user's state from Redis itself),
+(c) the full gateway path (Recommend -> ranker -> Redis), users with real state.
+
+Everything runs side by side in one process tree on loopback: Redis, the echo
+server, the ranker and the gateway (each its own process), and the load
+generator (bench.loadgen, its own process). All of them share this machine's
+CPUs; the table says how many there are.
+
+``python -m bench.serve [--quick]``; results in bench/results/serve.json.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import report, world
+from services.common.embedded import EmbeddedRedis, die_with_parent, free_port
+from services.common.infra import connect_redis
+from services.stack.local import ServiceStack
+from services.stack.processes import grpc_serving
+
+CONCURRENCY = (1, 16, 64)
+TARGETS = ("echo", "ranker", "gateway")
+LOADGEN_KIND = {"echo": "gateway", "ranker": "ranker", "gateway": "gateway"}
+
+
+def _loadgen(kind: str, addr: str, users: list[str], concurrency: int, requests: int, seconds: float) -> dict:
+    cmd = [sys.executable, "-m", "bench.loadgen", "--kind", kind, "--addr", addr, "--concurrency", str(concurrency),
+           "--requests", str(requests), "--seconds", str(seconds)]
+    out = subprocess.run(cmd, input=json.dumps(users), capture_output=True, text=True, check=True,
+                         timeout=seconds + 60, cwd=world.REPO)
+    return json.loads(out.stdout)
+
+
+@contextlib.contextmanager
+def _echo_server():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.echo", "--port", str(port)], cwd=world.REPO,
+                            start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        addr = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not grpc_serving(addr):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("echo server did not start")
+            time.sleep(0.1)
+        yield addr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def run(quick: bool, models: Path | None, users_n: int) -> dict:
+    seconds, requests = (3.0, 20_000) if quick else (10.0, 200_000)
+    models = world.models_dir(models)
+    sequences = world.sequences_for(models)
+    chosen = list(sequences)[:users_n]
+    rows = []
+    with contextlib.ExitStack() as stack:
+        redis_server = stack.enter_context(EmbeddedRedis())
+
+        async def populate():
+            client = connect_redis(redis_server.url)
+            try:
+                return await world.populate_users(client, models, sequences, chosen)
+            finally:
+                await client.aclose()
+
+        users = asyncio.run(populate())
+        log_dir = Path(tempfile.mkdtemp(prefix="shopstream-bench-serve-"))
+        # No broker: the ranker and gateway never touch Kafka on this path (TrackEvents is not called).
+        services = ServiceStack(kafka=f"127.0.0.1:{free_port()}", redis=redis_server.url, models_dir=models,
+                                log_dir=log_dir, extra_env={"SHOPSTREAM_GATEWAY_LOG_LEVEL": "WARNING",
+                                                            "SHOPSTREAM_RANKER_LOG_LEVEL": "WARNING"})
+        stack.callback(services.stop)
+        services.start_service("ranker")
+        services.start_service("gateway")
+        echo_addr = stack.enter_context(_echo_server())
+        addrs = {"echo": echo_addr, "ranker": services.ranker_addr, "gateway": services.gateway_addr}
+        print(f"==> {len(users)} users in Redis, model {models}; {os.cpu_count()} CPUs shared by Redis, echo, "
+              f"ranker, gateway and the load generator", flush=True)
+        for target in TARGETS:
+            for c in CONCURRENCY:
+                res = _loadgen(LOADGEN_KIND[target], addrs[target], users, c, requests, seconds)
+                n = len(res["latencies_s"])
+                row = {"target": target, "concurrency": c, "requests": n,
+                       "rps": n / res["elapsed_s"] if res["elapsed_s"] else 0.0,
+                       **report.percentiles_ms(res["latencies_s"]),
+                       "errors": sum(res["errors"].values()), "degraded": res["degraded"]}
+                if res["errors"]:
+                    row["error_codes"] = res["errors"]
+                rows.append(row)
+                print(f"    {target:<8} c={c:<3} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:.2f} ms  "
+                      f"p99 {row['p99_ms']:.2f} ms  errors {row['errors']}  degraded {row['degraded']}", flush=True)
+    return {"rows": rows, "quick": quick, "users": len(chosen), "seconds_per_run": seconds,
+            "max_requests_per_run": requests, "model": str(models), "targets": _targets(rows),
+            "notes": f"{os.cpu_count()} CPUs shared by Redis, the echo server, ranker, gateway and the load generator "
+                     "(a separate process); closed loop, loopback only"}
+
+
+def _targets(rows: list[dict]) -> dict:
+    by = {(r["target"], r["concurrency"]): r for r in rows}
+    rps_ratio = by[("gateway", 64)]["rps"] / by[("echo", 64)]["rps"]
+    p99_ratio = by[("gateway", 16)]["p99_ms"] / by[("echo", 16)]["p99_ms"]
+    return {"gateway_rps_over_echo_at_c64": rps_ratio, "gateway_rps_target_met": rps_ratio >= 0.5,
+            "gateway_p99_over_echo_at_c16": p99_ratio, "gateway_p99_target_met": p99_ratio <= 3.0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.serve", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s")
+    parser.add_argument("--models-dir", type=Path)
+    parser.add_argument("--users", type=int, default=2000, help="users with state in Redis")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result = run(args.quick, args.models_dir, args.users)
+    print()
+    print(report.table(result["rows"], ["target", "concurrency", "requests", "rps", "p50_ms", "p99_ms", "errors",
+                                         "degraded"]))
+    t = result["targets"]
+    print(f"\ngateway/echo requests/s at c=64: {t['gateway_rps_over_echo_at_c64']:.2f} (target >= 0.5: "
+          f"{'met' if t['gateway_rps_target_met'] else 'MISSED'}); gateway/echo p99 at c=16: "
+          f"{t['gateway_p99_over_echo_at_c16']:.2f} (target <= 3: {'met' if t['gateway_p99_target_met'] else 'MISSED'})")
+    print(f"results: {report.write('serve', result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
