@@ -24,21 +24,37 @@ REQUEST_ID_METADATA = "x-request-id"
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Per unary call: request id in context, domain errors mapped to status codes, metrics."""
+    """Per unary call: request id in context, domain errors mapped to status codes, metrics.
+
+    The wrapped handler is built once per method and cached: nothing per call but the call itself.
+    """
 
     def __init__(self, metrics: RpcMetrics) -> None:
         self._metrics = metrics
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None:
+            return cached
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]
-        rid = dict(handler_call_details.invocation_metadata or ()).get(REQUEST_ID_METADATA) or uuid.uuid4().hex[:16]
-        inner = handler.unary_unary
-        metrics = self._metrics
+        wrapped = grpc.unary_unary_rpc_method_handler(
+            self._wrap(method.rsplit("/", 1)[-1], handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, inner):
+        requests = self._metrics.requests
+        latency = self._metrics.latency.labels(method)
 
         async def wrapper(request, context: grpc.aio.ServicerContext):
+            rid = _metadata_value(context.invocation_metadata(), REQUEST_ID_METADATA) or uuid.uuid4().hex[:16]
             token = request_id.set(rid)
             start = time.perf_counter()
             code = grpc.StatusCode.OK
@@ -58,15 +74,18 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 logger.exception("unhandled error in %s", method)
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
-                metrics.requests.labels(method, code.name).inc()
-                metrics.latency.labels(method).observe(time.perf_counter() - start)
+                requests.labels(method, code.name).inc()
+                latency.observe(time.perf_counter() - start)
                 request_id.reset(token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            wrapper,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return wrapper
+
+
+def _metadata_value(metadata, key: str) -> str | None:
+    for entry in metadata or ():
+        if entry[0] == key:
+            return entry[1]
+    return None
 
 
 def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.aio.HealthServicer:
