@@ -27,7 +27,8 @@ async def serve(settings: RankerSettings) -> None:
     executor = ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="ranker-score")
     holder = ModelHolder(settings.models_dir, executor, metrics, prefer_gpu=settings.prefer_gpu,
                          intra_op_threads=settings.intra_op_threads,
-                         reload_interval_s=settings.reload_interval_s, failed_retry_s=settings.failed_retry_s)
+                         reload_interval_s=settings.reload_interval_s, failed_retry_s=settings.failed_retry_s,
+                         scoring=settings.scoring_config())
     catalog = CatalogCache(RedisCatalogStore(redis), settings.catalog_refresh_s)
     catalog.on_change(holder.on_catalog)
     deps = RankerDeps(holder, RedisUserStateStore(redis), executor, metrics)
@@ -44,6 +45,8 @@ async def serve(settings: RankerSettings) -> None:
     async def stop() -> None:
         await set_health(deps.health, SERVICE_NAMES, False)
         await server.stop(settings.grace_s)
+        if deps.batcher is not None:
+            await deps.batcher.close()
         for task in reversed(tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

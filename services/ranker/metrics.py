@@ -9,6 +9,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from services.common.rpc_metrics import RpcMetrics, make_rpc_metrics
 
 # Scoring alone should stay well under the 50 ms serving budget.
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 SCORING_BUCKETS_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
@@ -22,6 +23,11 @@ class RankerMetrics:
     embedding_source: Counter
     catalog_items: Gauge
     model_items: Gauge
+    batch_size: Histogram
+    batch_wait: Histogram
+    batch_duration: Histogram
+    queue_rejected: Counter
+    exact_fallbacks: Counter
 
     def set_model_version(self, old: str | None, new: str) -> None:
         if old:
@@ -50,4 +56,15 @@ def ranker_metrics() -> RankerMetrics:
         ),
         catalog_items=Gauge("shopstream_ranker_catalog_items", "Items in the catalog snapshot"),
         model_items=Gauge("shopstream_ranker_model_items", "Items in the served model's vocabulary"),
+        batch_size=Histogram("shopstream_ranker_batch_requests", "Rank calls per micro-batch",
+                             buckets=BATCH_SIZE_BUCKETS),
+        batch_wait=Histogram("shopstream_ranker_batch_wait_seconds",
+                             "Queue time of the oldest call of each micro-batch", buckets=SCORING_BUCKETS_SECONDS),
+        batch_duration=Histogram("shopstream_ranker_batch_duration_seconds",
+                                 "Encoding plus scoring time per micro-batch, in the executor",
+                                 buckets=SCORING_BUCKETS_SECONDS),
+        queue_rejected=Counter("shopstream_ranker_queue_rejected_total",
+                               "Rank calls refused with RESOURCE_EXHAUSTED because the queue was full"),
+        exact_fallbacks=Counter("shopstream_ranker_exact_fallbacks_total",
+                                "Rows whose over-fetched candidates left fewer than k after filtering"),
     )

@@ -14,14 +14,16 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import numpy as np
+import onnxruntime as ort
 
 from services.common.filters import ItemFilter
-from services.common.model_bundle import ModelBundle, latest_version, load_bundle
+from services.common.model_bundle import ENCODER_FILE, INPUT_NAME, OUTPUT_NAME, ModelBundle, latest_version, load_bundle
 from services.common.stores.catalog import CatalogSnapshot
 from services.ranker.metrics import RankerMetrics
+from services.ranker.runtime import ScoringConfig, ScoringPlan, build_scorer, make_session
 from services.ranker.scoring import CatalogMasks, eligible_mask, top_k, unit_rows, user_scores
 
 logger = logging.getLogger(__name__)
@@ -29,24 +31,37 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A bundle ready to serve: the vectors, cosine-ready vectors and catalog masks."""
+    """A bundle ready to serve: the vectors, cosine-ready vectors, catalog masks,
+    the tuned encoder session and the planned catalog scorer (exact or ANN)."""
 
     bundle: ModelBundle
     unit_embeddings: np.ndarray
     masks: CatalogMasks
+    plan: ScoringPlan | None = None
+    scorer: Any = None  # exact.NumpyExact | exact.OnnxExact | ann.IvfIndex
+    encoder: ort.InferenceSession | None = None
 
     @property
     def version(self) -> str:
         return self.bundle.version
 
+    def encode(self, histories: list[list[str]]) -> np.ndarray:
+        """User embeddings [B, dim] in one call of the tuned encoder session."""
+        if self.encoder is None:
+            return self.bundle.encode(histories)
+        (user_emb,) = self.encoder.run([OUTPUT_NAME], {INPUT_NAME: self.bundle.to_indices(histories)})
+        return np.asarray(user_emb, dtype=np.float32)
+
 
 def warm_up(model: LoadedModel) -> None:
     """One dummy encode + score, so the first real request pays no lazy initialisation."""
     bundle = model.bundle
-    vec = bundle.encode([bundle.item_ids[:1]])[0]
+    vec = model.encode([bundle.item_ids[:1]])[0]
     if vec.shape != (bundle.dim,):
         raise ValueError(f"encoder returned shape {vec.shape}, expected ({bundle.dim},)")
     top_k(user_scores(bundle.item_embeddings, vec), eligible_mask(model.masks, bundle.index_of, ItemFilter()), 10)
+    if model.scorer is not None:
+        model.scorer.candidates(vec[None, :], 10)
 
 
 class ModelHolder:
@@ -60,12 +75,15 @@ class ModelHolder:
         intra_op_threads: int = 0,
         reload_interval_s: float = 10.0,
         failed_retry_s: float = 300.0,
+        scoring: ScoringConfig | None = None,
     ) -> None:
+        """``scoring`` defaults to ``ScoringConfig(prefer_gpu, intra_op_threads)``."""
         self._models_dir = Path(models_dir)
         self._executor = executor
         self._metrics = metrics
         self._prefer_gpu = prefer_gpu
         self._intra_op_threads = intra_op_threads
+        self._scoring = scoring or ScoringConfig(prefer_gpu=prefer_gpu, intra_op_threads=intra_op_threads)
         self._reload_interval_s = reload_interval_s
         self._failed_retry_s = failed_retry_s
         self._failed: dict[str, float] = {}  # version -> monotonic time of the failure
@@ -82,7 +100,12 @@ class ModelHolder:
     def _load(self, version: str, catalog: CatalogSnapshot) -> LoadedModel:
         bundle = load_bundle(self._models_dir, version, prefer_gpu=self._prefer_gpu,
                              intra_op_threads=self._intra_op_threads)
-        model = LoadedModel(bundle, unit_rows(bundle.item_embeddings), CatalogMasks.build(bundle.item_ids, catalog))
+        config = self._scoring
+        plan = config.plan(len(bundle.item_ids))
+        encoder = make_session(bundle.path / ENCODER_FILE, plan.providers, intra_op_threads=config.intra_op_threads,
+                               allow_spinning=config.allow_spinning)
+        model = LoadedModel(bundle, unit_rows(bundle.item_embeddings), CatalogMasks.build(bundle.item_ids, catalog),
+                            plan, build_scorer(plan, bundle.item_embeddings, config), encoder)
         warm_up(model)
         return model
 
@@ -114,7 +137,8 @@ class ModelHolder:
             self._metrics.model_loads.inc()
             self._metrics.model_items.set(len(model.bundle.item_ids))
             logger.info("serving model %s", model.version,
-                        extra={"model_version": model.version, "providers": model.bundle.providers})
+                        extra={"model_version": model.version, "providers": model.encoder.get_providers(),
+                               "scoring": model.plan.describe()})
             for cb in self._listeners:
                 result = cb(model)
                 if inspect.isawaitable(result):

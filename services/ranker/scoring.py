@@ -52,6 +52,62 @@ class CatalogMasks:
         return int(self.in_stock.sum())
 
 
+@dataclass(frozen=True)
+class RowFilter:
+    """One request's filter compiled against the catalog masks.
+
+    ``allows`` checks only given candidates (O(candidates)), so top-k can be taken
+    on the scores first and filtered after; ``mask`` is the full bool [N+1] for the
+    exact fallback. Both mean the same thing.
+    """
+
+    base: np.ndarray  # bool [N+1], shared with CatalogMasks (never written)
+    codes: np.ndarray  # int32 [N+1]
+    include: np.ndarray | None  # category codes to keep; None = no include filter
+    exclude: np.ndarray  # category codes to drop
+    drop: np.ndarray  # int64 vocabulary indices to drop
+
+    @classmethod
+    def build(cls, masks: CatalogMasks, index_of: Mapping[str, int], item_filter: ItemFilter,
+              excluded_ids: Iterable[str] = ()) -> "RowFilter":
+        include = None
+        if item_filter.include_categories:
+            include = np.array([masks.category_code[c] for c in item_filter.include_categories
+                                if c in masks.category_code], dtype=np.int32)
+        exclude = np.array([masks.category_code[c] for c in item_filter.exclude_categories
+                            if c in masks.category_code], dtype=np.int32)
+        drop = np.array(sorted({index_of[i] for i in {*item_filter.exclude_item_ids, *excluded_ids} if i in index_of}),
+                        dtype=np.int64)
+        base = masks.in_stock if item_filter.in_stock_only else masks.valid
+        return cls(base, masks.category_codes, include, exclude, drop)
+
+    @property
+    def size(self) -> int:
+        return self.base.shape[0]
+
+    def allows(self, idx: np.ndarray) -> np.ndarray:
+        """bool per candidate index (any order, may repeat); index 0 is never allowed."""
+        ok = self.base[idx] & (idx > 0)
+        if self.include is not None:
+            ok &= np.isin(self.codes[idx], self.include)
+        if self.exclude.size:
+            ok &= ~np.isin(self.codes[idx], self.exclude)
+        if self.drop.size:
+            ok &= ~np.isin(idx, self.drop)
+        return ok
+
+    def mask(self) -> np.ndarray:
+        """bool [N+1]: every index this filter allows."""
+        mask = self.base.copy()
+        if self.include is not None:
+            mask &= np.isin(self.codes, self.include)
+        if self.exclude.size:
+            mask &= ~np.isin(self.codes, self.exclude)
+        mask[self.drop] = False
+        mask[0] = False
+        return mask
+
+
 def eligible_mask(
     masks: CatalogMasks,
     index_of: Mapping[str, int],
@@ -59,19 +115,20 @@ def eligible_mask(
     excluded_ids: Iterable[str] = (),
 ) -> np.ndarray:
     """bool [N+1]: which indices may be returned under this filter and these exclusions."""
-    mask = (masks.in_stock if item_filter.in_stock_only else masks.valid).copy()
-    if item_filter.include_categories:
-        codes = [masks.category_code[c] for c in item_filter.include_categories if c in masks.category_code]
-        mask &= np.isin(masks.category_codes, codes)
-    if item_filter.exclude_categories:
-        codes = [masks.category_code[c] for c in item_filter.exclude_categories if c in masks.category_code]
-        if codes:
-            mask &= ~np.isin(masks.category_codes, codes)
-    drop = [index_of[i] for i in {*item_filter.exclude_item_ids, *excluded_ids} if i in index_of]
-    if drop:
-        mask[drop] = False
-    mask[0] = False
-    return mask
+    return RowFilter.build(masks, index_of, item_filter, excluded_ids).mask()
+
+
+def pick_allowed(indices: np.ndarray, scores: np.ndarray, row_filter: RowFilter,
+                 k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first k allowed of candidates already sorted best first."""
+    keep = np.flatnonzero(row_filter.allows(indices))[:k]
+    return indices[keep].astype(np.int64, copy=False), scores[keep].astype(np.float32, copy=False)
+
+
+def sort_candidates(indices: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates best first (ties by index, so every backend agrees)."""
+    order = np.lexsort((indices, -scores))
+    return indices[order], scores[order]
 
 
 def top_k(scores: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

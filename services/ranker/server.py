@@ -1,8 +1,10 @@
 """Builds the ranker's gRPC server; main() and the tests both go through create_server."""
 from __future__ import annotations
 
+import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Sequence
 
 import grpc
 from grpc_health.v1 import health
@@ -10,6 +12,8 @@ from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
 from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, set_health
 from services.common.stores.user_state import UserStateStore
+from services.ranker.batcher import MicroBatcher
+from services.ranker.engine import RankEngine, Ranked, RankJob
 from services.ranker.metrics import RankerMetrics
 from services.ranker.model_holder import ModelHolder
 from services.ranker.servicer import RankerServicer
@@ -26,6 +30,28 @@ class RankerDeps:
     metrics: RankerMetrics
     # Filled in by create_server: main flips it to NOT_SERVING on shutdown.
     health: health.aio.HealthServicer | None = None
+    # Filled in by create_server: main closes it after the server stops.
+    batcher: MicroBatcher[RankJob, Ranked] | None = None
+
+
+def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMetrics) -> MicroBatcher[RankJob, Ranked]:
+    """The Rank micro-batcher over the engine, with its metrics."""
+    engine = RankEngine(on_fallback=metrics.exact_fallbacks.inc)
+
+    def run(jobs: Sequence[RankJob]) -> list:
+        start = time.perf_counter()
+        try:
+            return engine(jobs)
+        finally:
+            metrics.batch_duration.observe(time.perf_counter() - start)
+
+    def on_batch(size: int, oldest_wait_s: float) -> None:
+        metrics.batch_size.observe(size)
+        metrics.batch_wait.observe(oldest_wait_s)
+
+    return MicroBatcher(run, executor, max_batch_size=settings.batch_max_size,
+                        max_wait_s=settings.batch_max_wait_ms / 1000.0, max_queue=settings.queue_max,
+                        on_batch=on_batch)
 
 
 async def create_server(settings: RankerSettings, deps: RankerDeps) -> tuple[grpc.aio.Server, int]:
@@ -34,9 +60,10 @@ async def create_server(settings: RankerSettings, deps: RankerDeps) -> tuple[grp
     Health is NOT_SERVING until the holder swaps in a loaded, warmed model.
     """
     server = grpc.aio.server(interceptors=[ServerInterceptor(deps.metrics.rpc)])
+    deps.batcher = make_batcher(settings, deps.executor, deps.metrics)
     ranker_pb2_grpc.add_RankerServiceServicer_to_server(
         RankerServicer(deps.holder, deps.user_states, deps.executor, deps.metrics,
-                       max_k=settings.max_k, history_len=settings.history_len),
+                       max_k=settings.max_k, history_len=settings.history_len, batcher=deps.batcher),
         server,
     )
     deps.health = add_health_and_reflection(server, SERVICE_NAMES)

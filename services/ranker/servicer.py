@@ -12,9 +12,12 @@ from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.filters import ItemFilter
 from services.common.stores.user_state import UserState, UserStateStore
+from services.ranker.batcher import MicroBatcher
+from services.ranker.engine import RankEngine, Ranked, RankJob
+from services.ranker.errors import ResourceExhausted
 from services.ranker.metrics import RankerMetrics
 from services.ranker.model_holder import LoadedModel, ModelHolder
-from services.ranker.scoring import eligible_mask, top_k, user_scores
+from services.ranker.scoring import eligible_mask, top_k
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +51,16 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         *,
         max_k: int,
         history_len: int,
+        batcher: MicroBatcher[RankJob, Ranked] | None = None,
     ) -> None:
+        """``batcher`` runs Rank's scoring; by default a micro-batcher with default limits."""
         self._holder = holder
         self._states = user_states
         self._executor = executor
         self._metrics = metrics
         self._max_k = max_k
         self._history_len = history_len
+        self._batcher = batcher or MicroBatcher(RankEngine(), executor)
 
     def _validate(self, field: str, value: str, k: int) -> None:
         if not value:
@@ -82,22 +88,14 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
             stored = None
         source = "redis" if stored is not None else "encoded"
         self._metrics.embedding_source.labels(source).inc()
-        loop = asyncio.get_running_loop()
-        items = await loop.run_in_executor(self._executor, self._rank, model, state, stored, item_filter, request.k)
-        return ranker_pb2.RankResponse(items=items, model_version=model.version, user_known=True,
-                                       embedding_source=source)
-
-    def _rank(self, model: LoadedModel, state: UserState, vec: np.ndarray | None, item_filter: ItemFilter,
-              k: int) -> list[ranker_pb2.ScoredItem]:
-        start = time.perf_counter()
-        bundle = model.bundle
-        if vec is None:
-            vec = bundle.encode([state.history])[0]
-        excluded = item_filter.user_exclusions(state.history, state.purchased)
-        mask = eligible_mask(model.masks, bundle.index_of, item_filter, excluded)
-        indices, scores = top_k(user_scores(bundle.item_embeddings, vec), mask, k)
-        self._metrics.scoring_latency.labels("Rank").observe(time.perf_counter() - start)
-        return _scored(model, indices, scores)
+        job = RankJob(model, state.history, state.purchased, stored, item_filter, request.k)
+        try:
+            ranked = await self._batcher.submit(job)
+        except ResourceExhausted:
+            self._metrics.queue_rejected.inc()
+            raise
+        return ranker_pb2.RankResponse(items=_scored(model, ranked.indices, ranked.scores),
+                                       model_version=model.version, user_known=True, embedding_source=source)
 
     async def Similar(self, request: ranker_pb2.SimilarRequest, context) -> ranker_pb2.SimilarResponse:
         self._validate("item_id", request.item_id, request.k)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
@@ -27,8 +28,29 @@ class RankerSettings(BaseSettings):
     history_len: int = Field(200, ge=1, description="history items read per request")
     catalog_refresh_s: float = Field(1.0, gt=0)
     grace_s: float = Field(5.0, ge=0)
+    # Dynamic micro-batching of concurrent Rank calls (batcher.py).
+    batch_max_size: int = Field(64, ge=1, description="most Rank calls scored together")
+    batch_max_wait_ms: float = Field(2.0, ge=0, description="longest a call waits for batch-mates")
+    queue_max: int = Field(1024, ge=1, description="Rank calls waiting beyond this get RESOURCE_EXHAUSTED")
+    # How the catalog is scored (runtime.plan_scoring): exact, or approximate for big catalogs.
+    scorer: Literal["auto", "exact", "ann"] = "auto"
+    exact_backend: Literal["numpy", "onnx"] = "onnx"
+    ann_min_items: int = Field(500_000, ge=1, description="auto: ANN from this many items up (CPU only)")
+    ann_nlist: int = Field(0, ge=0, description="IVF lists; 0 = 2 * sqrt(items)")
+    ann_nprobe: int = Field(0, ge=0, description="IVF lists visited; 0 = calibrated to ann_target_recall")
+    ann_target_recall: float = Field(0.95, gt=0, le=1)
+    ort_spinning: bool = Field(False, description="onnxruntime intra-op threads spin while idle")
     log_level: str = "INFO"
     redis_url: str = redis_field()
+
+    def scoring_config(self):
+        from services.ranker.runtime import ScoringConfig
+
+        return ScoringConfig(prefer_gpu=self.prefer_gpu, intra_op_threads=self.intra_op_threads,
+                             allow_spinning=self.ort_spinning, scorer=self.scorer,
+                             exact_backend=self.exact_backend, ann_min_items=self.ann_min_items,
+                             ann_nlist=self.ann_nlist, ann_nprobe=self.ann_nprobe,
+                             ann_target_recall=self.ann_target_recall)
 
     @field_validator("addr")
     @classmethod

@@ -1,0 +1,104 @@
+"""Exact top-k over the whole catalog, computed where the scores are.
+
+Both backends score a batch with ONE matrix product [B, D] x [D, N+1] (split into
+row blocks only when the score block would exceed ``max_block_bytes``) and hand
+back just the best ``fetch`` candidates per row, unsorted:
+
+- ``NumpyExact``: BLAS matmul into a fresh buffer, padding column set to -inf in
+  place, one ``argpartition`` along the rows;
+- ``OnnxExact``: an ONNX graph MatMul + static catalog bias (-inf for padding) +
+  TopK, so on a GPU the [B, N+1] scores never leave the device (fp16 there).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from services.ranker.runtime import make_session
+
+DEFAULT_MAX_BLOCK_BYTES = 256 << 20
+
+
+def _row_blocks(batch: int, num_cols: int, max_block_bytes: int) -> list[slice]:
+    rows = max(1, max_block_bytes // (4 * num_cols))
+    return [slice(i, min(i + rows, batch)) for i in range(0, batch, rows)]
+
+
+class NumpyExact:
+    name = "exact-numpy"
+
+    def __init__(self, item_embeddings: np.ndarray, max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES) -> None:
+        self._items_t = np.ascontiguousarray(item_embeddings.T, dtype=np.float32)  # [D, N+1]
+        self.num_rows = item_embeddings.shape[0]
+        self._max_block_bytes = max_block_bytes
+
+    def candidates(self, users: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices int64 [B, K], scores float32 [B, K]) with K = min(fetch, N+1), unsorted."""
+        fetch = min(fetch, self.num_rows)
+        out_idx = np.empty((users.shape[0], fetch), dtype=np.int64)
+        out_val = np.empty((users.shape[0], fetch), dtype=np.float32)
+        for block in _row_blocks(users.shape[0], self.num_rows, self._max_block_bytes):
+            scores = users[block] @ self._items_t
+            scores[:, 0] = -np.inf
+            if fetch < self.num_rows:
+                idx = np.argpartition(scores, self.num_rows - fetch, axis=1)[:, -fetch:]
+            else:
+                idx = np.broadcast_to(np.arange(self.num_rows), scores.shape)
+            out_idx[block] = idx
+            out_val[block] = np.take_along_axis(scores, idx, axis=1)
+        return out_idx, out_val
+
+
+def scoring_graph(item_embeddings: np.ndarray, fp16: bool = False) -> onnx.ModelProto:
+    """user [B, D] float32, k int64 [1] -> scores float32 [B, k], indices int64 [B, k] (sorted)."""
+    dtype = np.float16 if fp16 else np.float32
+    onnx_type = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    items_t = numpy_helper.from_array(np.ascontiguousarray(item_embeddings.T, dtype=dtype), "items_t")
+    bias = np.zeros(item_embeddings.shape[0], dtype=dtype)
+    bias[0] = -np.inf  # padding row: static, never a candidate
+    nodes = []
+    user = "user"
+    if fp16:
+        nodes.append(helper.make_node("Cast", ["user"], ["user_h"], to=onnx_type))
+        user = "user_h"
+    nodes += [
+        helper.make_node("MatMul", [user, "items_t"], ["raw"]),
+        helper.make_node("Add", ["raw", "bias"], ["biased"]),
+        helper.make_node("TopK", ["biased", "k"], ["top_raw" if fp16 else "scores", "indices"],
+                         axis=-1, largest=1, sorted=1),
+    ]
+    if fp16:
+        nodes.append(helper.make_node("Cast", ["top_raw"], ["scores"], to=TensorProto.FLOAT))
+    dim = item_embeddings.shape[1]
+    graph = helper.make_graph(
+        nodes, "shopstream_scoring",
+        [helper.make_tensor_value_info("user", TensorProto.FLOAT, ["batch", dim]),
+         helper.make_tensor_value_info("k", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", "k_out"]),
+         helper.make_tensor_value_info("indices", TensorProto.INT64, ["batch", "k_out"])],
+        initializer=[items_t, numpy_helper.from_array(bias, "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+class OnnxExact:
+    name = "exact-onnx"
+
+    def __init__(self, item_embeddings: np.ndarray, providers: tuple[str, ...], *, fp16: bool = False,
+                 intra_op_threads: int = 0, max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES) -> None:
+        self.num_rows = item_embeddings.shape[0]
+        model = scoring_graph(item_embeddings, fp16)
+        self.session = make_session(model.SerializeToString(), providers, intra_op_threads=intra_op_threads)
+        self._max_block_bytes = max_block_bytes
+
+    def candidates(self, users: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        fetch = min(fetch, self.num_rows)
+        k = np.array([fetch], dtype=np.int64)
+        parts = [self.session.run(["indices", "scores"], {"user": np.ascontiguousarray(users[b]), "k": k})
+                 for b in _row_blocks(users.shape[0], self.num_rows, self._max_block_bytes)]
+        if len(parts) == 1:
+            return parts[0][0], parts[0][1]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
