@@ -1,14 +1,13 @@
-import asyncio
 import uuid
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopstream.events.v1 import events_pb2
 
 from services.common import topics
 from services.ingest.producer import EventProducer, ensure_topics
 from services.ingest.validation import InvalidEvent
+from support.kafka import read_topic_async
 
 pytestmark = pytest.mark.integration
 
@@ -18,33 +17,6 @@ def event(user: str, n: int, **kw) -> events_pb2.Event:
                   occurred_at=Timestamp(seconds=1_700_000_000 + n))
     fields.update(kw)
     return events_pb2.Event(**fields)
-
-
-async def consume_all(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
-    """Every record currently in ``topic`` (no consumer group: assign + seek to beginning)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in (consumer.partitions_for_topic(topic) or ())]
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = [TopicPartition(topic, p) for p in (consumer._client.cluster.partitions_for_topic(topic) or ())]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        records = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            positions = [await consumer.position(tp) for tp in parts]
-            if all(pos >= end[tp] for pos, tp in zip(positions, parts)):
-                break
-            batch = await consumer.getmany(timeout_ms=200)
-            for recs in batch.values():
-                records.extend(recs)
-        return records
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +34,7 @@ async def test_send_events_roundtrip_keyed_by_user(kafka_bootstrap, producer):
     user = f"u-{uuid.uuid4().hex[:8]}"
     sent = [event(user, n) for n in range(5)]
     assert producer.send_events(sent) == 5
-    records = [r for r in await consume_all(kafka_bootstrap, topics.EVENTS) if r.key == user.encode()]
+    records = [r for r in await read_topic_async(kafka_bootstrap, topics.EVENTS) if r.key == user.encode()]
     assert [events_pb2.Event.FromString(r.value) for r in records] == sent  # one partition, in order
     assert len({r.partition for r in records}) == 1
 
@@ -73,12 +45,12 @@ async def test_invalid_event_rejected_before_anything_is_sent(kafka_bootstrap, p
         producer.send_events([event(user, 1), event(user, 2, item_id="")])
     assert info.value.reason == "missing_item_id"
     producer.flush()
-    assert not [r for r in await consume_all(kafka_bootstrap, topics.EVENTS) if r.key == user.encode()]
+    assert not [r for r in await read_topic_async(kafka_bootstrap, topics.EVENTS) if r.key == user.encode()]
 
 
 async def test_send_raw_keeps_bytes(kafka_bootstrap, producer):
     key = uuid.uuid4().hex.encode()
     meta = producer.send_raw(topics.EVENTS_DEAD_LETTER, key, b"\x00raw\xff")
     assert meta.offset >= 0
-    records = [r for r in await consume_all(kafka_bootstrap, topics.EVENTS_DEAD_LETTER) if r.key == key]
+    records = [r for r in await read_topic_async(kafka_bootstrap, topics.EVENTS_DEAD_LETTER) if r.key == key]
     assert [r.value for r in records] == [b"\x00raw\xff"]
