@@ -20,8 +20,20 @@ from services.features.processing import CatalogBatchProcessor, EventBatchProces
 from services.features.settings import FeaturesSettings
 from services.features.timers import register_timers
 from services.features.topics import TopicDeadLetters, define_topics
+from services.features.transport import transport_with_fetch_wait
 
 logger = logging.getLogger(__name__)
+
+
+class FeaturesApp(faust.App):
+    """A faust App on the transport given (``_new_transport`` is faust's hook for it)."""
+
+    def __init__(self, *args: Any, transport: type, **kwargs: Any) -> None:
+        self._transport_class = transport  # before super(): defining topics builds the transport
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self):
+        return self._transport_class(self.conf.broker_consumer, self)
 
 
 @dataclass
@@ -38,8 +50,9 @@ class FeaturesDeps:
 def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
     brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",") if h.strip()]
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = FeaturesApp(
         settings.app_id,
+        transport=transport_with_fetch_wait(settings.fetch_max_wait_ms),
         broker=brokers,
         store="memory://",
         web_enabled=False,
@@ -52,10 +65,15 @@ def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_max_poll_records=settings.max_poll_records,
+        consumer_max_fetch_size=settings.max_fetch_bytes,
+        stream_buffer_maxsize=settings.stream_buffer,
     )
     topics = define_topics(app)
     dead_letters = TopicDeadLetters(topics.dead_letter)
-    embeddings = EmbeddingRefresher(deps.users, deps.models, deps.executor, deps.metrics)
+    embeddings = EmbeddingRefresher(deps.users, deps.models, deps.executor, deps.metrics,
+                                    min_interval_s=settings.embedding_min_interval_ms / 1000.0,
+                                    max_duty=settings.embedding_max_duty)
     events = EventBatchProcessor(deps.users, deps.trending, embeddings, dead_letters, deps.metrics)
     catalog = CatalogBatchProcessor(deps.catalog, dead_letters, deps.metrics)
     register_agents(app, topics, settings, events, catalog)

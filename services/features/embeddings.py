@@ -9,6 +9,13 @@ batches coalesce into the next one (one entry per user, the newest state), so a
 backlog makes refresh batches larger instead of queueing work: the event loop
 goes on applying events while the model runs on the other core.
 
+Refreshes are paced: one starts at least ``min_interval_s`` after the previous
+one started, and after an encode of ``t`` seconds the next waits at least
+``t * (1 / max_duty - 1)``, so under a backlog the encoder holds at most
+``max_duty`` of a core (it shares the machine with the event loop, Redis and the
+broker) and each encode covers more users: every event of a user in that time
+costs one encode, not one per batch. ``flush`` skips the pause.
+
 Each embedding records the ``hist_version`` it was computed from, so the ranker
 can tell a stale one from a current one (and encodes on request when it is).
 A refresh lost to a crash only leaves an embedding stale, never wrong.
@@ -30,13 +37,16 @@ logger = logging.getLogger(__name__)
 
 class EmbeddingRefresher:
     def __init__(self, store: UserStateStore, models: ModelHolder, executor: Executor,
-                 metrics: FeaturesMetrics) -> None:
+                 metrics: FeaturesMetrics, min_interval_s: float = 0.0, max_duty: float = 1.0) -> None:
         self._store = store
         self._models = models
         self._executor = executor
         self._metrics = metrics
+        self._min_interval_s = min_interval_s
+        self._rest_per_busy = 1.0 / max_duty - 1.0
         self._pending: dict[str, UserState] = {}
         self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()  # set by flush(): skip the pause
 
     @property
     def history_len(self) -> int:
@@ -67,18 +77,29 @@ class EmbeddingRefresher:
             self._task = asyncio.get_running_loop().create_task(self._drain(), name="embedding-refresh")
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far is written (tests, shutdown)."""
+        """Wait until everything submitted so far is written (tests, shutdown), without pauses."""
         while self._task is not None and not self._task.done():
+            self._wake.set()
             await asyncio.shield(self._task)
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._pending:
             states, self._pending = list(self._pending.values()), {}
+            started = loop.time()
             try:
                 await self.refresh_states(states)
             except Exception:  # the ranker encodes on request while an embedding is stale
                 self._metrics.embedding_refresh_failures.inc()
                 logger.warning("embedding refresh failed for %d users", len(states), exc_info=True)
+            busy = loop.time() - started
+            pause = max(self._min_interval_s - busy, busy * self._rest_per_busy)
+            if pause > 0 and not self._wake.is_set():
+                try:  # meanwhile, later batches coalesce into self._pending
+                    await asyncio.wait_for(self._wake.wait(), pause)
+                except TimeoutError:
+                    pass
+        self._wake.clear()
 
     async def refresh_states(self, states: list[UserState]) -> int:
         """Encode these states with the current model and write them; returns how many."""

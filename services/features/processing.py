@@ -1,10 +1,10 @@
 """Where a batch of Kafka records becomes Redis writes.
 
-Independent of faust (the agents adapt faust events into :class:`SourceRecord`),
-so the logic is testable with in-memory fakes. Invalid records go to the
-dead-letter sink and never stop the batch. The Redis part of a batch is retried
-until it succeeds: ``apply_events`` is idempotent per event id, so a retry (or a
-redelivery after a crash) never double-counts.
+Independent of faust (the agents hand over faust's messages as they are: each
+already is a :class:`Record`), so the logic is testable with in-memory fakes.
+Invalid records go to the dead-letter sink and never stop the batch. The Redis
+part of a batch is retried until it succeeds: ``apply_events`` is idempotent per
+event id, so a retry (or a redelivery after a crash) never double-counts.
 """
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ from services.ingest.validation import InvalidEvent, decode_catalog_item, decode
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class SourceRecord:
+class Record(Protocol):
+    """A consumed Kafka record: faust's ``Message`` is one as it is (no copy per event)."""
+
     topic: str
     partition: int
     offset: int
@@ -36,13 +37,30 @@ class SourceRecord:
     key: bytes | None
     value: bytes
 
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """A :class:`Record` built by hand (tests, tools)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float
+    key: bytes | None
+    value: bytes
+
     @property
     def source(self) -> str:
-        return f"{self.topic}/{self.partition}/{self.offset}"
+        return source_of(self)
+
+
+def source_of(record: Record) -> str:
+    """Where a record came from, as ``topic/partition/offset`` (the dead-letter header)."""
+    return f"{record.topic}/{record.partition}/{record.offset}"
 
 
 class DeadLetterSink(Protocol):
-    async def send(self, record: SourceRecord, reason: str) -> None: ...
+    async def send(self, record: Record, reason: str) -> None: ...
 
     async def flush(self) -> None:
         """Wait until every record sent so far is acknowledged."""
@@ -61,9 +79,10 @@ async def _retrying(what: str, fn, metrics: FeaturesMetrics, max_backoff_s: floa
             backoff = min(max_backoff_s, backoff * 2)
 
 
-async def _dead_letter(dlq: DeadLetterSink, metrics: FeaturesMetrics, rec: SourceRecord, exc: InvalidEvent) -> None:
+async def _dead_letter(dlq: DeadLetterSink, metrics: FeaturesMetrics, rec: Record, exc: InvalidEvent) -> None:
     metrics.records_invalid.labels(rec.topic, exc.reason).inc()
-    logger.info("dead-lettering record", extra={"reason": exc.reason, "source": rec.source, "error": exc.message})
+    logger.info("dead-lettering record", extra={"reason": exc.reason, "source": source_of(rec),
+                                                "error": exc.message})
     await dlq.send(rec, exc.reason)
     metrics.records_dead_lettered.labels(rec.topic).inc()
 
@@ -77,7 +96,7 @@ class EventBatchProcessor:
         self._dlq = dead_letters
         self._metrics = metrics
 
-    async def process(self, records: Sequence[SourceRecord]) -> int:
+    async def process(self, records: Sequence[Record]) -> int:
         """Apply a batch; returns how many events were new."""
         m = self._metrics
         await self._embeddings.wait_for_model()
@@ -86,25 +105,30 @@ class EventBatchProcessor:
         m.batch_size.observe(len(records))
         writes: list[EventWrite] = []
         timestamps: list[float] = []
+        dead_lettered = False
         for rec in records:
             try:
                 ev = decode_event(rec.value)
             except InvalidEvent as exc:
                 await _dead_letter(self._dlq, self._metrics, rec, exc)
+                dead_lettered = True
                 continue
-            occurred_ms = ev.occurred_at.seconds * 1000 + ev.occurred_at.nanos // 1_000_000
-            writes.append(EventWrite(ev.event_id, ev.user_id, ev.item_id, int(ev.type), occurred_ms))
+            at = ev.occurred_at
+            writes.append(EventWrite(ev.event_id, ev.user_id, ev.item_id, ev.type,
+                                     at.seconds * 1000 + at.nanos // 1_000_000))
             timestamps.append(rec.timestamp)
 
-        new = await _retrying("apply batch", lambda: self._apply(writes), m)
-        await self._dlq.flush()
+        new = await _retrying("apply batch", lambda: self._apply(writes), m) if writes else []
+        if dead_lettered:
+            await self._dlq.flush()
 
         now = time.time()
+        observe = m.freshness.observe
         applied = 0
         for ts, fresh in zip(timestamps, new):
             if fresh:
                 applied += 1
-                m.freshness.observe(max(0.0, now - ts))
+                observe(now - ts if now > ts else 0.0)
         m.events_applied.inc(applied)
         m.events_duplicate.inc(len(new) - applied)
         m.batch_seconds.observe(time.perf_counter() - started)
@@ -133,7 +157,7 @@ class CatalogBatchProcessor:
         self._dlq = dead_letters
         self._metrics = metrics
 
-    async def process(self, records: Sequence[SourceRecord]) -> int:
+    async def process(self, records: Sequence[Record]) -> int:
         """Upsert the valid catalog records (the last one per item wins); returns how many."""
         items = {}
         for rec in records:

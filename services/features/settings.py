@@ -26,8 +26,18 @@ class FeaturesSettings(BaseSettings):
     prefer_gpu: bool = False
     encode_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads; 0 = its default")
 
-    batch_size: int = Field(500, ge=1, description="max events per batch")
-    batch_window_ms: float = Field(20.0, gt=0, description="max wait to fill a batch")
+    # A batch is one Redis round trip and one script call per user in it; a large
+    # maximum only matters under backlog (a steady trickle flushes on the window).
+    batch_size: int = Field(2000, ge=1, description="max events per batch")
+    batch_window_ms: float = Field(10.0, gt=0, description="max wait to fill a batch")
+    fetch_max_wait_ms: int = Field(10, ge=0, description="longest a Kafka fetch waits for data (faust: 1500)")
+    max_poll_records: int = Field(4000, ge=1, description="records handed over per consumer poll")
+    max_fetch_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="bytes per partition per fetch")
+    stream_buffer: int = Field(8192, ge=1, description="records buffered per partition ahead of the agent")
+    embedding_min_interval_ms: float = Field(
+        100.0, ge=0, description="least time between embedding refreshes (more users per encode)")
+    embedding_max_duty: float = Field(
+        0.3, gt=0, le=1, description="share of wall time the encoder may run under backlog")
     shutdown_flush_s: float = Field(2.0, ge=0, description="wait for queued embedding refreshes at shutdown")
     history_cap: int = Field(200, ge=1, description="items kept per user history")
     dedup_window: int = Field(5000, ge=1, description="event ids remembered per user for dedup")

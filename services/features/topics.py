@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import faust
 
 from services.common import topics
-from services.features.processing import SourceRecord
+from services.features.processing import Record, source_of
 
 _RAW = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
 
@@ -34,7 +34,7 @@ class TopicDeadLetters:
         self._topic = topic
         self._pending: list = []
 
-    async def send(self, record: SourceRecord, reason: str) -> None:
+    async def send(self, record: Record, reason: str) -> None:
         # force=True: send now instead of attaching to the current event, which
         # faust would only publish once the whole batch is acked.
         fut = await self._topic.send(
@@ -42,7 +42,7 @@ class TopicDeadLetters:
             value=record.value,
             headers=[
                 (topics.DLQ_REASON_HEADER, reason.encode()),
-                (topics.DLQ_SOURCE_HEADER, record.source.encode()),
+                (topics.DLQ_SOURCE_HEADER, source_of(record).encode()),
             ],
             force=True,
         )

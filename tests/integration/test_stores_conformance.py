@@ -97,3 +97,24 @@ async def test_catalog_upsert_and_snapshot(catalog):
     snap = await catalog.snapshot()
     assert snap.version == 2 == await catalog.version()
     assert snap.category("i1") == "c9" and not snap.in_stock("i2") and snap.in_stock("unknown")
+
+
+async def test_apply_round_trips_any_id_and_returns_states(users):
+    # Ids are free text: unicode, spaces, JSON and control characters must survive the packing.
+    odd = ["ünï cødé 🛒", 'q"uo\\te,[]{}', "tab\there\x1f\x1e\n", "", "i" * 256]
+    batch = [EventWrite(f"odd-{n}-{item}", "u ⌘ odd", item or "empty", 4 if n == 0 else 1, 1_700_000_000_000 + n)
+             for n, item in enumerate(odd)]
+    applied = await users.apply_events_with_states(batch + batch[:1], history_len=3)
+    assert applied.new == [True] * len(odd) + [False]
+    state = applied.states["u ⌘ odd"]
+    assert state.hist_version == len(odd) and state.history == [it or "empty" for it in odd][-3:]
+    (read,) = await users.get_states(["u ⌘ odd"], history_len=10)
+    assert read.history == [it or "empty" for it in odd] and read.purchased == {odd[0]}
+
+
+async def test_apply_survives_a_script_cache_flush(users, redis_client):
+    assert await users.apply_events([ev(1)]) == [True]
+    await redis_client.script_flush()  # as after a Redis restart: NOSCRIPT, then load and re-run
+    assert await users.apply_events([ev(1), ev(2, user="u2")]) == [False, True]
+    (u2,) = await users.get_states(["u2"], history_len=10)
+    assert u2.history == ["i2"] and u2.hist_version == 1

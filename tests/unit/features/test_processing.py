@@ -208,3 +208,30 @@ async def test_embedding_refresh_uses_the_model_window_of_history():
     await proc.drain()
     (write,) = users.embeddings
     assert write.hist_version == 5 and float(write.vector[0]) == 3.0  # encoded from the last 3 items only
+
+
+async def test_embedding_refresh_is_paced_and_flush_skips_the_pause():
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    users, metrics = FakeUsers(), FeaturesMetrics(CollectorRegistry())
+    refresher = EmbeddingRefresher(users, Holder(FakeBundle()), ThreadPoolExecutor(1), metrics,
+                                   min_interval_s=30.0)
+    calls = []
+    original = refresher.refresh_states
+
+    async def counting(states):
+        calls.append(sorted(s.user_id for s in states))
+        return await original(states)
+
+    refresher.refresh_states = counting
+    refresher.submit([UserState("a", ["i1"], hist_version=1)])
+    await asyncio.sleep(0.05)
+    # Within the pause, later states coalesce instead of starting encodes of their own.
+    refresher.submit([UserState("a", ["i1", "i2"], hist_version=2), UserState("b", ["i1"], hist_version=1)])
+    refresher.submit([UserState("b", ["i1", "i3"], hist_version=2)])
+    await asyncio.sleep(0.05)
+    assert calls == [["a"]]
+    await asyncio.wait_for(refresher.flush(), 5)  # no 30 s wait
+    assert calls == [["a"], ["a", "b"]]
+    assert {w.user_id: w.hist_version for w in users.embeddings} == {"a": 2, "b": 2}
