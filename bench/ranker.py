@@ -33,6 +33,7 @@ from services.common.stores.catalog import CatalogSnapshot
 from services.ranker.ann import IvfIndex, exact_top, probe_queries, recall_at_k
 from services.ranker.batcher import MicroBatcher
 from services.ranker.engine import RankEngine, RankJob
+from services.ranker.items import ServingItems
 from services.ranker.model_holder import LoadedModel
 from services.ranker.runtime import ScoringConfig, build_scorer, make_session, plan_scoring
 from services.ranker.scoring import CatalogMasks
@@ -81,7 +82,8 @@ class Setup:
         encoder = make_session(self.onnx_path, plan.providers, intra_op_threads=THREADS)
         bundle = ModelBundle("bench", self.onnx_path.parent, MAX_LEN, DIM, ids, items, {}, encoder)
         masks = CatalogMasks.build(ids, CatalogSnapshot())
-        return LoadedModel(bundle, items, masks, plan, build_scorer(plan, items, config), encoder)
+        return LoadedModel(bundle, ServingItems(ids, items, len(ids)), items, masks, plan,
+                           build_scorer(plan, items, config), encoder)
 
 
 def timed_interleaved(fns: dict, budget_s: float, min_reps: int = 3, rounds: int = 3) -> dict[str, list[float]]:

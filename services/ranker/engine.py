@@ -56,17 +56,17 @@ class RankEngine:
         return results  # type: ignore[return-value]
 
     def _rank_group(self, model: LoadedModel, jobs: list[tuple[int, RankJob]], results: list) -> None:
-        bundle = model.bundle
+        items = model.items
         ready: list[tuple[int, RankJob, RowFilter]] = []
         for row, job in jobs:
             try:
                 excluded = job.item_filter.user_exclusions(job.history, job.purchased)
-                ready.append((row, job, RowFilter.build(model.masks, bundle.index_of, job.item_filter, excluded)))
+                ready.append((row, job, RowFilter.build(model.masks, items.index_of, job.item_filter, excluded)))
             except Exception as exc:  # noqa: BLE001 - this caller's problem only
                 results[row] = exc
         if not ready:
             return
-        users = np.empty((len(ready), bundle.dim), dtype=np.float32)
+        users = np.empty((len(ready), model.bundle.dim), dtype=np.float32)
         to_encode = [i for i, (_, job, _) in enumerate(ready) if job.vector is None]
         if to_encode:
             users[to_encode] = model.encode([ready[i][1].history for i in to_encode])
@@ -83,5 +83,5 @@ class RankEngine:
             if got_i.size < job.k and not exhaustive:
                 if self._on_fallback is not None:
                     self._on_fallback()
-                got_i, got_s = top_k(bundle.item_embeddings @ users[i], row_filter.mask(), job.k)
+                got_i, got_s = top_k(items.embeddings @ users[i], row_filter.mask(), job.k)
             results[row] = Ranked(got_i, got_s)

@@ -22,6 +22,7 @@ import onnxruntime as ort
 from services.common.filters import ItemFilter
 from services.common.model_bundle import ENCODER_FILE, INPUT_NAME, OUTPUT_NAME, ModelBundle, latest_version, load_bundle
 from services.common.stores.catalog import CatalogSnapshot
+from services.ranker.items import ServingItems
 from services.ranker.metrics import RankerMetrics
 from services.ranker.runtime import ScoringConfig, ScoringPlan, build_scorer, make_session
 from services.ranker.scoring import CatalogMasks, eligible_mask, top_k, unit_rows, user_scores
@@ -31,10 +32,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A bundle ready to serve: the vectors, cosine-ready vectors, catalog masks,
-    the tuned encoder session and the planned catalog scorer (exact or ANN)."""
+    """A bundle ready to serve: the items it ranks (trained + new from attributes),
+    cosine-ready vectors, catalog masks, the tuned encoder session and the
+    planned catalog scorer (exact or ANN)."""
 
     bundle: ModelBundle
+    items: ServingItems
     unit_embeddings: np.ndarray
     masks: CatalogMasks
     plan: ScoringPlan | None = None
@@ -55,11 +58,11 @@ class LoadedModel:
 
 def warm_up(model: LoadedModel) -> None:
     """One dummy encode + score, so the first real request pays no lazy initialisation."""
-    bundle = model.bundle
+    bundle, items = model.bundle, model.items
     vec = model.encode([bundle.item_ids[:1]])[0]
     if vec.shape != (bundle.dim,):
         raise ValueError(f"encoder returned shape {vec.shape}, expected ({bundle.dim},)")
-    top_k(user_scores(bundle.item_embeddings, vec), eligible_mask(model.masks, bundle.index_of, ItemFilter()), 10)
+    top_k(user_scores(items.embeddings, vec), eligible_mask(model.masks, items.index_of, ItemFilter()), 10)
     if model.scorer is not None:
         model.scorer.candidates(vec[None, :], 10)
 
@@ -101,13 +104,19 @@ class ModelHolder:
         bundle = load_bundle(self._models_dir, version, prefer_gpu=self._prefer_gpu,
                              intra_op_threads=self._intra_op_threads)
         config = self._scoring
-        plan = config.plan(len(bundle.item_ids))
-        encoder = make_session(bundle.path / ENCODER_FILE, plan.providers, intra_op_threads=config.intra_op_threads,
-                               allow_spinning=config.allow_spinning)
-        model = LoadedModel(bundle, unit_rows(bundle.item_embeddings), CatalogMasks.build(bundle.item_ids, catalog),
-                            plan, build_scorer(plan, bundle.item_embeddings, config), encoder)
+        encoder = make_session(bundle.path / ENCODER_FILE, config.plan(len(bundle.item_ids)).providers,
+                               intra_op_threads=config.intra_op_threads, allow_spinning=config.allow_spinning)
+        model = self._serving(bundle, encoder, catalog)
         warm_up(model)
         return model
+
+    def _serving(self, bundle: ModelBundle, encoder: ort.InferenceSession | None,
+                 catalog: CatalogSnapshot) -> LoadedModel:
+        """The model over the catalog's items: new items embedded, then vectors, masks and scorer to match."""
+        items = ServingItems.build(bundle, catalog)
+        plan = self._scoring.plan(len(items.item_ids))
+        return LoadedModel(bundle, items, unit_rows(items.embeddings), CatalogMasks.build(items.item_ids, catalog),
+                           plan, build_scorer(plan, items.embeddings, self._scoring), encoder)
 
     async def poll_once(self) -> bool:
         """Load LATEST if it is new; True when a model was swapped in."""
@@ -130,12 +139,11 @@ class ModelHolder:
                 return False
             self._failed.pop(version, None)
             if model.masks.catalog_version != self._catalog.version:  # catalog moved while loading
-                model = replace(model, masks=await loop.run_in_executor(
-                    self._executor, CatalogMasks.build, model.bundle.item_ids, self._catalog))
+                model = await loop.run_in_executor(self._executor, self._refresh_catalog, model, self._catalog)
             self.current = model
             self._metrics.set_model_version(current.version if current else None, model.version)
             self._metrics.model_loads.inc()
-            self._metrics.model_items.set(len(model.bundle.item_ids))
+            self._metrics.model_items.set(len(model.items.item_ids))
             logger.info("serving model %s", model.version,
                         extra={"model_version": model.version, "providers": model.encoder.get_providers(),
                                "scoring": model.plan.describe()})
@@ -163,14 +171,22 @@ class ModelHolder:
         if self._rebuild is None or self._rebuild.done():
             self._rebuild = asyncio.get_running_loop().create_task(self.rebuild_masks())
 
+    def _refresh_catalog(self, model: LoadedModel, catalog: CatalogSnapshot) -> LoadedModel:
+        """Masks for the new catalog; the item table and scorer too when new items arrived."""
+        if ServingItems.new_items(model.bundle, catalog) != model.items.new_item_ids:
+            return self._serving(model.bundle, model.encoder, catalog)
+        return replace(model, masks=CatalogMasks.build(model.items.item_ids, catalog))
+
     async def rebuild_masks(self) -> None:
-        """Bring the current model's masks up to the latest catalog (idempotent)."""
+        """Bring the current model up to the latest catalog (idempotent)."""
         while True:
             model, catalog = self.current, self._catalog
             if model is None or model.masks.catalog_version == catalog.version:
                 return
-            masks = await asyncio.get_running_loop().run_in_executor(
-                self._executor, CatalogMasks.build, model.bundle.item_ids, catalog)
+            updated = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._refresh_catalog, model, catalog)
             if self.current is model:
-                self.current = replace(model, masks=masks)
-                logger.info("catalog masks rebuilt", extra={"catalog_version": catalog.version})
+                self.current = updated
+                self._metrics.model_items.set(len(updated.items.item_ids))
+                logger.info("catalog applied", extra={"catalog_version": catalog.version,
+                                                      "new_items": len(updated.items.new_item_ids)})

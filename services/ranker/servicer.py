@@ -11,7 +11,7 @@ from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.filters import ItemFilter
-from services.common.stores.user_state import UserState, UserStateStore
+from services.common.stores.user_state import UserStateStore
 from services.ranker.batcher import MicroBatcher
 from services.ranker.engine import RankEngine, Ranked, RankJob
 from services.ranker.errors import ResourceExhausted
@@ -37,7 +37,7 @@ def filter_from_proto(f: ranker_pb2.ItemFilter) -> ItemFilter:
 
 
 def _scored(model: LoadedModel, indices: np.ndarray, scores: np.ndarray) -> list[ranker_pb2.ScoredItem]:
-    ids = model.bundle.item_ids
+    ids = model.items.item_ids
     return [ranker_pb2.ScoredItem(item_id=ids[i - 1], score=float(s)) for i, s in zip(indices.tolist(), scores.tolist())]
 
 
@@ -100,7 +100,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
     async def Similar(self, request: ranker_pb2.SimilarRequest, context) -> ranker_pb2.SimilarResponse:
         self._validate("item_id", request.item_id, request.k)
         model = self._model()
-        index = model.bundle.index_of.get(request.item_id)
+        index = model.items.index_of.get(request.item_id)
         if index is None:
             raise NotFound(f"item {request.item_id!r} is not in model {model.version}")
         item_filter = filter_from_proto(request.filter)
@@ -110,7 +110,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
 
     def _similar(self, model: LoadedModel, index: int, item_filter: ItemFilter, k: int) -> list[ranker_pb2.ScoredItem]:
         start = time.perf_counter()
-        mask = eligible_mask(model.masks, model.bundle.index_of, item_filter)
+        mask = eligible_mask(model.masks, model.items.index_of, item_filter)
         mask[index] = False
         scores = model.unit_embeddings @ model.unit_embeddings[index]
         indices, top = top_k(scores, mask, k)

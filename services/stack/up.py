@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n==> metrics (Prometheus text format):")
         for name in ("features", "ranker", "gateway"):
             print(f"    {name:<9} http://127.0.0.1:{stack.ports[name + '_metrics']}/metrics")
-        print(f"    scrape config and alerts: deploy/prometheus/, dashboard: deploy/grafana/shopstream.json")
+        print("    scrape config and alerts: deploy/prometheus/, dashboard: deploy/grafana/shopstream.json")
         print(f"\n    try: shopstream recommend {samples[0]} --gateway {stack.gateway_addr}")
         print("==> running; Ctrl-C to stop" if args.duration <= 0 else f"==> running for {args.duration:.0f}s",
               flush=True)

@@ -44,8 +44,12 @@ def publish_toy_bundle(
     item_vectors: np.ndarray,
     max_len: int = 20,
     note: str = "toy",
+    attribute_vectors: dict[str, np.ndarray] | None = None,
 ) -> str:
-    """Write a bundle whose item i (1-based) has ``item_vectors[i-1]``; returns its version."""
+    """Write a bundle whose item i (1-based) has ``item_vectors[i-1]``; returns its version.
+
+    ``attribute_vectors`` (attribute id → vector) makes a bundle that can embed new items.
+    """
     vectors = np.asarray(item_vectors, dtype=np.float32)
     embeddings = np.vstack([np.zeros((1, vectors.shape[1]), dtype=np.float32), vectors])
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,8 +60,13 @@ def publish_toy_bundle(
         model = onnx.load(onnx_path)
         model.doc_string = f"{note} {np.random.default_rng().integers(1 << 62)}"
         onnx.save(model, onnx_path)
+        attributes = None
+        if attribute_vectors:
+            ids = list(attribute_vectors)
+            table = np.vstack([np.zeros((1, vectors.shape[1])), *[attribute_vectors[a] for a in ids]])
+            attributes = (ids, table.astype(np.float32))
         version, _ = write_bundle(models_dir, onnx_path, embeddings, list(item_ids),
-                                  {"max_len": max_len, "trainer": "toy", "note": note})
+                                  {"max_len": max_len, "trainer": "toy", "note": note}, attributes=attributes)
     return version
 
 

@@ -1,7 +1,6 @@
 """The committed generated code must be exactly what scripts/gen_protos.py produces."""
 import filecmp
 import importlib.util
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]

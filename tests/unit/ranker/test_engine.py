@@ -45,7 +45,7 @@ def load(models_dir, **config):
 def brute_force(model, vec, item_filter, history, purchased, k):
     snap = catalog()
     excluded = item_filter.user_exclusions(history, purchased)
-    scores = model.bundle.item_embeddings @ vec
+    scores = model.items.embeddings @ vec
     allowed = [i for i in range(1, N + 1) if snap.allows(IDS[i - 1], item_filter) and IDS[i - 1] not in excluded]
     return sorted(allowed, key=lambda i: (-scores[i], i))[:k], scores
 
@@ -115,6 +115,6 @@ def test_jobs_of_two_models_in_one_batch_are_scored_by_their_own_model(models_di
     vec = np.ones(DIM, dtype=np.float32)
     f = ItemFilter(in_stock_only=False, exclude_purchased=False)
     a, b = RankEngine()([RankJob(first, [], set(), vec, f, 3), RankJob(second, [], set(), vec, f, 3)])
-    assert a.scores.tolist() == pytest.approx((first.bundle.item_embeddings @ vec)[a.indices].tolist())
-    assert b.scores.tolist() == pytest.approx((second.bundle.item_embeddings @ vec)[b.indices].tolist())
+    assert a.scores.tolist() == pytest.approx((first.items.embeddings @ vec)[a.indices].tolist())
+    assert b.scores.tolist() == pytest.approx((second.items.embeddings @ vec)[b.indices].tolist())
     assert a.indices.tolist() != b.indices.tolist()

@@ -1,0 +1,80 @@
+"""A real ranker server on 127.0.0.1:0 over real Redis, and a toy catalog whose scores are known.
+
+Three categories on three axes; within one, a larger index scores higher.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from shopstream.catalog.v1 import catalog_pb2
+from shopstream.ranker.v1 import ranker_pb2_grpc
+
+from services.common.stores.catalog import CatalogCache, RedisCatalogStore
+from services.common.stores.user_state import EventWrite, RedisUserStateStore
+from services.ranker.metrics import ranker_metrics
+from services.ranker.model_holder import ModelHolder
+from services.ranker.server import RankerDeps, create_server
+from services.ranker.settings import RankerSettings
+
+CATEGORIES = {"s": "shoes", "h": "hats", "b": "bags"}
+ITEMS = [f"{p}{n}" for p in CATEGORIES for n in range(1, 5)]
+AXIS = {p: i for i, p in enumerate(CATEGORIES)}
+
+
+def vectors(boost: dict[str, float] | None = None) -> np.ndarray:
+    out = np.zeros((len(ITEMS), 4), dtype=np.float32)
+    for row, item in enumerate(ITEMS):
+        out[row, AXIS[item[0]]] = 1.0 + 0.1 * int(item[1:]) + (boost or {}).get(item, 0.0)
+    return out
+
+
+def catalog_items(out_of_stock: set[str] = frozenset()) -> list[catalog_pb2.CatalogItem]:
+    return [catalog_pb2.CatalogItem(item_id=i, category=CATEGORIES[i[0]], in_stock=i not in out_of_stock)
+            for i in ITEMS]
+
+
+async def add_history(states: RedisUserStateStore, user: str, items: list[str], purchased: set[str] = frozenset()):
+    await states.apply_events([EventWrite(f"{user}-{n}", user, item, 4 if item in purchased else 1, 1_000 + n)
+                               for n, item in enumerate(items)])
+
+
+class Ranker:
+    """One started ranker server, its client stub and its dependencies."""
+
+    def __init__(self, models_dir, redis_client, redis_url, max_k=50):
+        self.settings = RankerSettings(addr="127.0.0.1:0", models_dir=models_dir, redis_url=redis_url,
+                                       prefer_gpu=False, max_k=max_k, failed_retry_s=0)
+        self.redis = redis_client
+        self.executor = ThreadPoolExecutor(2)
+        self.holder = ModelHolder(models_dir, self.executor, ranker_metrics(), prefer_gpu=False, failed_retry_s=0)
+        self.catalog = CatalogCache(RedisCatalogStore(redis_client))
+        self.catalog.on_change(self.holder.on_catalog)
+        self.states = RedisUserStateStore(redis_client)
+        self.deps = RankerDeps(self.holder, self.states, self.executor, ranker_metrics())
+
+    async def __aenter__(self):
+        self.server, self.port = await create_server(self.settings, self.deps)
+        await self.server.start()
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
+        self.stub = ranker_pb2_grpc.RankerServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.channel.close()
+        await self.server.stop(0)
+        self.executor.shutdown(wait=True)
+
+    async def status(self, service: str = "") -> int:
+        return (await self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)).status
+
+    async def refresh_catalog(self):
+        await self.catalog.refresh()
+        await self.holder.rebuild_masks()
+
+
+def ids(response) -> list[str]:
+    return [i.item_id for i in response.items]
