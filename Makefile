@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit test-integration test-e2e protos bench bench-full train-beauty lint clean
+.PHONY: check-deploy run test test-unit test-integration test-e2e protos bench bench-full train-beauty lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,6 +40,16 @@ train-beauty: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench --quick
+
+## promtool (from Debian's prometheus package, unpacked under var/, not installed) checks the
+## scrape config and alert rules; the e2e tests then run it too.
+PROMTOOL := var/promtool/usr/bin/promtool
+$(PROMTOOL):
+	mkdir -p var/promtool && cd var/promtool && apt-get download prometheus && dpkg -x prometheus_*.deb .
+check-deploy: $(PROMTOOL) $(STAMP)
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	$(PROMTOOL) check config --syntax-only deploy/prometheus/prometheus.yml
+	PATH=$(CURDIR)/var/promtool/usr/bin:$$PATH $(BIN)/python -m pytest -q tests/e2e/test_operations.py
 
 clean:
 	rm -rf var .pytest_cache
