@@ -105,6 +105,14 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from services.ingest.export import export_events_sync
+
+    result = export_events_sync(_bootstrap(args), args.out)
+    print(f"exported {result.written} events to {args.out} ({result.skipped} invalid records skipped)")
+    return 0
+
+
 def cmd_topics(args) -> int:
     from services.ingest.producer import ensure_topics
 
@@ -155,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out")
     synthetic_opts(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="export the event log (events topic) to JSONL for training")
+    p.add_argument("out", help="JSONL file to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("topics", help="create the topics if missing")
     p.add_argument("--partitions", type=int, default=8)
