@@ -183,7 +183,7 @@ async def drive(batcher: MicroBatcher, jobs: list[RankJob], concurrency: int) ->
 
 async def batching(setup: Setup, n_requests: int, concurrency: int = 64) -> list[dict]:
     items = synthetic_items(BEAUTY_ITEMS)
-    model = setup.loaded(items, "numpy")
+    model = setup.loaded(items, "onnx")  # the served default (EXACT_BACKEND=onnx)
     hist = histories(n_requests, seed=7)
     vectors = model.encode(hist[:256])
     rows = []

@@ -96,6 +96,7 @@ class MicroBatcher(Generic[J, R]):
         batch = [await self._queue.get()]
         deadline = batch[0].enqueued + self.max_wait_s
         loop = asyncio.get_running_loop()
+        yielded = False
         while len(batch) < self.max_batch_size:
             try:
                 batch.append(self._queue.get_nowait())
@@ -105,6 +106,13 @@ class MicroBatcher(Generic[J, R]):
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break
+            if not yielded:
+                # Let every caller that is ready to submit do so (e.g. the clients woken by the
+                # last batch's results), then drain them all without a task per job.
+                yielded = True
+                await asyncio.sleep(0)
+                continue
+            yielded = False
             getter = loop.create_task(self._queue.get())
             done, _ = await asyncio.wait({getter}, timeout=remaining)
             if getter in done:

@@ -22,7 +22,7 @@ import numpy as np
 
 from services.common.filters import ItemFilter
 from services.ranker.model_holder import LoadedModel
-from services.ranker.scoring import RowFilter, pick_allowed, top_k
+from services.ranker.scoring import RowFilter, pick_allowed_rows, top_k
 
 
 @dataclass(frozen=True)
@@ -58,30 +58,62 @@ class RankEngine:
     def _rank_group(self, model: LoadedModel, jobs: list[tuple[int, RankJob]], results: list) -> None:
         items = model.items
         ready: list[tuple[int, RankJob, RowFilter]] = []
+        compiled: dict[ItemFilter, RowFilter] = {}  # one compiled filter per distinct ItemFilter
         for row, job in jobs:
             try:
-                excluded = job.item_filter.user_exclusions(job.history, job.purchased)
-                ready.append((row, job, RowFilter.build(model.masks, items.index_of, job.item_filter, excluded)))
+                shared = compiled.get(job.item_filter)
+                if shared is None:
+                    shared = compiled[job.item_filter] = RowFilter.build(model.masks, items.index_of, job.item_filter)
+                ready.append((row, job, shared.excluding(items.index_of, user_only_exclusions(job))))
             except Exception as exc:  # noqa: BLE001 - this caller's problem only
                 results[row] = exc
         if not ready:
             return
-        users = np.empty((len(ready), model.bundle.dim), dtype=np.float32)
-        to_encode = [i for i, (_, job, _) in enumerate(ready) if job.vector is None]
-        if to_encode:
-            users[to_encode] = model.encode([ready[i][1].history for i in to_encode])
-        for i, (_, job, _) in enumerate(ready):
-            if job.vector is not None:
-                users[i] = job.vector
+        users = self._user_vectors(model, [job for _, job, _ in ready])
         fetch = max(job.k + f.drop.size + max(job.k, self._overfetch_min) for _, job, f in ready)
         indices, scores = model.scorer.candidates(users, fetch)
         order = np.lexsort((indices, -scores), axis=-1)  # best first, ties by index: one call per batch
         indices, scores = np.take_along_axis(indices, order, 1), np.take_along_axis(scores, order, 1)
         exhaustive = model.plan.kind == "exact" and indices.shape[1] >= model.scorer.num_rows
-        for i, (row, job, row_filter) in enumerate(ready):
-            got_i, got_s = pick_allowed(indices[i], scores[i], row_filter, job.k)
+        picked = pick_allowed_rows(indices, scores, [f for _, _, f in ready], [job.k for _, job, _ in ready])
+        for i, ((row, job, row_filter), (got_i, got_s)) in enumerate(zip(ready, picked)):
             if got_i.size < job.k and not exhaustive:
                 if self._on_fallback is not None:
                     self._on_fallback()
                 got_i, got_s = top_k(items.embeddings @ users[i], row_filter.mask(), job.k)
             results[row] = Ranked(got_i, got_s)
+
+    @staticmethod
+    def _user_vectors(model: LoadedModel, jobs: list[RankJob]) -> np.ndarray:
+        """[B, D]: Redis vectors where fresh; the rest from ONE encoder call over the distinct histories."""
+        to_encode = [i for i, job in enumerate(jobs) if job.vector is None]
+        if not to_encode:
+            if len(jobs) == 1:
+                return np.asarray(jobs[0].vector, dtype=np.float32).reshape(1, -1)
+            return np.stack([job.vector for job in jobs]).astype(np.float32, copy=False)
+        distinct: dict[tuple[str, ...], int] = {}
+        slot = [distinct.setdefault(tuple(jobs[i].history), len(distinct)) for i in to_encode]
+        if len(distinct) == len(to_encode):
+            encoded = model.encode([jobs[i].history for i in to_encode])
+        else:
+            encoded = model.encode([list(h) for h in distinct])[slot]
+        if len(to_encode) == len(jobs):
+            return encoded
+        users = np.empty((len(jobs), model.bundle.dim), dtype=np.float32)
+        users[to_encode] = encoded
+        for i, job in enumerate(jobs):
+            if job.vector is not None:
+                users[i] = job.vector
+        return users
+
+
+def user_only_exclusions(job: RankJob) -> list[str] | tuple[()]:
+    """The caller's state-based exclusions (seen, purchased); the filter's own ids are compiled once."""
+    f = job.item_filter
+    if f.exclude_seen and f.exclude_purchased:
+        return [*job.history, *job.purchased]
+    if f.exclude_seen:
+        return job.history
+    if f.exclude_purchased and job.purchased:
+        return list(job.purchased)
+    return ()

@@ -81,17 +81,31 @@ class RowFilter:
         base = masks.in_stock if item_filter.in_stock_only else masks.valid
         return cls(base, masks.category_codes, include, exclude, drop)
 
+    def excluding(self, index_of: Mapping[str, int], excluded_ids: Iterable[str]) -> "RowFilter":
+        """This filter with ``excluded_ids`` dropped too: the same as ``build(..., excluded_ids)``
+        but reusing the compiled category part (one compiled filter per distinct ItemFilter in a batch)."""
+        extra = [index_of[i] for i in excluded_ids if i in index_of]
+        if not extra:
+            return self
+        drop = np.union1d(self.drop, np.asarray(extra, dtype=np.int64))
+        return RowFilter(self.base, self.codes, self.include, self.exclude, drop)
+
     @property
     def size(self) -> int:
         return self.base.shape[0]
 
-    def allows(self, idx: np.ndarray) -> np.ndarray:
-        """bool per candidate index (any order, may repeat); index 0 is never allowed."""
+    def allows_shared(self, idx: np.ndarray) -> np.ndarray:
+        """bool per index (any shape), before the per-caller ``drop``: stock, categories, padding."""
         ok = self.base[idx] & (idx > 0)
         if self.include is not None:
             ok &= np.isin(self.codes[idx], self.include)
         if self.exclude.size:
             ok &= ~np.isin(self.codes[idx], self.exclude)
+        return ok
+
+    def allows(self, idx: np.ndarray) -> np.ndarray:
+        """bool per candidate index (any order, may repeat); index 0 is never allowed."""
+        ok = self.allows_shared(idx)
         if self.drop.size:
             ok &= ~np.isin(idx, self.drop)
         return ok
@@ -123,6 +137,43 @@ def pick_allowed(indices: np.ndarray, scores: np.ndarray, row_filter: RowFilter,
     """The first k allowed of candidates already sorted best first."""
     keep = np.flatnonzero(row_filter.allows(indices))[:k]
     return indices[keep].astype(np.int64, copy=False), scores[keep].astype(np.float32, copy=False)
+
+
+def pick_allowed_rows(indices: np.ndarray, scores: np.ndarray, filters: Sequence[RowFilter],
+                      ks: Sequence[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``pick_allowed`` for every row of [B, F] candidates (sorted best first per row) at once.
+
+    Rows whose filters share their compiled stock/category part (same ``base``, ``codes``,
+    ``include`` and ``exclude`` arrays: ``RowFilter.excluding`` keeps them) are checked in
+    one vectorised step; only per-caller drops are applied row by row, and only where a
+    row has any. The first k allowed of each row are then taken with one cumulative sum.
+    """
+    batch = indices.shape[0]
+    if batch <= 1:  # batch 1: the plain per-row path has fewer numpy calls
+        return [pick_allowed(indices[0], scores[0], filters[0], ks[0])] if batch else []
+    ok = np.empty(indices.shape, dtype=bool)
+    groups: dict[tuple[int, int, int, int], list[int]] = {}
+    for row, f in enumerate(filters):
+        groups.setdefault((id(f.base), id(f.codes), id(f.include), id(f.exclude)), []).append(row)
+    for rows in groups.values():
+        shared = filters[rows[0]]
+        if len(rows) == batch:
+            ok[:] = shared.allows_shared(indices)
+        else:
+            ok[rows] = shared.allows_shared(indices[rows])
+    for row, f in enumerate(filters):
+        if f.drop.size:
+            ok[row] &= ~np.isin(indices[row], f.drop)
+    k = np.asarray(ks, dtype=np.int64)[:, None]
+    keep = ok & (np.cumsum(ok, axis=1) <= k)
+    ends = np.cumsum(np.count_nonzero(keep, axis=1)).tolist()
+    flat_i = indices[keep].astype(np.int64, copy=False)
+    flat_s = scores[keep].astype(np.float32, copy=False)
+    out, start = [], 0
+    for end in ends:
+        out.append((flat_i[start:end], flat_s[start:end]))
+        start = end
+    return out
 
 
 def sort_candidates(indices: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

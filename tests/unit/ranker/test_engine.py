@@ -118,3 +118,26 @@ def test_jobs_of_two_models_in_one_batch_are_scored_by_their_own_model(models_di
     assert a.scores.tolist() == pytest.approx((first.items.embeddings @ vec)[a.indices].tolist())
     assert b.scores.tolist() == pytest.approx((second.items.embeddings @ vec)[b.indices].tolist())
     assert a.indices.tolist() != b.indices.tolist()
+
+
+def test_shared_filters_and_repeated_histories_are_compiled_and_encoded_once(models_dir, monkeypatch):
+    model = load(models_dir, scorer="exact")
+    rng = np.random.default_rng(21)
+    filters = [ItemFilter(), ItemFilter(exclude_seen=True, in_stock_only=False),
+               ItemFilter(include_categories=frozenset({"a", "b"}), exclude_item_ids=frozenset({"i7", "i9"}))]
+    histories = [[IDS[i] for i in rng.integers(0, N, 6)] for _ in range(4)]
+    jobs = []
+    for n in range(40):
+        history = list(histories[n % 4])
+        vec = rng.normal(size=DIM).astype(np.float32) if n % 5 == 0 else None
+        jobs.append(RankJob(model, history, set(history[:n % 3]), vec, filters[n % 3], int(rng.integers(1, 40))))
+    calls = []
+    encode = type(model).encode
+    monkeypatch.setattr(type(model), "encode", lambda self, h: calls.append(len(h)) or encode(self, h))
+    results = RankEngine()(jobs)
+    assert calls == [4]  # 32 jobs to encode, 4 distinct histories, one encoder call
+    for job, ranked in zip(jobs, results):
+        vec = job.vector if job.vector is not None else encode(model, [job.history])[0]
+        expected, scores = brute_force(model, vec, job.item_filter, job.history, job.purchased, job.k)
+        assert ranked.indices.tolist() == expected
+        assert np.allclose(ranked.scores, scores[expected], atol=1e-4)

@@ -4,7 +4,8 @@ from shopstream.catalog.v1 import catalog_pb2
 
 from services.common.filters import ItemFilter
 from services.common.stores.catalog import CatalogSnapshot
-from services.ranker.scoring import CatalogMasks, eligible_mask, top_k, unit_rows, user_scores
+from services.ranker.scoring import (CatalogMasks, RowFilter, eligible_mask, pick_allowed, pick_allowed_rows, top_k,
+                                     unit_rows, user_scores)
 
 IDS = [f"i{n}" for n in range(1, 11)]  # index n <-> "i{n}"
 INDEX_OF = {item: i for i, item in enumerate(IDS, start=1)}
@@ -79,3 +80,41 @@ def test_scores_and_cosine():
     assert unit[0].tolist() == [0, 0]
     assert np.allclose(np.linalg.norm(unit[1:], axis=1), 1.0)
     assert unit[3] == pytest.approx([0.6, 0.8])
+
+
+def test_excluding_equals_building_with_the_exclusions():
+    masks = CatalogMasks.build(IDS, snapshot())
+    f = ItemFilter(in_stock_only=True, exclude_item_ids=frozenset({"i1", "unknown"}))
+    compiled = RowFilter.build(masks, INDEX_OF, f)
+    assert compiled.excluding(INDEX_OF, []) is compiled  # nothing to add: shared as is
+    extended = compiled.excluding(INDEX_OF, ["i5", "i1", "nope", "i5"])
+    direct = RowFilter.build(masks, INDEX_OF, f, {"i5", "nope"})
+    assert extended.drop.tolist() == direct.drop.tolist() == [1, 5]
+    assert extended.include is compiled.include and extended.exclude is compiled.exclude
+    assert np.array_equal(extended.mask(), direct.mask())
+
+
+def test_pick_allowed_rows_equals_pick_allowed_row_by_row():
+    rng = np.random.default_rng(3)
+    masks = CatalogMasks.build(IDS, snapshot())
+    shared = [RowFilter.build(masks, INDEX_OF, ItemFilter(in_stock_only=False)),
+              RowFilter.build(masks, INDEX_OF, ItemFilter(include_categories=frozenset({"shoes"}))),
+              RowFilter.build(masks, INDEX_OF, ItemFilter(in_stock_only=False, exclude_categories=frozenset({"hats"})))]
+    for _ in range(30):
+        batch = int(rng.integers(1, 9))
+        filters, ks = [], []
+        for _ in range(batch):
+            f = shared[int(rng.integers(0, 3))]
+            if rng.random() < 0.5:
+                f = f.excluding(INDEX_OF, [IDS[i] for i in rng.integers(0, 10, 3)])
+            filters.append(f)
+            ks.append(int(rng.integers(1, 8)))
+        indices = np.stack([rng.permutation(11)[:8] for _ in range(batch)]).astype(np.int64)  # includes 0 at times
+        scores = rng.normal(size=indices.shape).astype(np.float32)
+        got = pick_allowed_rows(indices, scores, filters, ks)
+        assert len(got) == batch
+        for row in range(batch):
+            want_i, want_s = pick_allowed(indices[row], scores[row], filters[row], ks[row])
+            assert got[row][0].tolist() == want_i.tolist() and got[row][0].dtype == np.int64
+            assert got[row][1].tolist() == want_s.tolist() and got[row][1].dtype == np.float32
+    assert pick_allowed_rows(np.zeros((0, 4), np.int64), np.zeros((0, 4), np.float32), [], []) == []
