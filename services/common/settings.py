@@ -6,6 +6,7 @@ error into one line per bad variable, named as the operator must spell it.
 """
 from __future__ import annotations
 
+import os
 from typing import TypeVar
 
 from pydantic import AliasChoices, ValidationError
@@ -41,7 +42,21 @@ def env_name(cls: type[BaseSettings], field: str) -> str:
     return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
 
 
+def unknown_env(cls: type[BaseSettings], environ=None) -> list[str]:
+    """Variables with this service's prefix that name no setting (typos fail fast too)."""
+    prefix = str(cls.model_config.get("env_prefix", "")).upper()
+    known = {env_name(cls, field) for field in cls.model_fields}
+    for info in cls.model_fields.values():
+        if isinstance(info.validation_alias, AliasChoices):
+            known.update(str(c).upper() for c in info.validation_alias.choices)
+    environ = os.environ if environ is None else environ
+    return sorted(k for k in environ if prefix and k.upper().startswith(prefix) and k.upper() not in known)
+
+
 def load(cls: type[S], **overrides) -> S:
+    unknown = unknown_env(cls)
+    if unknown:
+        raise SettingsError(f"invalid {cls.__name__}:\n" + "\n".join(f"  {k}: no such setting" for k in unknown))
     try:
         return cls(**overrides)
     except ValidationError as exc:
