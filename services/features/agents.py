@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import faust
 
+from services.features.batches import take_message_batches
 from services.features.processing import CatalogBatchProcessor, EventBatchProcessor
 from services.features.settings import FeaturesSettings
 from services.features.topics import FeatureTopics
@@ -14,12 +15,12 @@ def register_agents(app: faust.App, topics: FeatureTopics, settings: FeaturesSet
 
     @app.agent(topics.events, name="process_events")
     async def process_events(stream):
-        # take_events acks a batch only after this body finished with it: at-least-once.
+        # A batch is acked only after this body finished with it: at-least-once.
         # faust's Message already has topic/partition/offset/timestamp/key/value: no copy per event.
-        async for batch in stream.take_events(settings.batch_size, within=within):
-            await events.process([e.message for e in batch])
+        async for batch in take_message_batches(app, stream, settings.batch_size, within):
+            await events.process(batch)
 
     @app.agent(topics.catalog, name="apply_catalog_updates")
     async def apply_catalog_updates(stream):
-        async for batch in stream.take_events(settings.batch_size, within=within):
-            await catalog.process([e.message for e in batch])
+        async for batch in take_message_batches(app, stream, settings.batch_size, within):
+            await catalog.process(batch)

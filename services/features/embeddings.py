@@ -14,7 +14,10 @@ one started, and after an encode of ``t`` seconds the next waits at least
 ``t * (1 / max_duty - 1)``, so under a backlog the encoder holds at most
 ``max_duty`` of a core (it shares the machine with the event loop, Redis and the
 broker) and each encode covers more users: every event of a user in that time
-costs one encode, not one per batch. ``flush`` skips the pause.
+costs one encode, not one per batch. ``flush`` skips the pause, and so does an
+idle apply side (no batch in progress, none and no submit for ``idle_s``): pacing only
+protects apply from the encoder, so once the backlog is gone the users still
+pending are encoded at once instead of after a pause nobody needs.
 
 Each embedding records the ``hist_version`` it was computed from, so the ranker
 can tell a stale one from a current one (and encodes on request when it is).
@@ -37,13 +40,17 @@ logger = logging.getLogger(__name__)
 
 class EmbeddingRefresher:
     def __init__(self, store: UserStateStore, models: ModelHolder, executor: Executor,
-                 metrics: FeaturesMetrics, min_interval_s: float = 0.0, max_duty: float = 1.0) -> None:
+                 metrics: FeaturesMetrics, min_interval_s: float = 0.0, max_duty: float = 1.0,
+                 idle_s: float = 0.03) -> None:
         self._store = store
         self._models = models
         self._executor = executor
         self._metrics = metrics
         self._min_interval_s = min_interval_s
         self._rest_per_busy = 1.0 / max_duty - 1.0
+        self._idle_s = idle_s
+        self._applying = 0  # batches in progress
+        self._last_active = 0.0  # loop time a batch last started or ended, or users came in
         self._pending: dict[str, UserState] = {}
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()  # set by flush(): skip the pause
@@ -64,10 +71,21 @@ class EmbeddingRefresher:
         except TimeoutError:
             logger.warning("no model after %.0fs; applying events without embeddings", timeout_s)
 
+    def apply_started(self) -> None:
+        """Apply began a batch: a pause in progress lasts (the encoder must not starve apply)."""
+        self._applying += 1
+        self._last_active = asyncio.get_running_loop().time()
+
+    def apply_done(self) -> None:
+        """A batch is over; with none for ``idle_s``, a pause in progress ends early."""
+        self._applying -= 1
+        self._last_active = asyncio.get_running_loop().time()
+
     def submit(self, states: Iterable[UserState]) -> None:
         """Queue these users for re-encoding; returns immediately (no model: dropped)."""
         if self._models.bundle is None:
             return
+        self._last_active = asyncio.get_running_loop().time()
         pending = self._pending
         for state in states:
             held = pending.get(state.user_id)
@@ -94,12 +112,19 @@ class EmbeddingRefresher:
                 logger.warning("embedding refresh failed for %d users", len(states), exc_info=True)
             busy = loop.time() - started
             pause = max(self._min_interval_s - busy, busy * self._rest_per_busy)
-            if pause > 0 and not self._wake.is_set():
-                try:  # meanwhile, later batches coalesce into self._pending
-                    await asyncio.wait_for(self._wake.wait(), pause)
-                except TimeoutError:
-                    pass
+            await self._pause(loop, loop.time() + pause)
         self._wake.clear()
+
+    async def _pause(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+        """Until ``until``, flush() or apply going idle; meanwhile later batches coalesce."""
+        while not self._wake.is_set():
+            now = loop.time()
+            if now >= until or (not self._applying and now - self._last_active >= self._idle_s):
+                return
+            try:
+                await asyncio.wait_for(self._wake.wait(), min(until - now, self._idle_s))
+            except TimeoutError:
+                pass
 
     async def refresh_states(self, states: list[UserState]) -> int:
         """Encode these states with the current model and write them; returns how many."""

@@ -98,8 +98,15 @@ class EventBatchProcessor:
 
     async def process(self, records: Sequence[Record]) -> int:
         """Apply a batch; returns how many events were new."""
-        m = self._metrics
         await self._embeddings.wait_for_model()
+        self._embeddings.apply_started()  # the encoder's pacing pause lasts while apply is busy
+        try:
+            return await self._process(records)
+        finally:
+            self._embeddings.apply_done()
+
+    async def _process(self, records: Sequence[Record]) -> int:
+        m = self._metrics
         started = time.perf_counter()
         m.events_processed.inc(len(records))
         m.batch_size.observe(len(records))

@@ -216,7 +216,7 @@ async def test_embedding_refresh_is_paced_and_flush_skips_the_pause():
 
     users, metrics = FakeUsers(), FeaturesMetrics(CollectorRegistry())
     refresher = EmbeddingRefresher(users, Holder(FakeBundle()), ThreadPoolExecutor(1), metrics,
-                                   min_interval_s=30.0)
+                                   min_interval_s=30.0, idle_s=30.0)
     calls = []
     original = refresher.refresh_states
 
@@ -235,3 +235,25 @@ async def test_embedding_refresh_is_paced_and_flush_skips_the_pause():
     await asyncio.wait_for(refresher.flush(), 5)  # no 30 s wait
     assert calls == [["a"], ["a", "b"]]
     assert {w.user_id: w.hist_version for w in users.embeddings} == {"a": 2, "b": 2}
+
+
+async def test_embedding_refresh_pause_ends_when_apply_goes_idle():
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    users, metrics = FakeUsers(), FeaturesMetrics(CollectorRegistry())
+    refresher = EmbeddingRefresher(users, Holder(FakeBundle()), ThreadPoolExecutor(1), metrics,
+                                   min_interval_s=30.0, idle_s=0.2)
+    refresher.apply_started()
+    refresher.submit([UserState("a", ["i1"], hist_version=1)])
+    await asyncio.sleep(0.05)
+    refresher.submit([UserState("a", ["i1", "i2"], hist_version=2)])
+    await asyncio.sleep(0.4)  # one long batch in progress: the pause goes on
+    refresher.apply_done()
+    for _ in range(3):  # short batches keep coming: the pause goes on
+        await asyncio.sleep(0.1)
+        refresher.apply_started()
+        refresher.apply_done()
+    assert [w.hist_version for w in users.embeddings] == [1]
+    await asyncio.sleep(0.5)  # no batch for idle_s: the backlog is gone, no need to wait 30 s
+    assert [w.hist_version for w in users.embeddings] == [1, 2]
