@@ -4,6 +4,7 @@ and a run loop that shuts down gracefully on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -101,6 +102,14 @@ async def set_health(servicer: health.aio.HealthServicer, service_names: Iterabl
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *service_names]:
         await servicer.set(name, status)
+
+
+async def cancel_tasks(tasks: list[asyncio.Task]) -> None:
+    """Cancel background tasks in reverse order of start and wait for each to finish."""
+    for task in reversed(tasks):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def run_until_signalled(

@@ -3,14 +3,13 @@ Kafka producer -> server. Teardown runs in reverse order."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from shopstream.ranker.v1 import ranker_pb2_grpc
 
-from services.common.grpc_server import run_until_signalled, set_health
+from services.common.grpc_server import cancel_tasks, run_until_signalled, set_health
 from services.common.infra import connect_redis
 from services.common.logs import configure_logging
 from services.common.metrics_http import serve_metrics
@@ -66,10 +65,7 @@ async def serve(settings: GatewaySettings) -> None:
         logger.info("gateway listening on port %d", port, extra={"ranker_addr": settings.ranker_addr})
 
     async def stop() -> None:
-        for task in reversed(tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(tasks)
         await set_health(deps.health, SERVICE_NAMES, False)
         await server.stop(settings.grace_s)
         executor.shutdown(wait=True)

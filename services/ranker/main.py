@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from services.common.grpc_server import run_until_signalled, set_health
+from services.common.grpc_server import cancel_tasks, run_until_signalled, set_health
 from services.common.infra import connect_redis
 from services.common.logs import configure_logging
 from services.common.metrics_http import serve_metrics
@@ -47,10 +46,7 @@ async def serve(settings: RankerSettings) -> None:
         await server.stop(settings.grace_s)
         if deps.batcher is not None:
             await deps.batcher.close()
-        for task in reversed(tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_tasks(tasks)
         executor.shutdown(wait=True, cancel_futures=True)
         await redis.aclose()
         logger.info("ranker stopped")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
@@ -18,58 +17,17 @@ from services.common.stores import keys
 from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.user_state import RedisUserStateStore
 from services.ingest.producer import EventProducer, ensure_topics
+from support.kafka import read_topic_async
+from support.toy_bundle import publish_toy_bundle
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
 def build_tiny_bundle(models_dir: Path, item_ids: list[str], dim: int = 4, max_len: int = 8) -> str:
-    """A real bundle (model_bundle.write_bundle) whose encoder sums item embeddings."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from services.common.model_bundle import write_bundle
-
-    rng = np.random.default_rng(0)
-    table = rng.normal(size=(len(item_ids) + 1, dim)).astype(np.float32)
-    table[0] = 0.0
-    graph = helper.make_graph(
-        [helper.make_node("Gather", ["table", "item_seq"], ["gathered"]),
-         helper.make_node("ReduceSum", ["gathered", "axes"], ["user_emb"], keepdims=0)],
-        "tiny",
-        [helper.make_tensor_value_info("item_seq", TensorProto.INT64, ["batch", max_len])],
-        [helper.make_tensor_value_info("user_emb", TensorProto.FLOAT, ["batch", dim])],
-        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([1], np.int64), "axes")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx_path = models_dir.parent / "tiny.onnx"
-    onnx.save(model, onnx_path)
-    version, _ = write_bundle(models_dir, onnx_path, table, item_ids, {"max_len": max_len})
-    return version
-
-
-async def consume_all(bootstrap: str, topic: str, timeout: float = 5.0) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        parts = [TopicPartition(topic, p) for p in sorted(consumer._client.cluster.partitions_for_topic(topic) or ())]
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        end = await consumer.end_offsets(parts)
-        records = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            positions = [await consumer.position(tp) for tp in parts]
-            if all(pos >= end[tp] for pos, tp in zip(positions, parts)):
-                break
-            for recs in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(recs)
-        return records
-    finally:
-        await consumer.stop()
+    """A real bundle whose encoder sums item embeddings (random, seeded)."""
+    return publish_toy_bundle(models_dir, item_ids, np.random.default_rng(0).normal(size=(len(item_ids), dim)),
+                              max_len=max_len)
 
 
 async def wait_for(predicate, timeout: float = 30.0, what: str = "condition", proc=None):
@@ -187,7 +145,7 @@ async def test_worker_applies_dead_letters_and_is_idempotent(kafka_bootstrap, re
 
         # Dead letters: the original bytes, the reason, where they came from.
         async def dead_lettered():
-            recs = [r for r in await consume_all(kafka_bootstrap, topics.EVENTS_DEAD_LETTER)
+            recs = [r for r in await read_topic_async(kafka_bootstrap, topics.EVENTS_DEAD_LETTER)
                     if r.key and r.key.decode() in malformed]
             return recs if len(recs) == len(malformed) else None
         await wait_for(dead_lettered, timeout=20, what="dead letters", proc=worker)
@@ -232,7 +190,7 @@ async def test_worker_applies_dead_letters_and_is_idempotent(kafka_bootstrap, re
         assert (await catalog.snapshot()).items[items[5]] == good
 
         async def catalog_dead_letter():
-            return [r for r in await consume_all(kafka_bootstrap, topics.EVENTS_DEAD_LETTER)
+            return [r for r in await read_topic_async(kafka_bootstrap, topics.EVENTS_DEAD_LETTER)
                     if r.key == f"badprice-{tag}".encode()]
         await wait_for(catalog_dead_letter, timeout=20, what="catalog dead letter", proc=worker)
         (rec,) = await catalog_dead_letter()
