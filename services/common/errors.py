@@ -26,3 +26,9 @@ class FailedPrecondition(DomainError):
 
 class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(DomainError):
+    """A bounded queue is full: the caller should back off or fall back (e.g. trending)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED

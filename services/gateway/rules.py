@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from shopstream.gateway.v1 import gateway_pb2
-from shopstream.ranker.v1 import ranker_pb2
 
 from services.common.errors import InvalidArgument
 from services.common.filters import ItemFilter
@@ -43,15 +42,4 @@ def item_filter(filters: gateway_pb2.RecommendFilters, max_exclude_ids: int) -> 
         exclude_purchased=(filters.exclude_purchased if filters.HasField("exclude_purchased")
                            else DEFAULT_EXCLUDE_PURCHASED),
         exclude_seen=filters.exclude_seen if filters.HasField("exclude_seen") else DEFAULT_EXCLUDE_SEEN,
-    )
-
-
-def ranker_filter(f: ItemFilter) -> ranker_pb2.ItemFilter:
-    return ranker_pb2.ItemFilter(
-        include_categories=sorted(f.include_categories),
-        exclude_categories=sorted(f.exclude_categories),
-        exclude_item_ids=sorted(f.exclude_item_ids),
-        in_stock_only=f.in_stock_only,
-        exclude_seen=f.exclude_seen,
-        exclude_purchased=f.exclude_purchased,
     )

@@ -107,7 +107,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
         try:
             ranked = await self._call_ranker(
-                "Rank", ranker_pb2.RankRequest(user_id=user_id, k=k, filter=rules.ranker_filter(item_filter)), context)
+                "Rank", ranker_pb2.RankRequest(user_id=user_id, k=k, filter=item_filter.to_proto()), context)
         except _RankerFailed as failed:
             return await self._trending(user_id, k, item_filter, failed.reason, context=context)
         if not ranked.user_known:
@@ -178,7 +178,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
         try:
             similar = await self._call_ranker(
-                "Similar", ranker_pb2.SimilarRequest(item_id=item_id, k=k, filter=rules.ranker_filter(item_filter)),
+                "Similar", ranker_pb2.SimilarRequest(item_id=item_id, k=k, filter=item_filter.to_proto()),
                 context)
         except _RankerFailed as failed:
             self._metrics.fallbacks.labels("SimilarItems", failed.reason).inc()

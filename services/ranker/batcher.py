@@ -21,7 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
-from services.ranker.errors import ResourceExhausted
+from services.common.errors import ResourceExhausted
 
 logger = logging.getLogger(__name__)
 

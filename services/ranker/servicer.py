@@ -14,7 +14,7 @@ from services.common.filters import ItemFilter
 from services.common.stores.user_state import UserStateStore
 from services.ranker.batcher import MicroBatcher
 from services.ranker.engine import RankEngine, Ranked, RankJob
-from services.ranker.errors import ResourceExhausted
+from services.common.errors import ResourceExhausted
 from services.ranker.metrics import RankerMetrics
 from services.ranker.model_holder import LoadedModel, ModelHolder
 from services.ranker.scoring import eligible_mask, top_k
@@ -22,18 +22,6 @@ from services.ranker.scoring import eligible_mask, top_k
 logger = logging.getLogger(__name__)
 
 MAX_ID_LEN = 256
-
-
-def filter_from_proto(f: ranker_pb2.ItemFilter) -> ItemFilter:
-    """The ranker applies exactly what it is sent; business defaults live in the gateway."""
-    return ItemFilter(
-        include_categories=frozenset(f.include_categories),
-        exclude_categories=frozenset(f.exclude_categories),
-        exclude_item_ids=frozenset(f.exclude_item_ids),
-        in_stock_only=f.in_stock_only,
-        exclude_seen=f.exclude_seen,
-        exclude_purchased=f.exclude_purchased,
-    )
 
 
 def _scored(model: LoadedModel, indices: np.ndarray, scores: np.ndarray) -> list[ranker_pb2.ScoredItem]:
@@ -78,7 +66,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
 
     async def Rank(self, request: ranker_pb2.RankRequest, context) -> ranker_pb2.RankResponse:
         self._validate("user_id", request.user_id, request.k)
-        item_filter = filter_from_proto(request.filter)
+        item_filter = ItemFilter.from_proto(request.filter)
         model = self._model()
         (state,) = await self._states.get_states([request.user_id], self._history_len)
         if not state.known:
@@ -103,7 +91,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         index = model.items.index_of.get(request.item_id)
         if index is None:
             raise NotFound(f"item {request.item_id!r} is not in model {model.version}")
-        item_filter = filter_from_proto(request.filter)
+        item_filter = ItemFilter.from_proto(request.filter)
         loop = asyncio.get_running_loop()
         items = await loop.run_in_executor(self._executor, self._similar, model, index, item_filter, request.k)
         return ranker_pb2.SimilarResponse(items=items, model_version=model.version)

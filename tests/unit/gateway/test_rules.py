@@ -19,7 +19,7 @@ def test_explicit_false_overrides_a_true_default():
                                                        exclude_item_ids=["x"]), max_exclude_ids=10)
     assert (f.in_stock_only, f.exclude_purchased, f.exclude_seen) == (False, False, True)
     assert f.include_categories == {"a"} and f.exclude_item_ids == {"x"}
-    ranker = rules.ranker_filter(f)
+    ranker = f.to_proto()
     assert ranker.in_stock_only is False and ranker.exclude_seen is True
     assert list(ranker.include_categories) == ["a"] and list(ranker.exclude_item_ids) == ["x"]
 

@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from services.ranker.batcher import MicroBatcher
-from services.ranker.errors import ResourceExhausted
+from services.common.errors import ResourceExhausted
 
 
 async def until(condition) -> None:
