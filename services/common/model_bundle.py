@@ -7,6 +7,10 @@ Layout of ``<models_dir>/<version>/`` (see docs/model.md):
 - ``item_embeddings.npy``: float32 [N+1, dim]; row 0 is padding. score = user_emb . row.
 - ``vocab.json``: the N external item ids; ``item_ids[i-1]`` is index ``i``.
 - ``metadata.json``: version, training facts, metrics and the sha256 of every other file.
+- optional, when trained with item attributes: ``attribute_vocab.json`` (attribute ids;
+  ``vocab[j-1]`` is row ``j``) and ``attribute_embeddings.npy`` float32 [A+1, dim]
+  (row 0 padding). A new item's output embedding is the mean of its attributes' rows
+  (``ModelBundle.embed_new_items``), which the model was trained to score on its own.
 
 ``<models_dir>/LATEST`` names the current version. This module must stay free of torch.
 """
@@ -35,6 +39,8 @@ METADATA_FILE = "metadata.json"
 LATEST_FILE = "LATEST"
 INPUT_NAME = "item_seq"
 OUTPUT_NAME = "user_emb"
+ATTRIBUTE_VOCAB_FILE = "attribute_vocab.json"
+ATTRIBUTE_EMBEDDINGS_FILE = "attribute_embeddings.npy"
 CHECKSUMMED_FILES = (ENCODER_FILE, EMBEDDINGS_FILE, VOCAB_FILE)
 
 
@@ -85,10 +91,37 @@ class ModelBundle:
     item_embeddings: np.ndarray
     metadata: dict[str, Any]
     session: ort.InferenceSession = field(repr=False)
+    attribute_ids: list[str] | None = None
+    attribute_embeddings: np.ndarray | None = field(default=None, repr=False)
     index_of: dict[str, int] = field(init=False, repr=False)
+    attribute_index_of: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.index_of = {item: i for i, item in enumerate(self.item_ids, start=1)}
+        self.attribute_index_of = {a: j for j, a in enumerate(self.attribute_ids or [], start=1)}
+
+    @property
+    def supports_new_items(self) -> bool:
+        """Whether this bundle can embed items from their attributes alone."""
+        return self.attribute_embeddings is not None
+
+    def embed_new_items(self, attribute_lists: list[list[str]]) -> np.ndarray:
+        """Output embeddings float32 [M, dim] for items not in the vocab, from their attributes.
+
+        Each row is the mean of the embeddings of the item's known attributes, scored like
+        ``item_embeddings`` rows (dot product with a user embedding). Unknown attributes
+        are ignored; an item with none known gets a zero row (score 0 for every user).
+        Raises BundleError when the bundle was trained without attributes.
+        """
+        if self.attribute_embeddings is None:
+            raise BundleError(f"bundle {self.version} has no attribute embeddings")
+        out = np.zeros((len(attribute_lists), self.dim), dtype=np.float32)
+        for row, attrs in enumerate(attribute_lists):
+            rows = [self.attribute_index_of[a] for a in dict.fromkeys(attrs)
+                    if a in self.attribute_index_of]
+            if rows:
+                out[row] = self.attribute_embeddings[rows].mean(0)
+        return out
 
     @property
     def providers(self) -> list[str]:
@@ -168,6 +201,16 @@ def load_bundle(
             f"bundle {path}: {EMBEDDINGS_FILE} has {item_embeddings.shape[0]} rows,"
             f" vocab has {len(item_ids)} items (+1 padding row expected)"
         )
+    attribute_ids, attribute_embeddings = None, None
+    if ATTRIBUTE_EMBEDDINGS_FILE in expected and ATTRIBUTE_VOCAB_FILE in expected:
+        attribute_ids = [str(a) for a in
+                         json.loads((path / ATTRIBUTE_VOCAB_FILE).read_text(encoding="utf-8"))]
+        attribute_embeddings = np.load(path / ATTRIBUTE_EMBEDDINGS_FILE).astype(np.float32, copy=False)
+        if attribute_embeddings.shape != (len(attribute_ids) + 1, item_embeddings.shape[1]):
+            raise BundleError(
+                f"bundle {path}: {ATTRIBUTE_EMBEDDINGS_FILE} has shape {attribute_embeddings.shape},"
+                f" expected ({len(attribute_ids) + 1}, {item_embeddings.shape[1]})"
+            )
     session = make_session(path / ENCODER_FILE, prefer_gpu, intra_op_threads)
     bundle = ModelBundle(
         version=version,
@@ -178,6 +221,8 @@ def load_bundle(
         item_embeddings=item_embeddings,
         metadata=metadata,
         session=session,
+        attribute_ids=attribute_ids,
+        attribute_embeddings=attribute_embeddings,
     )
     logger.info("loaded model bundle %s (%d items, providers %s)", version, len(item_ids),
                 bundle.providers)
@@ -209,8 +254,12 @@ def write_bundle(
     item_ids: list[str],
     metadata: dict[str, Any],
     now: datetime | None = None,
+    attributes: tuple[list[str], np.ndarray] | None = None,
 ) -> tuple[str, Path]:
     """Publish a bundle atomically and return ``(version, path)``.
+
+    ``attributes``: (attribute ids, float32 [len(ids) + 1, dim] output attribute
+    embeddings with row 0 padding), for bundles that can embed new items.
 
     Files are written into a temp dir inside ``models_dir``, which is renamed to
     ``<version>``; only then is LATEST replaced, so readers never see half a bundle.
@@ -221,6 +270,13 @@ def write_bundle(
     item_embeddings = np.ascontiguousarray(item_embeddings, dtype=np.float32)
     if item_embeddings.ndim != 2 or item_embeddings.shape[0] != len(item_ids) + 1:
         raise ValueError("item_embeddings must be [len(item_ids) + 1, dim]")
+    names = CHECKSUMMED_FILES
+    if attributes is not None:
+        attribute_ids, attribute_embeddings = attributes
+        attribute_embeddings = np.ascontiguousarray(attribute_embeddings, dtype=np.float32)
+        if attribute_embeddings.shape != (len(attribute_ids) + 1, item_embeddings.shape[1]):
+            raise ValueError("attribute embeddings must be [len(attribute_ids) + 1, dim]")
+        names = (*CHECKSUMMED_FILES, ATTRIBUTE_VOCAB_FILE, ATTRIBUTE_EMBEDDINGS_FILE)
     now = now or datetime.now(timezone.utc)
     tmp = Path(tempfile.mkdtemp(prefix=".bundle-", dir=models_dir))
     try:
@@ -228,7 +284,11 @@ def write_bundle(
         shutil.copyfile(onnx_path, tmp / ENCODER_FILE)
         np.save(tmp / EMBEDDINGS_FILE, item_embeddings)
         (tmp / VOCAB_FILE).write_text(json.dumps([str(i) for i in item_ids]), encoding="utf-8")
-        files = {name: sha256_file(tmp / name) for name in CHECKSUMMED_FILES}
+        if attributes is not None:
+            np.save(tmp / ATTRIBUTE_EMBEDDINGS_FILE, attribute_embeddings)
+            (tmp / ATTRIBUTE_VOCAB_FILE).write_text(
+                json.dumps([str(a) for a in attribute_ids]), encoding="utf-8")
+        files = {name: sha256_file(tmp / name) for name in names}
         version = make_version(files[ENCODER_FILE], now)
         meta = {
             **metadata,

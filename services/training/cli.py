@@ -1,4 +1,9 @@
-"""``shopstream train``: train on a sequence file or event log, evaluate, publish a bundle."""
+"""``shopstream train``: train on a sequence file or event log, evaluate, publish a bundle.
+
+``python -m services.training [train] ...`` trains and publishes (the default);
+``python -m services.training evaluate ...`` trains one model per seed and reports
+metrics only (see ``services/training/benchmark.py``).
+"""
 from __future__ import annotations
 
 import argparse
@@ -20,19 +25,22 @@ logger = logging.getLogger(__name__)
 METRIC_KEYS = ("hr@10", "ndcg@10", "hr@20", "ndcg@20")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from services.training.model import ModelConfig
-    from services.training.train import TrainConfig
-
-    m, t = ModelConfig(num_items=0), TrainConfig()
-    p = argparse.ArgumentParser(prog="shopstream train", description=__doc__)
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """Input flags shared by ``train`` and ``evaluate``."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="sequence file: 'user item item ...' per line, time order")
     src.add_argument("--events-jsonl", help="exported event log (JSONL), sorted by occurred_at per user")
     p.add_argument("--event-types", help="comma-separated event types to keep from --events-jsonl")
-    p.add_argument("--attributes", help="item->attributes JSON; attribute embeddings join item inputs")
-    p.add_argument("--models-dir", default=os.environ.get("SHOPSTREAM_MODELS_DIR", "./var/models"))
-    p.add_argument("--report", help="write the evaluation table as JSON here")
+    p.add_argument("--attributes", help="item->attributes JSON; attribute embeddings join item "
+                   "inputs and outputs (new items can then be embedded from attributes)")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Model and optimisation flags shared by ``train`` and ``evaluate``."""
+    from services.training.model import ModelConfig
+    from services.training.train import TrainConfig
+
+    m, t = ModelConfig(num_items=0), TrainConfig()
     p.add_argument("--epochs", type=int, default=t.max_epochs, help="max epochs")
     p.add_argument("--max-minutes", type=float, default=t.max_minutes, help="training wall-time cap")
     p.add_argument("--patience", type=int, default=t.patience, help="evaluations without improvement")
@@ -48,21 +56,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ffn-dim", type=int, default=None, help="default 4 * dim")
     p.add_argument("--dropout", type=float, default=m.dropout)
     p.add_argument("--post-ln", action="store_true", help="post-LN blocks (default pre-LN)")
-    p.add_argument("--parity-users", type=int, default=1000)
+    p.add_argument("--filter-mix", type=float, default=m.filter_mix,
+                   help="weight of the causal low/high-pass filter branch mixed with attention")
+    p.add_argument("--filter-window", type=float, default=m.filter_window,
+                   help="initial decay length (items) of the filter's low-pass kernel")
+    p.add_argument("--label-smoothing", type=float, default=m.label_smoothing)
+    p.add_argument("--id-dropout", type=float, default=m.id_dropout,
+                   help="with attributes: chance an item's output id part is dropped in training")
+    p.add_argument("--tied", action="store_true",
+                   help="share input and output item (and attribute) embeddings")
+    p.add_argument("--no-output-attributes", action="store_true",
+                   help="with attributes: output item embeddings use ids only")
     p.add_argument("--log-level", default="INFO")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shopstream train", description=__doc__)
+    add_data_args(p)
+    p.add_argument("--models-dir", default=os.environ.get("SHOPSTREAM_MODELS_DIR", "./var/models"))
+    p.add_argument("--report", help="write the evaluation table as JSON here")
+    add_model_args(p)
+    p.add_argument("--parity-users", type=int, default=1000)
     return p
+
+
+def configs(args: argparse.Namespace, num_items: int, num_attributes: int, seed: int):
+    """(ModelConfig, TrainConfig) from parsed flags."""
+    from services.training.model import ModelConfig
+    from services.training.train import TrainConfig
+
+    train_cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
+                            max_epochs=args.epochs, patience=args.patience,
+                            max_minutes=args.max_minutes, seed=seed, threads=args.threads)
+    model_cfg = ModelConfig(num_items=num_items, max_len=args.max_len, dim=args.dim,
+                            num_blocks=args.blocks, num_heads=args.heads,
+                            ffn_dim=args.ffn_dim or 4 * args.dim, dropout=args.dropout,
+                            norm_first=not args.post_ln, num_attributes=num_attributes,
+                            output_attributes=not args.no_output_attributes,
+                            id_dropout=args.id_dropout, filter_mix=args.filter_mix,
+                            filter_window=args.filter_window, label_smoothing=args.label_smoothing,
+                            tied=args.tied)
+    return model_cfg, train_cfg
 
 
 def attribute_table(attributes: dict[str, list[str]], item_ids: list[str]):
     """int64 tensor [N+1, A] of attribute indices (1-based, 0 = padding) and the attribute count."""
+    table, vocab = attribute_index(attributes, item_ids)
+    return table, len(vocab)
+
+
+def attribute_index(attributes: dict[str, list[str]], item_ids: list[str]):
+    """(int64 tensor [N+1, A] of 1-based attribute indices, the attribute vocabulary list).
+
+    The vocabulary lists attributes in first-seen order over ``item_ids``; attribute
+    ``vocab[j-1]`` has index ``j``. Only attributes of items in ``item_ids`` get an index.
+    """
     import torch
 
-    vocab: dict[str, int] = {}
-    rows = [[vocab.setdefault(a, len(vocab) + 1) for a in attributes.get(item, [])] for item in item_ids]
+    index: dict[str, int] = {}
+    rows = [[index.setdefault(a, len(index) + 1) for a in dict.fromkeys(attributes.get(item, []))]
+            for item in item_ids]
     table = torch.zeros(len(item_ids) + 1, max(1, max(map(len, rows), default=0)), dtype=torch.int64)
     for i, row in enumerate(rows, start=1):
         table[i, :len(row)] = torch.tensor(row, dtype=torch.int64)
-    return table, len(vocab)
+    return table, list(index)
 
 
 def load_sequences(args: argparse.Namespace) -> tuple[Path, dict[str, list[str]]]:
@@ -82,6 +139,20 @@ def format_table(rows: dict[str, dict[str, float]], users: int, wall_seconds: fl
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``train`` (the default, also when no subcommand is given) or ``evaluate``."""
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "evaluate":
+        from services.training.benchmark import main as evaluate_main
+        return evaluate_main(argv[1:])
+    if argv and argv[0] == "train":
+        argv = argv[1:]
+    return train_main(argv)
+
+
+def train_main(argv: list[str]) -> int:
+    """Train one model, check ONNX parity and publish the bundle."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     # torch is imported only here so `--help` and the bundle reader stay light.
@@ -90,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     from services.training.data import build_vocab, split_leave_one_out
     from services.training.evaluate import evaluate_model, evaluate_popularity
     from services.training.export import OPSET, check_parity, export_onnx
-    from services.training.model import ModelConfig, SASRec
-    from services.training.train import TrainConfig, seed_everything, train
+    from services.training.model import SASRec
+    from services.training.train import seed_everything, train
 
     data_path, sequences = load_sequences(args)
     item_ids = build_vocab(sequences)
@@ -102,17 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("%d users, %d items, %d interactions, %d evaluated users", len(sequences),
                 len(item_ids), sum(map(len, sequences.values())), len(split.test_target))
 
-    train_cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
-                            max_epochs=args.epochs, patience=args.patience,
-                            max_minutes=args.max_minutes, seed=args.seed, threads=args.threads)
-    item_attributes, num_attributes = None, 0
+    item_attributes, attribute_vocab = None, []
     if args.attributes:
-        item_attributes, num_attributes = attribute_table(read_item_attributes(args.attributes), item_ids)
-    model_cfg = ModelConfig(num_items=len(item_ids), max_len=args.max_len, dim=args.dim,
-                            num_blocks=args.blocks, num_heads=args.heads,
-                            ffn_dim=args.ffn_dim or 4 * args.dim, dropout=args.dropout,
-                            norm_first=not args.post_ln,
-                            num_attributes=num_attributes)
+        item_attributes, attribute_vocab = attribute_index(read_item_attributes(args.attributes), item_ids)
+    model_cfg, train_cfg = configs(args, len(item_ids), len(attribute_vocab), args.seed)
     seed_everything(args.seed, args.threads)
     model = SASRec(model_cfg, item_attributes)
     result = train(model, split, train_cfg)
@@ -159,8 +223,10 @@ def main(argv: list[str] | None = None) -> int:
                                       "sha256": sha256_file(args.attributes),
                                       "num_attributes": model_cfg.num_attributes,
                                       "items_covered": int((item_attributes[1:] > 0).any(1).sum())}
-        version, path = write_bundle(args.models_dir, onnx_path, model.output_embeddings().numpy(),
-                                     item_ids, metadata)
+        attr_emb = model.attribute_output_embeddings()
+        version, path = write_bundle(
+            args.models_dir, onnx_path, model.output_embeddings().numpy(), item_ids, metadata,
+            attributes=None if attr_emb is None else (attribute_vocab, attr_emb.numpy()))
     print(f"published bundle {version} at {path}")
     if args.report:
         report = {"version": version, "test_users": len(split.test_target),

@@ -30,12 +30,18 @@ class Split:
     eval_train: list[np.ndarray]
     valid_target: np.ndarray
     test_target: np.ndarray
+    # bool [N+1]: items held out of training (new-item measurement); they are dropped
+    # from every history, as serving drops ids the model does not know.
+    hidden: np.ndarray | None = None
 
     def valid_history(self) -> list[np.ndarray]:
         return self.eval_train
 
     def test_history(self) -> list[np.ndarray]:
-        return [np.append(h, t) for h, t in zip(self.eval_train, self.valid_target)]
+        full = [np.append(h, t) for h, t in zip(self.eval_train, self.valid_target)]
+        if self.hidden is None:
+            return full
+        return [h[~self.hidden[h]] for h in full]
 
     def train_counts(self) -> np.ndarray:
         """Interaction counts per item index in the training portion (PopRec's scores)."""
@@ -65,6 +71,27 @@ def split_leave_one_out(sequences: Mapping[str, list[str]], item_ids: list[str])
         valid_target=np.asarray(valid_t, dtype=np.int64),
         test_target=np.asarray(test_t, dtype=np.int64),
     )
+
+
+def hold_out_items(split: Split, fraction: float, seed: int = 0) -> Split:
+    """A copy of ``split`` with a random ``fraction`` of items removed from all training data.
+
+    The held-out items keep their indices (so they are still in the catalog and get
+    ranked), but none of their interactions is trained on or used as model input:
+    they are new catalog items with attributes and no history. Validation and test
+    targets are unchanged, so users whose target is a held-out item measure cold-start.
+    """
+    rng = np.random.default_rng(seed)
+    hidden = np.zeros(split.num_items + 1, dtype=bool)
+    count = round(fraction * split.num_items)
+    hidden[1 + rng.choice(split.num_items, size=count, replace=False)] = True
+
+    def keep(seq: np.ndarray) -> np.ndarray:
+        return seq[~hidden[seq]]
+
+    return Split(num_items=split.num_items, train=[keep(s) for s in split.train],
+                 eval_train=[keep(s) for s in split.eval_train], valid_target=split.valid_target,
+                 test_target=split.test_target, hidden=hidden)
 
 
 def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:

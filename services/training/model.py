@@ -24,6 +24,14 @@ class ModelConfig:
     dropout: float = 0.5
     norm_first: bool = True
     num_attributes: int = 0  # > 0: item inputs also get the mean of their attribute embeddings
+    # With attributes: output item embeddings = id part + mean of output attribute embeddings,
+    # so an item with attributes but no interactions still has an embedding.
+    output_attributes: bool = True
+    id_dropout: float = 0.2  # training only: chance an item's output id part is dropped
+    filter_mix: float = 0.5  # weight of the causal low/high-pass filter branch (0 = attention only)
+    filter_window: float = 4.0  # initial decay length (items) of the filter's low-pass kernel
+    label_smoothing: float = 0.0
+    tied: bool = False  # output item embeddings = input ones (id and attribute tables shared)
 
 
 class SoftmaxCrossEntropy(torch.autograd.Function):
@@ -35,26 +43,60 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, h: torch.Tensor, w: torch.Tensor, y: torch.Tensor,  # type: ignore[override]
+                smoothing: float = 0.0) -> torch.Tensor:
         logits = h @ w.T
         target = logits.gather(1, y[:, None])
+        # Label smoothing: the target distribution is (1-eps) one-hot + eps uniform.
+        mean_logit = logits.mean(1, keepdim=True) if smoothing else 0.0
         peak = logits.max(1, keepdim=True).values
         probs = logits.sub_(peak).exp_()
         total = probs.sum(1, keepdim=True)
         probs.div_(total)
         ctx.save_for_backward(h, w, y, probs)
-        return (total.log() + peak - target).mean()
+        ctx.smoothing = smoothing
+        lse = total.log() + peak
+        return (lse - (1 - smoothing) * target - smoothing * mean_logit).mean()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         h, w, y, probs = ctx.saved_tensors
-        probs.scatter_add_(1, y[:, None], torch.full((len(y), 1), -1.0, dtype=probs.dtype))
+        eps = ctx.smoothing
+        if eps:
+            probs.sub_(eps / probs.shape[1])
+        probs.scatter_add_(1, y[:, None], torch.full((len(y), 1), -(1.0 - eps), dtype=probs.dtype))
         probs.mul_(grad / len(y))
-        return probs @ w, probs.T @ h, None
+        return probs @ w, probs.T @ h, None, None
+
+
+class CausalFilter(nn.Module):
+    """A causal version of BSARec's frequency-domain filter (low-pass + beta-scaled high-pass).
+
+    BSARec splits the sequence into low and high frequencies with an FFT over the whole
+    sequence, which would let every position see future items under all-positions
+    training. Here the low-pass is a learnable causal smoothing kernel over lags
+    (a softmax over the item's own and earlier real positions, initialised as an
+    exponential decay), i.e. a lower-triangular Toeplitz matrix applied with one MatMul;
+    high = x - low, and the output is low + beta * high with a learnable beta per channel.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        lags = torch.arange(cfg.max_len, dtype=torch.float32)
+        self.lag_logits = nn.Parameter(-lags / max(cfg.filter_window, 1e-3))
+        self.beta = nn.Parameter(torch.ones(cfg.dim))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        length = x.shape[1]
+        idx = torch.arange(length, device=x.device)
+        lag = (idx[:, None] - idx[None, :]).clamp(min=0)
+        weights = self.lag_logits[lag].masked_fill(~mask[:, 0], -1e9).softmax(-1)  # [B, L, L]
+        low = weights @ x
+        return low + self.beta * (x - low)
 
 
 class Block(nn.Module):
-    """Multi-head causal self-attention + feed-forward, pre-LN or post-LN."""
+    """Multi-head causal self-attention (optionally mixed with a causal filter) + feed-forward."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -73,6 +115,15 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.dim)
         self.attn_drop = nn.Dropout(cfg.dropout)
         self.drop = nn.Dropout(cfg.dropout)
+        self.alpha = cfg.filter_mix
+        self.filter = CausalFilter(cfg) if cfg.filter_mix > 0 else None
+
+    def mixer(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The token-mixing branch: attention, or alpha * filter + (1 - alpha) * attention."""
+        out = self.attention(x, mask)
+        if self.filter is None:
+            return out
+        return self.alpha * self.drop(self.filter(x, mask)) + (1 - self.alpha) * out
 
     def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, length, dim = x.shape
@@ -85,9 +136,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.norm_first:
-            x = x + self.attention(self.norm1(x), mask)
+            x = x + self.mixer(self.norm1(x), mask)
             return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.attention(x, mask))
+        x = self.norm1(x + self.mixer(x, mask))
         return self.norm2(x + self.drop(self.ffn(x)))
 
 
@@ -106,8 +157,12 @@ class SASRec(nn.Module):
             # A buffer, so the exported encoder still takes item ids only.
             self.register_buffer("item_attrs", item_attributes.long())
             self.attr_emb = nn.Embedding(cfg.num_attributes + 1, cfg.dim, padding_idx=0)
+        self.out_attr_emb = None
+        if cfg.num_attributes and cfg.output_attributes:
+            self.out_attr_emb = (self.attr_emb if cfg.tied else
+                                 nn.Embedding(cfg.num_attributes + 1, cfg.dim, padding_idx=0))
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
-        self.out_emb = nn.Embedding(cfg.num_items + 1, cfg.dim)
+        self.out_emb = self.item_emb if cfg.tied else nn.Embedding(cfg.num_items + 1, cfg.dim)
         self.emb_drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_blocks))
         self.final_norm = nn.LayerNorm(cfg.dim) if cfg.norm_first else nn.Identity()
@@ -134,9 +189,7 @@ class SASRec(nn.Module):
         positions = torch.arange(self.cfg.max_len - length, self.cfg.max_len, device=item_seq.device)
         x = self.item_emb(item_seq)
         if self.attr_emb is not None:
-            attrs = self.item_attrs[item_seq]  # [B, L, A]
-            count = (attrs > 0).sum(-1, keepdim=True).clamp(min=1)
-            x = x + self.attr_emb(attrs).sum(-2) / count
+            x = x + attribute_mean(self.attr_emb, self.item_attrs[item_seq])
         x = x * math.sqrt(self.cfg.dim) + self.pos_emb(positions)
         x = self.emb_drop(x) * valid.unsqueeze(-1)
         # Built from comparisons rather than tril/eye: those export to ops (EyeLike on bool)
@@ -153,9 +206,40 @@ class SASRec(nn.Module):
         """User embeddings [B, dim]: the hidden state at the last position."""
         return self.hidden(item_seq)[:, -1]
 
-    def output_embeddings(self) -> torch.Tensor:
-        """Output item embeddings [N+1, dim] with the padding row zeroed."""
-        weight = self.out_emb.weight.detach().clone()
+    def item_table(self, drop_ids: bool = False) -> torch.Tensor:
+        """Output item embeddings [N+1, dim]: id part (+ mean of output attribute embeddings).
+
+        ``drop_ids`` (training): each item's id part is dropped with probability
+        ``id_dropout``, so the attribute part alone must score items well, which is what
+        an item never seen in training gets at serving time.
+        """
+        weight = self.out_emb.weight
+        if self.out_attr_emb is None:
+            return weight
+        if drop_ids and self.cfg.id_dropout > 0:
+            keep = torch.rand(weight.shape[0], 1, device=weight.device) >= self.cfg.id_dropout
+            weight = weight * keep
+        return weight + attribute_mean(self.out_attr_emb, self.item_attrs)
+
+    @torch.no_grad()
+    def output_embeddings(self, attributes_only: torch.Tensor | None = None) -> torch.Tensor:
+        """Output item embeddings [N+1, dim] with the padding row zeroed.
+
+        ``attributes_only`` (bool [N+1]): those items get their attribute part only, as
+        items new to the catalog would (used to measure cold-start quality).
+        """
+        weight = self.item_table().detach().clone()
+        if attributes_only is not None and self.out_attr_emb is not None:
+            attr = attribute_mean(self.out_attr_emb, self.item_attrs)
+            weight[attributes_only] = attr[attributes_only]
+        weight[0] = 0
+        return weight
+
+    def attribute_output_embeddings(self) -> torch.Tensor | None:
+        """Output attribute embeddings [num_attributes+1, dim] (row 0 padding), or None."""
+        if self.out_attr_emb is None:
+            return None
+        weight = self.out_attr_emb.weight.detach().clone()
         weight[0] = 0
         return weight
 
@@ -163,5 +247,13 @@ class SASRec(nn.Module):
         """Full softmax cross-entropy over all N items at every non-padded position."""
         h = self.hidden(item_seq)
         keep = targets > 0
-        # Only real positions, only real items (row 0 of out_emb is padding).
-        return SoftmaxCrossEntropy.apply(h[keep], self.out_emb.weight[1:], targets[keep] - 1)
+        table = self.item_table(drop_ids=self.training)
+        # Only real positions, only real items (row 0 of the table is padding).
+        return SoftmaxCrossEntropy.apply(h[keep], table[1:], targets[keep] - 1,
+                                         self.cfg.label_smoothing if self.training else 0.0)
+
+
+def attribute_mean(emb: nn.Embedding, attrs: torch.Tensor) -> torch.Tensor:
+    """Mean of the embeddings of the non-padding attribute indices in ``attrs`` [..., A]."""
+    count = (attrs > 0).sum(-1, keepdim=True).clamp(min=1)
+    return emb(attrs).sum(-2) / count

@@ -83,3 +83,32 @@ def test_latest_switches_and_explicit_version_still_loads(tmp_path):
     assert load_bundle(models, version=first).version == first
     with pytest.raises(BundleError):
         load_bundle(models)  # LATEST points at a version that does not exist
+
+
+def test_embed_new_items_from_attribute_embeddings(tmp_path):
+    tiny_encoder(tmp_path / "enc.onnx")
+    emb = np.arange(4 * 3, dtype=np.float32).reshape(4, 3)
+    emb[0] = 0
+    attr_emb = np.array([[0, 0, 0], [1, 0, 0], [0, 2, 0], [0, 0, 4]], dtype=np.float32)
+    models = tmp_path / "models"
+    _, path = write_bundle(models, tmp_path / "enc.onnx", emb, ["a", "b", "c"], {"max_len": 4},
+                           attributes=(["red", "blue", "brand:x"], attr_emb))
+    meta = json.loads((path / "metadata.json").read_text())
+    assert {"attribute_vocab.json", "attribute_embeddings.npy"} <= set(meta["files"])
+    bundle = load_bundle(models, prefer_gpu=False)
+    assert bundle.supports_new_items
+    out = bundle.embed_new_items([["red", "brand:x"], ["blue", "blue", "unknown"], ["unknown"], []])
+    assert out.dtype == np.float32 and out.shape == (4, 3)
+    np.testing.assert_allclose(out, [[0.5, 0, 2], [0, 2, 0], [0, 0, 0], [0, 0, 0]])
+    # Checksummed like every other file.
+    (path / "attribute_embeddings.npy").write_bytes(b"x")
+    with pytest.raises(BundleError, match="checksum mismatch"):
+        load_bundle(models)
+
+
+def test_bundle_without_attributes_cannot_embed_new_items(tmp_path):
+    publish(tmp_path, tmp_path / "models")
+    bundle = load_bundle(tmp_path / "models", prefer_gpu=False)
+    assert not bundle.supports_new_items and bundle.attribute_embeddings is None
+    with pytest.raises(BundleError, match="no attribute embeddings"):
+        bundle.embed_new_items([["red"]])

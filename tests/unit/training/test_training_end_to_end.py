@@ -158,3 +158,25 @@ def test_trains_from_an_exported_event_log(tmp_path):
     bundle = load_bundle(models, prefer_gpu=False)
     assert bundle.metadata["dataset"]["format"] == "events_jsonl"
     assert bundle.metadata["metrics"]["sasrec"]["test"]["users"] == 40
+
+
+def test_train_with_attributes_and_filter_publishes_new_item_embeddings(tmp_path):
+    seqs = synthetic_sequences(users=50)
+    data = tmp_path / "seqs.txt"
+    write_sequences(data, seqs)
+    items = sorted({i for s in seqs.values() for i in s})
+    attrs = tmp_path / "attrs.json"
+    attrs.write_text(json.dumps({i: [f"cat{int(i.split('-')[1]) % 3}", "all"] for i in items}))
+    models = tmp_path / "models"
+    argv = ["train", "--data", str(data), "--attributes", str(attrs), "--models-dir", str(models),
+            "--epochs", "1", "--dim", "8", "--max-len", "6", "--parity-users", "20", "--threads", "1",
+            "--filter-mix", "0.5", "--id-dropout", "0.3"]
+    assert main(argv) == 0
+    bundle = load_bundle(models, prefer_gpu=False)
+    assert bundle.metadata["onnx_parity"]["ok"] is True
+    assert bundle.metadata["model"]["filter_mix"] == 0.5
+    assert sorted(bundle.attribute_ids) == ["all", "cat0", "cat1", "cat2"]
+    new = bundle.embed_new_items([["cat1", "all"], ["nope"]])
+    assert new.shape == (2, 8) and np.all(new[1] == 0)
+    j = [bundle.attribute_index_of[a] for a in ("cat1", "all")]
+    np.testing.assert_allclose(new[0], bundle.attribute_embeddings[j].mean(0), atol=1e-6)

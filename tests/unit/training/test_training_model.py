@@ -74,3 +74,49 @@ def test_attribute_table_and_attribute_inputs_change_item_inputs():
     with torch.no_grad():
         model.attr_emb.weight[2] += torch.randn(8)  # attribute "y": items a and b
     assert not torch.allclose(before, model(seq))
+
+
+def test_fused_cross_entropy_label_smoothing_matches_autograd():
+    torch.manual_seed(0)
+    h = torch.randn(7, 5, requires_grad=True)
+    w = torch.randn(11, 5, requires_grad=True)
+    y = torch.randint(0, 11, (7,))
+    loss = SoftmaxCrossEntropy.apply(h, w, y, 0.2)
+    gh, gw = torch.autograd.grad(loss, (h, w))
+    ref = F.cross_entropy(h @ w.T, y, label_smoothing=0.2)
+    rh, rw = torch.autograd.grad(ref, (h, w))
+    assert torch.allclose(loss, ref, atol=1e-6)
+    assert torch.allclose(gh, rh, atol=1e-6) and torch.allclose(gw, rw, atol=1e-6)
+
+
+def test_causal_filter_keeps_causality_and_padding_invariance():
+    for norm_first in (True, False):
+        model = make_model(norm_first=norm_first, filter_mix=0.5)
+        seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
+        changed = seq.clone()
+        changed[0, 5:] = torch.tensor([20, 21, 22])
+        a, b = model.hidden(seq), model.hidden(changed)
+        assert torch.allclose(a[0, :5], b[0, :5], atol=1e-6)
+        assert torch.allclose(model(seq), model(seq[:, -6:]), atol=1e-6)  # padding cropped
+
+
+def test_output_attribute_tower_and_attribute_only_embeddings():
+    from services.training.cli import attribute_table
+
+    table, count = attribute_table({"a": ["x", "y"], "b": ["y"]}, ["a", "b", "c"])
+    torch.manual_seed(0)
+    model = SASRec(ModelConfig(num_items=3, max_len=4, dim=8, ffn_dim=16, num_attributes=count,
+                               id_dropout=0.5), table).eval()
+    attr = model.attribute_output_embeddings()
+    full = model.output_embeddings()
+    assert torch.allclose(full[1], model.out_emb.weight[1] + (attr[1] + attr[2]) / 2)
+    only = model.output_embeddings(torch.tensor([False, True, False, True]))
+    assert torch.allclose(only[1], (attr[1] + attr[2]) / 2)
+    assert torch.allclose(only[3], torch.zeros(8))  # no attributes, no id: nothing to score
+    assert torch.allclose(only[2], full[2]) and torch.all(only[0] == 0)
+    # id dropout acts only in training
+    model.train()
+    torch.manual_seed(1)
+    dropped = model.item_table(drop_ids=True)
+    assert torch.allclose(model.item_table(), model.item_table(drop_ids=False))
+    assert not torch.allclose(dropped, model.item_table())
