@@ -103,15 +103,15 @@ class MicroBatcher(Generic[J, R]):
                 continue
             except asyncio.QueueEmpty:
                 pass
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                break
             if not yielded:
                 # Let every caller that is ready to submit do so (e.g. the clients woken by the
                 # last batch's results), then drain them all without a task per job.
                 yielded = True
                 await asyncio.sleep(0)
                 continue
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                break
             yielded = False
             getter = loop.create_task(self._queue.get())
             done, _ = await asyncio.wait({getter}, timeout=remaining)

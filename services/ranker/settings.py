@@ -30,7 +30,9 @@ class RankerSettings(BaseSettings):
     grace_s: float = Field(5.0, ge=0)
     # Dynamic micro-batching of concurrent Rank calls (batcher.py).
     batch_max_size: int = Field(64, ge=1, description="most Rank calls scored together")
-    batch_max_wait_ms: float = Field(2.0, ge=0, description="longest a call waits for batch-mates")
+    # 0: a lone request runs at once; under load batches still form from the calls
+    # that queue while the previous batch runs (one batch in flight at a time).
+    batch_max_wait_ms: float = Field(0.0, ge=0, description="longest a call waits for batch-mates")
     queue_max: int = Field(1024, ge=1, description="Rank calls waiting beyond this get RESOURCE_EXHAUSTED")
     # How the catalog is scored (runtime.plan_scoring): exact, or approximate for big catalogs.
     scorer: Literal["auto", "exact", "ann"] = "auto"
