@@ -3,6 +3,7 @@
     shopstream up                 run the whole system locally (see README)
     shopstream ingest ...         publish events / catalog, replay datasets
     shopstream train ...          train, evaluate and publish a model bundle
+    shopstream evaluate ...       PopRec vs the model over seeds: a table and JSON
     shopstream features|ranker|gateway   run one service (settings from env)
     shopstream recommend USER     ask the gateway
 """
@@ -15,6 +16,7 @@ COMMANDS = {
     "up": ("services.stack.up", "run the whole system: brokers, model, services, traffic"),
     "ingest": ("services.ingest.cli", "publish events and catalog items, replay datasets"),
     "train": ("services.training.cli", "train, evaluate and publish a model bundle"),
+    "evaluate": ("services.training.cli", "PopRec vs the model over several seeds (table + JSON)"),
     "recommend": ("services.stack.client", "ask the gateway for recommendations"),
     "features": ("services.features.main", "run the features worker"),
     "ranker": ("services.ranker.main", "run the ranker gRPC server"),
@@ -34,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:]) or 0
+    rest = argv[1:]
+    if argv[0] == "evaluate":  # a subcommand of the training CLI
+        rest = ["evaluate", *rest]
+    return module.main(rest) or 0
 
 
 if __name__ == "__main__":
