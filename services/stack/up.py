@@ -46,14 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _prepare_data(args) -> tuple[Path, list]:
-    """The dataset to train on and replay, and the catalog to publish."""
+def _prepare_data(args) -> tuple[Path, Path | None, list]:
+    """The dataset to train on and replay, its item attributes, and the catalog to publish."""
     if args.dataset:
         catalog = catalog_from_attributes(args.attributes) if args.attributes else []
-        return args.dataset, catalog
+        return args.dataset, args.attributes, catalog
     data_dir = args.workdir / "data"
     paths = write_dataset(generate(SyntheticConfig()), data_dir)
-    return paths["sequences"], catalog_from_jsonl(paths["catalog"])
+    return paths["sequences"], paths["attributes"], catalog_from_jsonl(paths["catalog"])
 
 
 def _train(data: Path, attributes: Path | None, models_dir: Path, minutes: float) -> None:
@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         kafka, redis = exit_stack.enter_context(infrastructure())
         print(f"==> Kafka at {kafka}, Redis at {redis}", flush=True)
         ensure_topics(kafka, args.partitions)
-        data, catalog = _prepare_data(args)
+        data, attributes, catalog = _prepare_data(args)
         if args.retrain or latest_version(models_dir) is None:
-            _train(data, args.attributes, models_dir, args.train_minutes)
+            _train(data, attributes, models_dir, args.train_minutes)
         print(f"==> model {latest_version(models_dir)}", flush=True)
 
         producer = exit_stack.enter_context(EventProducer(kafka))
