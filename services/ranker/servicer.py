@@ -11,6 +11,7 @@ from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.filters import ItemFilter
+from services.common.stores.coalescing import CoalescingStateReader
 from services.common.stores.user_state import UserStateStore
 from services.ranker.batcher import MicroBatcher
 from services.ranker.engine import RankEngine, Ranked, RankJob
@@ -43,11 +44,10 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
     ) -> None:
         """``batcher`` runs Rank's scoring; by default a micro-batcher with default limits."""
         self._holder = holder
-        self._states = user_states
+        self._states = CoalescingStateReader(user_states, history_len)
         self._executor = executor
         self._metrics = metrics
         self._max_k = max_k
-        self._history_len = history_len
         self._batcher = batcher or MicroBatcher(RankEngine(), executor)
 
     def _validate(self, field: str, value: str, k: int) -> None:
@@ -68,7 +68,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         self._validate("user_id", request.user_id, request.k)
         item_filter = ItemFilter.from_proto(request.filter)
         model = self._model()
-        (state,) = await self._states.get_states([request.user_id], self._history_len)
+        state = await self._states.get(request.user_id)
         if not state.known:
             return ranker_pb2.RankResponse(model_version=model.version, user_known=False)
         stored = state.embedding_for(model.version)
