@@ -1,7 +1,6 @@
 """Concurrent state reads share one store call; errors reach every caller of that call."""
 import asyncio
 
-import pytest
 
 from services.common.stores.coalescing import CoalescingStateReader
 from services.common.stores.user_state import UserState
