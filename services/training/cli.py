@@ -2,7 +2,7 @@
 
 ``python -m services.training [train] ...`` trains and publishes (the default);
 ``python -m services.training evaluate ...`` trains one model per seed and reports
-metrics only (see ``services/training/benchmark.py``).
+metrics only (see ``services/training/evaluate_cli.py``).
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,6 +131,38 @@ def load_sequences(args: argparse.Namespace) -> tuple[Path, dict[str, list[str]]
     return Path(args.events_jsonl), read_events_jsonl(args.events_jsonl, types)
 
 
+@dataclass
+class TrainingData:
+    """What ``train`` and ``evaluate`` both start from."""
+
+    path: Path
+    sequences: dict[str, list[str]]
+    item_ids: list[str]
+    split: Any  # data.Split
+    item_attributes: Any = None  # int64 tensor [N+1, A] or None
+    attribute_vocab: list[str] = field(default_factory=list)
+
+
+def prepare_data(args: argparse.Namespace) -> TrainingData | None:
+    """Sequences, vocabulary, leave-one-out split and (with --attributes) the attribute table.
+
+    None (logged) when the input has no interactions.
+    """
+    from services.training.data import build_vocab, split_leave_one_out
+
+    path, sequences = load_sequences(args)
+    item_ids = build_vocab(sequences)
+    if not item_ids:
+        logger.error("no interactions in %s", path)
+        return None
+    data = TrainingData(path, sequences, item_ids, split_leave_one_out(sequences, item_ids))
+    logger.info("%d users, %d items, %d interactions, %d evaluated users", len(sequences),
+                len(item_ids), sum(map(len, sequences.values())), len(data.split.test_target))
+    if args.attributes:
+        data.item_attributes, data.attribute_vocab = attribute_index(read_item_attributes(args.attributes), item_ids)
+    return data
+
+
 def format_table(rows: dict[str, dict[str, float]], users: int, wall_seconds: float) -> str:
     lines = [f"{'model':<10}" + "".join(f"{k:>10}" for k in METRIC_KEYS)]
     for name, metrics in rows.items():
@@ -144,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "evaluate":
-        from services.training.benchmark import main as evaluate_main
+        from services.training.evaluate_cli import main as evaluate_main
         return evaluate_main(argv[1:])
     if argv and argv[0] == "train":
         argv = argv[1:]
@@ -158,24 +191,16 @@ def train_main(argv: list[str]) -> int:
     # torch is imported only here so `--help` and the bundle reader stay light.
     import torch
 
-    from services.training.data import build_vocab, split_leave_one_out
     from services.training.evaluate import evaluate_model, evaluate_popularity
     from services.training.export import OPSET, check_parity, export_onnx
     from services.training.model import SASRec
     from services.training.train import seed_everything, train
 
-    data_path, sequences = load_sequences(args)
-    item_ids = build_vocab(sequences)
-    if not item_ids:
-        logger.error("no interactions in %s", data_path)
+    data = prepare_data(args)
+    if data is None:
         return 2
-    split = split_leave_one_out(sequences, item_ids)
-    logger.info("%d users, %d items, %d interactions, %d evaluated users", len(sequences),
-                len(item_ids), sum(map(len, sequences.values())), len(split.test_target))
-
-    item_attributes, attribute_vocab = None, []
-    if args.attributes:
-        item_attributes, attribute_vocab = attribute_index(read_item_attributes(args.attributes), item_ids)
+    data_path, sequences, item_ids, split = data.path, data.sequences, data.item_ids, data.split
+    item_attributes, attribute_vocab = data.item_attributes, data.attribute_vocab
     model_cfg, train_cfg = configs(args, len(item_ids), len(attribute_vocab), args.seed)
     seed_everything(args.seed, args.threads)
     model = SASRec(model_cfg, item_attributes)

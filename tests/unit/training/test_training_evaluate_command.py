@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from services.common.datasets import write_sequences
-from services.training.benchmark import aggregate, aggregate_runs, format_report
+from services.training.evaluate_cli import aggregate, aggregate_runs, format_report
 from services.training.cli import main
 from services.training.data import hold_out_items, split_leave_one_out
 from services.training.evaluate import metrics_from_ranks, target_ranks_and_ties

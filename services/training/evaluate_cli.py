@@ -15,15 +15,13 @@ import math
 import time
 from pathlib import Path
 
-from services.common.datasets import read_item_attributes
 from services.common.logs import configure_logging
 from services.training.cli import (
     METRIC_KEYS,
     add_data_args,
     add_model_args,
-    attribute_index,
     configs,
-    load_sequences,
+    prepare_data,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,17 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     import numpy as np
 
-    from services.training.data import build_vocab, hold_out_items, split_leave_one_out
+    from services.training.data import hold_out_items
     from services.training.evaluate import evaluate_model, evaluate_popularity
     from services.training.model import SASRec
     from services.training.train import seed_everything, train
 
-    data_path, sequences = load_sequences(args)
-    item_ids = build_vocab(sequences)
-    if not item_ids:
-        logger.error("no interactions in %s", data_path)
+    data = prepare_data(args)
+    if data is None:
         return 2
-    split = split_leave_one_out(sequences, item_ids)
+    data_path, item_ids, split = data.path, data.item_ids, data.split
     groups: dict[str, np.ndarray | None] = {"all": None}
     if args.holdout_items > 0:
         split = hold_out_items(split, args.holdout_items, args.holdout_seed)
@@ -98,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                   "known_item_targets": np.flatnonzero(~new)}
         logger.info("held out %d items; %d test users have a held-out target",
                     int(split.hidden.sum()), int(new.sum()))
-    item_attributes, attribute_vocab = None, []
-    if args.attributes:
-        item_attributes, attribute_vocab = attribute_index(read_item_attributes(args.attributes), item_ids)
+    item_attributes, attribute_vocab = data.item_attributes, data.attribute_vocab
     users = len(split.test_target)
     poprec = {g: evaluate_popularity(split, "test", users=rows) for g, rows in groups.items()}
     poprec_valid = evaluate_popularity(split, "valid")
