@@ -127,35 +127,38 @@ def decode_event(raw: bytes) -> events_pb2.Event:
     JSON accepts both field spellings (``user_id``/``userId``) and short enum
     names (``"type": "view"``, ``"device": "mobile"``) for hand-typed records.
     """
-    _check_size(raw)
-    ev = events_pb2.Event()
-    if _is_json(raw):
-        doc = _parse_json(raw)
-        if "type" in doc:
-            doc["type"] = _enum_name(doc["type"], "EVENT_TYPE_", "unknown_type", "type")
-        ctx = doc.get("context")
-        if isinstance(ctx, dict) and "device" in ctx:
-            ctx["device"] = _enum_name(ctx["device"], "DEVICE_", "bad_json", "context.device")
-        _json_to(doc, ev)
-    else:
-        try:
-            ev.ParseFromString(raw)
-        except DecodeError as exc:
-            raise InvalidEvent("bad_encoding", f"payload is neither protobuf nor JSON: {exc}") from None
+    ev = _decode(raw, events_pb2.Event(), _normalise_event_enums)
     validate_event(ev)
     return ev
 
 
-def decode_catalog_item(raw: bytes) -> catalog_pb2.CatalogItem:
-    """Like :func:`decode_event`, for catalog records."""
+def _normalise_event_enums(doc: dict) -> None:
+    """Short enum names ("view", "mobile") as hand-typed JSON uses them."""
+    if "type" in doc:
+        doc["type"] = _enum_name(doc["type"], "EVENT_TYPE_", "unknown_type", "type")
+    ctx = doc.get("context")
+    if isinstance(ctx, dict) and "device" in ctx:
+        ctx["device"] = _enum_name(ctx["device"], "DEVICE_", "bad_json", "context.device")
+
+
+def _decode(raw: bytes, message: Message, normalise_json=None) -> Message:
+    """Protobuf binary, or the proto3 JSON mapping when the payload starts with ``{``."""
     _check_size(raw)
-    item = catalog_pb2.CatalogItem()
     if _is_json(raw):
-        _json_to(_parse_json(raw), item)
+        doc = _parse_json(raw)
+        if normalise_json is not None:
+            normalise_json(doc)
+        _json_to(doc, message)
     else:
         try:
-            item.ParseFromString(raw)
+            message.ParseFromString(raw)
         except DecodeError as exc:
             raise InvalidEvent("bad_encoding", f"payload is neither protobuf nor JSON: {exc}") from None
+    return message
+
+
+def decode_catalog_item(raw: bytes) -> catalog_pb2.CatalogItem:
+    """Like :func:`decode_event`, for catalog records."""
+    item = _decode(raw, catalog_pb2.CatalogItem())
     validate_catalog_item(item)
     return item

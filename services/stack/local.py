@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.embedded import EmbeddedKafka, EmbeddedRedis, free_port
-from services.stack.processes import ServiceProcess, grpc_serving, metrics_text
+from services.stack.processes import ServiceProcess, grpc_serving, metric_value, metrics_text
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +117,6 @@ class ServiceStack:
 
 def _features_ready(metrics_port: int) -> bool:
     """The worker is ready once its consumer has partitions assigned (a gauge it exports)."""
-    from services.stack.processes import metric_value
-
     text = metrics_text(metrics_port)
     if text is None:
         return False
