@@ -31,11 +31,12 @@ from services.common.filters import ItemFilter
 from services.common.model_bundle import ModelBundle
 from services.common.stores.catalog import CatalogSnapshot
 from services.ranker.ann import IvfIndex, exact_top, probe_queries, recall_at_k
-from services.ranker.batcher import MicroBatcher
+from services.common.batching import MicroBatcher
 from services.ranker.engine import RankEngine, RankJob
 from services.ranker.items import ServingItems
 from services.ranker.model_holder import LoadedModel
-from services.ranker.runtime import ScoringConfig, build_scorer, make_session, plan_scoring
+from services.ranker.encoding import Encoder
+from services.ranker.runtime import ScoringConfig, build_scorer, plan_scoring
 from services.ranker.scoring import CatalogMasks
 from services.ranker.settings import RankerSettings
 from services.training.export import export_onnx
@@ -80,8 +81,8 @@ class Setup:
         ids = [str(i) for i in range(1, items.shape[0])]
         config = ScoringConfig(prefer_gpu=False, scorer=scorer, exact_backend=backend, intra_op_threads=THREADS)
         plan = plan_scoring(len(ids), prefer_gpu=False, scorer=scorer, exact_backend=backend)
-        encoder = make_session(self.onnx_path, plan.providers, intra_op_threads=THREADS)
-        bundle = ModelBundle("bench", self.onnx_path.parent, MAX_LEN, DIM, ids, items, {}, encoder)
+        encoder = Encoder(self.onnx_path, plan.providers, intra_op_threads=THREADS)
+        bundle = ModelBundle("bench", self.onnx_path.parent, MAX_LEN, DIM, ids, items, {}, encoder.large)
         masks = CatalogMasks.build(ids, CatalogSnapshot())
         return LoadedModel(bundle, ServingItems(ids, items, len(ids)), items, masks, plan,
                            build_scorer(plan, items, config), encoder)
@@ -129,7 +130,9 @@ def engine_vs_torch(setup: Setup, sizes: list[int], batches: list[int], budget: 
             @torch.inference_mode()
             def torch_rank(threads: int = THREADS):
                 torch.set_num_threads(threads)
-                seq = torch.from_numpy(bundle.to_indices(hist))
+                # The same model input as the engine's: cropped to the batch's longest history
+                # (the model was trained on cropped batches; padding columns are pure waste).
+                seq = torch.from_numpy(bundle.to_indices(hist, crop=True))
                 scores = setup.torch_model(seq) @ items_t.T
                 scores[:, 0] = -torch.inf
                 return torch.topk(scores, K, dim=1)

@@ -101,6 +101,12 @@ class ModelBundle:
         self.attribute_index_of = {a: j for j, a in enumerate(self.attribute_ids or [], start=1)}
 
     @property
+    def variable_length(self) -> bool:
+        """Whether the encoder takes [B, L] for any L <= max_len (bundles exported since the
+        sequence axis became dynamic) rather than exactly [B, max_len]."""
+        return variable_length(self.session)
+
+    @property
     def supports_new_items(self) -> bool:
         """Whether this bundle can embed items from their attributes alone."""
         return self.attribute_embeddings is not None
@@ -128,14 +134,20 @@ class ModelBundle:
         """The providers onnxruntime actually uses for the encoder."""
         return self.session.get_providers()
 
-    def to_indices(self, histories: list[list[str]]) -> np.ndarray:
-        """Left-padded int64 [B, max_len]: vocab indices of the last max_len known items."""
-        batch = np.zeros((len(histories), self.max_len), dtype=np.int64)
-        for row, history in enumerate(histories):
-            known = [self.index_of[i] for i in history if i in self.index_of][-self.max_len :]
-            if known:
-                batch[row, self.max_len - len(known) :] = known
-        return batch
+    def to_indices(self, histories: list[list[str]], crop: bool = False) -> np.ndarray:
+        """Left-padded int64 [B, L]: vocab indices of the last max_len known items.
+
+        L is max_len, or with ``crop`` the longest of these rows (at least 1): the model
+        masks padding and counts positions from the end, so cropping the all-padding
+        columns changes nothing but the work (only for a ``variable_length`` encoder).
+        """
+        rows = self.index_rows(histories)
+        return pad_rows(rows, max(1, max(map(len, rows), default=1)) if crop else self.max_len)
+
+    def index_rows(self, histories: list[list[str]]) -> list[list[int]]:
+        """Per history, the vocab indices of its last max_len known items (unknown ids dropped)."""
+        index_of, max_len = self.index_of, self.max_len
+        return [[index_of[i] for i in history if i in index_of][-max_len:] for history in histories]
 
     def encode(self, histories: list[list[str]]) -> np.ndarray:
         """User embeddings float32 [B, dim] for external-id histories, in one ONNX call.
@@ -145,12 +157,28 @@ class ModelBundle:
         """
         if not histories:
             return np.zeros((0, self.dim), dtype=np.float32)
-        (user_emb,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: self.to_indices(histories)})
+        indices = self.to_indices(histories, crop=self.variable_length)
+        (user_emb,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: indices})
         return np.asarray(user_emb, dtype=np.float32)
 
     def scores(self, user_emb: np.ndarray) -> np.ndarray:
         """Scores [B, N+1] of every item index for the given user embeddings (col 0 = padding)."""
         return user_emb @ self.item_embeddings.T
+
+
+def pad_rows(rows: list[list[int]], width: int) -> np.ndarray:
+    """int64 [len(rows), width], each row right-aligned (left-padded with 0); rows fit in width."""
+    batch = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        if row:
+            batch[i, width - len(row):] = row
+    return batch
+
+
+def variable_length(session: ort.InferenceSession) -> bool:
+    """Whether the session's sequence axis is symbolic (any length) rather than fixed."""
+    shape = session.get_inputs()[0].shape
+    return len(shape) == 2 and not isinstance(shape[1], int)
 
 
 def latest_version(models_dir: str | os.PathLike[str]) -> str | None:

@@ -7,7 +7,6 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from shopstream.ranker.v1 import ranker_pb2_grpc
 
 from services.common.grpc_server import cancel_tasks, run_until_signalled, set_health
 from services.common.infra import connect_redis
@@ -20,6 +19,7 @@ from services.common.stores.user_state import RedisUserStateStore
 from services.gateway.fallback import TrendingFallback
 from services.gateway.metrics import gateway_metrics
 from services.gateway.publisher import LazyProducer
+from services.gateway.ranker_client import RankerClient
 from services.gateway.server import SERVICE_NAMES, GatewayDeps, create_server, watch_readiness
 from services.gateway.settings import GatewaySettings
 
@@ -45,7 +45,7 @@ async def serve(settings: GatewaySettings) -> None:
     executor = ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="gateway-publish")
     deps = GatewayDeps(
         redis=redis,
-        ranker=ranker_pb2_grpc.RankerServiceStub(channel),
+        ranker=RankerClient.for_settings(settings, channel, metrics),
         user_states=RedisUserStateStore(redis),
         catalog=catalog,
         fallback=TrendingFallback(RedisTrendingStore(redis), lambda: catalog.snapshot, settings.trending_pool,
@@ -68,6 +68,7 @@ async def serve(settings: GatewaySettings) -> None:
         await cancel_tasks(tasks)
         await set_health(deps.health, SERVICE_NAMES, False)
         await server.stop(settings.grace_s)
+        await deps.ranker.close()
         executor.shutdown(wait=True)
         await asyncio.to_thread(producer.close)
         await channel.close()

@@ -22,6 +22,7 @@ class GatewayMetrics:
     rpc: RpcMetrics
     fallbacks: Counter
     ranker_latency: Histogram
+    ranker_batch_requests: Histogram
     events_tracked: Counter
 
 
@@ -40,6 +41,11 @@ def gateway_metrics() -> GatewayMetrics:
             "Client-side latency of calls to the ranker, by method and gRPC status code",
             ["method", "code"],
             buckets=LATENCY_BUCKETS_SECONDS,
+        ),
+        ranker_batch_requests=Histogram(
+            "shopstream_gateway_ranker_batch_requests",
+            "Rank requests sent together in one RankBatch call to the ranker",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
         ),
         events_tracked=Counter(
             "shopstream_gateway_events_tracked_total",

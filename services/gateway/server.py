@@ -14,13 +14,13 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from shopstream.ranker.v1 import ranker_pb2_grpc
 
 from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, set_health
 from services.common.stores.catalog import CatalogCache
 from services.common.stores.user_state import UserStateStore
 from services.gateway.fallback import TrendingFallback
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.ranker_client import RankerClient
 from services.gateway.servicer import EventPublisher, GatewayServicer
 from services.gateway.settings import GatewaySettings
 
@@ -32,7 +32,7 @@ SERVICE_NAMES = (gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_
 @dataclass
 class GatewayDeps:
     redis: object  # redis.asyncio client, for the readiness PING
-    ranker: ranker_pb2_grpc.RankerServiceStub
+    ranker: RankerClient
     user_states: UserStateStore
     catalog: CatalogCache
     fallback: TrendingFallback

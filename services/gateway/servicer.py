@@ -11,16 +11,15 @@ from typing import Protocol, Sequence
 import grpc
 from shopstream.events.v1 import events_pb2
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
+from shopstream.ranker.v1 import ranker_pb2
 
 from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.filters import ItemFilter
-from services.common.grpc_server import REQUEST_ID_METADATA
-from services.common.logs import request_id
 from services.common.stores.user_state import UserStateStore
 from services.gateway import metrics as m
 from services.gateway import rules
 from services.gateway.fallback import TrendingFallback
+from services.gateway.ranker_client import RankerClient, RankerFailed
 from services.gateway.settings import GatewaySettings
 from services.ingest.validation import InvalidEvent, validate_event
 
@@ -38,17 +37,11 @@ class EventPublisher(Protocol):
     def send_events(self, events: Sequence[events_pb2.Event], wait: bool = True) -> int: ...
 
 
-class _RankerFailed(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(
         self,
         settings: GatewaySettings,
-        ranker: ranker_pb2_grpc.RankerServiceStub,
+        ranker: RankerClient,
         user_states: UserStateStore,
         fallback: TrendingFallback,
         publisher: EventPublisher,
@@ -66,38 +59,13 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     # -- ranker calls --------------------------------------------------------
 
     def _ranker_timeout(self, context: grpc.aio.ServicerContext) -> float:
+        """The ranker gets the smaller of its own bound and the client's deadline less a margin
+        kept for the fallback path."""
         timeout = self._s.ranker_timeout_s
         remaining = context.time_remaining()
         if remaining is not None:
             timeout = min(timeout, remaining - self._s.deadline_margin_s)
         return timeout
-
-    async def _call_ranker(self, method: str, request, context: grpc.aio.ServicerContext):
-        """The ranker's answer, or _RankerFailed(reason) for any RPC failure.
-
-        NOT_FOUND and INVALID_ARGUMENT are the caller's fault and pass through
-        as the matching domain error.
-        """
-        timeout = self._ranker_timeout(context)
-        if timeout <= 0:
-            raise _RankerFailed(m.CLIENT_DEADLINE)
-        start = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return await getattr(self._ranker, method)(
-                request, timeout=timeout, metadata=((REQUEST_ID_METADATA, request_id.get()),))
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            if code == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(exc.details() or "not found") from None
-            if code == grpc.StatusCode.INVALID_ARGUMENT:
-                raise InvalidArgument(exc.details() or "invalid argument") from None
-            reason = {grpc.StatusCode.UNAVAILABLE: m.RANKER_UNAVAILABLE,
-                      grpc.StatusCode.DEADLINE_EXCEEDED: m.RANKER_DEADLINE}.get(code, m.RANKER_ERROR)
-            logger.warning("ranker %s failed: %s %s", method, code.name, exc.details())
-            raise _RankerFailed(reason) from None
-        finally:
-            self._metrics.ranker_latency.labels(method, code.name).observe(time.perf_counter() - start)
 
     # -- Recommend -------------------------------------------------------------
 
@@ -106,9 +74,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         k = rules.resolve_k(request.k, self._s.default_k, self._s.max_k)
         item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
         try:
-            ranked = await self._call_ranker(
-                "Rank", ranker_pb2.RankRequest(user_id=user_id, k=k, filter=item_filter.to_proto()), context)
-        except _RankerFailed as failed:
+            ranked = await self._ranker.rank(
+                ranker_pb2.RankRequest(user_id=user_id, k=k, filter=item_filter.to_proto()),
+                self._ranker_timeout(context))
+        except RankerFailed as failed:
             return await self._trending(user_id, k, item_filter, failed.reason, context=context)
         if not ranked.user_known:
             return await self._trending(user_id, k, item_filter, m.USER_UNKNOWN, model_version=ranked.model_version,
@@ -177,10 +146,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         k = rules.resolve_k(request.k, self._s.default_k, self._s.max_k)
         item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
         try:
-            similar = await self._call_ranker(
-                "Similar", ranker_pb2.SimilarRequest(item_id=item_id, k=k, filter=item_filter.to_proto()),
-                context)
-        except _RankerFailed as failed:
+            similar = await self._ranker.similar(
+                ranker_pb2.SimilarRequest(item_id=item_id, k=k, filter=item_filter.to_proto()),
+                self._ranker_timeout(context))
+        except RankerFailed as failed:
             self._metrics.fallbacks.labels("SimilarItems", failed.reason).inc()
             category = self._fallback.category_of(item_id)
             same_category = ItemFilter(

@@ -15,6 +15,10 @@ class GatewaySettings(BaseSettings):
     # Required: there is no sensible default for where the ranker runs.
     ranker_addr: str
     ranker_timeout_s: float = Field(0.15, gt=0)
+    # Concurrent Recommend calls share RankBatch calls to the ranker (ranker_client.py).
+    ranker_batching: bool = Field(True, description="coalesce concurrent Rank calls into RankBatch")
+    ranker_batch_max: int = Field(64, ge=1, description="most Rank requests in one RankBatch call")
+    ranker_max_in_flight: int = Field(1, ge=1, description="RankBatch calls out at once; later requests queue")
     # Kept back from the client's own deadline for the fallback path.
     deadline_margin_s: float = Field(0.02, ge=0)
     default_k: int = Field(10, ge=1)

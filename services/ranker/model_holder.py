@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import numpy as np
-import onnxruntime as ort
 
 from services.common.filters import ItemFilter
-from services.common.model_bundle import ENCODER_FILE, INPUT_NAME, OUTPUT_NAME, ModelBundle, latest_version, load_bundle
+from services.common.model_bundle import ENCODER_FILE, ModelBundle, latest_version, load_bundle
 from services.common.stores.catalog import CatalogSnapshot
+from services.ranker.encoding import Encoder
 from services.ranker.items import ServingItems
 from services.ranker.metrics import RankerMetrics
-from services.ranker.runtime import ScoringConfig, ScoringPlan, build_scorer, make_session
+from services.ranker.runtime import ScoringConfig, ScoringPlan, build_scorer
 from services.ranker.scoring import CatalogMasks, eligible_mask, top_k, unit_rows, user_scores
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class LoadedModel:
     masks: CatalogMasks
     plan: ScoringPlan | None = None
     scorer: Any = None  # exact.NumpyExact | exact.OnnxExact | ann.IvfIndex
-    encoder: ort.InferenceSession | None = None
+    encoder: Encoder | None = None
 
     @property
     def version(self) -> str:
@@ -52,8 +52,7 @@ class LoadedModel:
         """User embeddings [B, dim] in one call of the tuned encoder session."""
         if self.encoder is None:
             return self.bundle.encode(histories)
-        (user_emb,) = self.encoder.run([OUTPUT_NAME], {INPUT_NAME: self.bundle.to_indices(histories)})
-        return np.asarray(user_emb, dtype=np.float32)
+        return self.encoder.encode(self.bundle, histories)
 
 
 def warm_up(model: LoadedModel) -> None:
@@ -104,13 +103,13 @@ class ModelHolder:
         bundle = load_bundle(self._models_dir, version, prefer_gpu=self._prefer_gpu,
                              intra_op_threads=self._intra_op_threads)
         config = self._scoring
-        encoder = make_session(bundle.path / ENCODER_FILE, config.plan(len(bundle.item_ids)).providers,
-                               intra_op_threads=config.intra_op_threads, allow_spinning=config.allow_spinning)
+        encoder = Encoder(bundle.path / ENCODER_FILE, config.plan(len(bundle.item_ids)).providers,
+                          intra_op_threads=config.intra_op_threads, allow_spinning=config.allow_spinning)
         model = self._serving(bundle, encoder, catalog)
         warm_up(model)
         return model
 
-    def _serving(self, bundle: ModelBundle, encoder: ort.InferenceSession | None,
+    def _serving(self, bundle: ModelBundle, encoder: Encoder | None,
                  catalog: CatalogSnapshot) -> LoadedModel:
         """The model over the catalog's items: new items embedded, then vectors, masks and scorer to match."""
         items = ServingItems.build(bundle, catalog)
@@ -145,7 +144,7 @@ class ModelHolder:
             self._metrics.model_loads.inc()
             self._metrics.model_items.set(len(model.items.item_ids))
             logger.info("serving model %s", model.version,
-                        extra={"model_version": model.version, "providers": model.encoder.get_providers(),
+                        extra={"model_version": model.version, "providers": model.encoder.providers,
                                "scoring": model.plan.describe()})
             for cb in self._listeners:
                 result = cb(model)

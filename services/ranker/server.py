@@ -12,7 +12,7 @@ from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
 from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, set_health
 from services.common.stores.user_state import UserStateStore
-from services.ranker.batcher import MicroBatcher
+from services.common.batching import MicroBatcher
 from services.ranker.engine import RankEngine, Ranked, RankJob
 from services.ranker.metrics import RankerMetrics
 from services.ranker.model_holder import ModelHolder
@@ -51,7 +51,7 @@ def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMe
 
     return MicroBatcher(run, executor, max_batch_size=settings.batch_max_size,
                         max_wait_s=settings.batch_max_wait_ms / 1000.0, max_queue=settings.queue_max,
-                        on_batch=on_batch)
+                        name="ranker", on_batch=on_batch)
 
 
 async def create_server(settings: RankerSettings, deps: RankerDeps) -> tuple[grpc.aio.Server, int]:
@@ -63,7 +63,8 @@ async def create_server(settings: RankerSettings, deps: RankerDeps) -> tuple[grp
     deps.batcher = make_batcher(settings, deps.executor, deps.metrics)
     ranker_pb2_grpc.add_RankerServiceServicer_to_server(
         RankerServicer(deps.holder, deps.user_states, deps.executor, deps.metrics,
-                       max_k=settings.max_k, history_len=settings.history_len, batcher=deps.batcher),
+                       max_k=settings.max_k, history_len=settings.history_len,
+                       max_batch_requests=settings.rank_batch_max_requests, batcher=deps.batcher),
         server,
     )
     deps.health = add_health_and_reflection(server, SERVICE_NAMES)

@@ -1,21 +1,23 @@
-"""RankerService: Rank (personalised top-k) and Similar (item-to-item cosine)."""
+"""RankerService: Rank (personalised top-k), RankBatch (many Rank requests in one call)
+and Similar (item-to-item cosine)."""
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
 from concurrent.futures import Executor
+from typing import Sequence
 
+import grpc
 import numpy as np
 from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
-from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.common.errors import DomainError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.common.filters import ItemFilter
 from services.common.stores.coalescing import CoalescingStateReader
-from services.common.stores.user_state import UserStateStore
-from services.ranker.batcher import MicroBatcher
+from services.common.stores.user_state import UserState, UserStateStore
+from services.common.batching import MicroBatcher
 from services.ranker.engine import RankEngine, Ranked, RankJob
-from services.common.errors import ResourceExhausted
 from services.ranker.metrics import RankerMetrics
 from services.ranker.model_holder import LoadedModel, ModelHolder
 from services.ranker.scoring import eligible_mask, top_k
@@ -30,6 +32,15 @@ def _scored(model: LoadedModel, indices: np.ndarray, scores: np.ndarray) -> list
     return [ranker_pb2.ScoredItem(item_id=ids[i - 1], score=float(s)) for i, s in zip(indices.tolist(), scores.tolist())]
 
 
+def _error_outcome(exc: BaseException) -> ranker_pb2.RankOutcome:
+    """The status Rank would have returned for this error, as one RankBatch outcome."""
+    if isinstance(exc, DomainError):
+        return ranker_pb2.RankOutcome(error=ranker_pb2.RankError(code=exc.code.value[0], message=exc.message))
+    logger.error("unhandled error in RankBatch item", exc_info=exc)
+    return ranker_pb2.RankOutcome(error=ranker_pb2.RankError(code=grpc.StatusCode.INTERNAL.value[0],
+                                                             message="internal error"))
+
+
 class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
     def __init__(
         self,
@@ -40,6 +51,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         *,
         max_k: int,
         history_len: int,
+        max_batch_requests: int = 256,
         batcher: MicroBatcher[RankJob, Ranked] | None = None,
     ) -> None:
         """``batcher`` runs Rank's scoring; by default a micro-batcher with default limits."""
@@ -48,7 +60,8 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         self._executor = executor
         self._metrics = metrics
         self._max_k = max_k
-        self._batcher = batcher or MicroBatcher(RankEngine(), executor)
+        self._max_batch_requests = max_batch_requests
+        self._batcher = batcher or MicroBatcher(RankEngine(), executor, name="ranker")
 
     def _validate(self, field: str, value: str, k: int) -> None:
         if not value:
@@ -58,32 +71,89 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         if not 1 <= k <= self._max_k:
             raise InvalidArgument(f"k must be between 1 and {self._max_k}, got {k}")
 
+    def _checked_filter(self, request: ranker_pb2.RankRequest) -> ItemFilter:
+        self._validate("user_id", request.user_id, request.k)
+        return ItemFilter.from_proto(request.filter)
+
     def _model(self) -> LoadedModel:
         model = self._holder.current
         if model is None:
             raise Unavailable("no model loaded yet")
         return model
 
-    async def Rank(self, request: ranker_pb2.RankRequest, context) -> ranker_pb2.RankResponse:
-        self._validate("user_id", request.user_id, request.k)
-        item_filter = ItemFilter.from_proto(request.filter)
-        model = self._model()
-        state = await self._states.get(request.user_id)
+    async def _read_states(self, user_ids: Sequence[str]) -> list[UserState]:
+        try:
+            return await self._states.get_many(user_ids)
+        except Exception as exc:  # RedisError, OSError, TimeoutError
+            logger.warning("user state read failed: %s", exc or type(exc).__name__)
+            raise Unavailable("user state store unavailable") from None
+
+    def _job(self, model: LoadedModel, request: ranker_pb2.RankRequest, item_filter: ItemFilter,
+             state: UserState) -> tuple[RankJob | None, str]:
+        """The scoring job for a known user and where its vector comes from; (None, "") if unknown."""
         if not state.known:
-            return ranker_pb2.RankResponse(model_version=model.version, user_known=False)
+            return None, ""
         stored = state.embedding_for(model.version)
         if stored is not None and stored.shape != (model.bundle.dim,):
             stored = None
         source = "redis" if stored is not None else "encoded"
         self._metrics.embedding_source.labels(source).inc()
-        job = RankJob(model, state.history, state.purchased, stored, item_filter, request.k)
+        return RankJob(model, state.history, state.purchased, stored, item_filter, request.k), source
+
+    @staticmethod
+    def _response(model: LoadedModel, ranked: Ranked | None, source: str) -> ranker_pb2.RankResponse:
+        if ranked is None:
+            return ranker_pb2.RankResponse(model_version=model.version, user_known=False)
+        return ranker_pb2.RankResponse(items=_scored(model, ranked.indices, ranked.scores),
+                                       model_version=model.version, user_known=True, embedding_source=source)
+
+    async def Rank(self, request: ranker_pb2.RankRequest, context) -> ranker_pb2.RankResponse:
+        item_filter = self._checked_filter(request)
+        model = self._model()
+        (state,) = await self._read_states([request.user_id])
+        job, source = self._job(model, request, item_filter, state)
+        if job is None:
+            return self._response(model, None, source)
         try:
             ranked = await self._batcher.submit(job)
         except ResourceExhausted:
             self._metrics.queue_rejected.inc()
             raise
-        return ranker_pb2.RankResponse(items=_scored(model, ranked.indices, ranked.scores),
-                                       model_version=model.version, user_known=True, embedding_source=source)
+        return self._response(model, ranked, source)
+
+    async def RankBatch(self, request: ranker_pb2.RankBatchRequest, context) -> ranker_pb2.RankBatchResponse:
+        """Every request as Rank would answer it; the states come in one round trip and the
+        jobs join the micro-batcher together. An invalid request fails only its own outcome."""
+        requests = request.requests
+        if len(requests) > self._max_batch_requests:
+            raise InvalidArgument(f"at most {self._max_batch_requests} requests per RankBatch, got {len(requests)}")
+        model = self._model()
+        outcomes: list[ranker_pb2.RankOutcome | None] = [None] * len(requests)
+        valid: list[tuple[int, ranker_pb2.RankRequest, ItemFilter]] = []
+        for i, req in enumerate(requests):
+            try:
+                valid.append((i, req, self._checked_filter(req)))
+            except DomainError as exc:
+                outcomes[i] = _error_outcome(exc)
+        states = await self._read_states([req.user_id for _, req, _ in valid]) if valid else []
+        jobs: list[RankJob] = []
+        slots: list[tuple[int, str]] = []
+        for (i, req, item_filter), state in zip(valid, states):
+            job, source = self._job(model, req, item_filter, state)
+            if job is None:
+                outcomes[i] = ranker_pb2.RankOutcome(response=self._response(model, None, source))
+            else:
+                jobs.append(job)
+                slots.append((i, source))
+        results = await asyncio.gather(*self._batcher.submit_many(jobs), return_exceptions=True)
+        for (i, source), result in zip(slots, results):
+            if isinstance(result, BaseException):
+                if isinstance(result, ResourceExhausted):
+                    self._metrics.queue_rejected.inc()
+                outcomes[i] = _error_outcome(result)
+            else:
+                outcomes[i] = ranker_pb2.RankOutcome(response=self._response(model, result, source))
+        return ranker_pb2.RankBatchResponse(results=outcomes)
 
     async def Similar(self, request: ranker_pb2.SimilarRequest, context) -> ranker_pb2.SimilarResponse:
         self._validate("item_id", request.item_id, request.k)

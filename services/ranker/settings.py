@@ -34,6 +34,7 @@ class RankerSettings(BaseSettings):
     # that queue while the previous batch runs (one batch in flight at a time).
     batch_max_wait_ms: float = Field(0.0, ge=0, description="longest a call waits for batch-mates")
     queue_max: int = Field(1024, ge=1, description="Rank calls waiting beyond this get RESOURCE_EXHAUSTED")
+    rank_batch_max_requests: int = Field(256, ge=1, description="most requests in one RankBatch call")
     # How the catalog is scored (runtime.plan_scoring): exact, or approximate for big catalogs.
     scorer: Literal["auto", "exact", "ann"] = "auto"
     exact_backend: Literal["numpy", "onnx"] = "onnx"

@@ -34,14 +34,18 @@ class Parity:
 
 
 def export_onnx(model: SASRec, path: str | os.PathLike[str]) -> None:
-    """Write the encoder (item_seq int64 [batch, max_len] -> user_emb float32 [batch, dim])."""
+    """Write the encoder (item_seq int64 [batch, seq] -> user_emb float32 [batch, dim]), seq <= max_len.
+
+    The sequence axis is dynamic: the model masks padding and counts positions from the
+    end, so the server may crop a batch's all-padding columns (ModelBundle.to_indices).
+    """
     model.eval()
     dummy = torch.ones(2, model.cfg.max_len, dtype=torch.int64)
     torch.onnx.export(
         model, (dummy,), str(path),
         dynamo=False,  # the TorchScript exporter needs no onnxscript and handles this graph
         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        dynamic_axes={INPUT_NAME: {0: "batch", 1: "seq"}, OUTPUT_NAME: {0: "batch"}},
         opset_version=OPSET,
     )
 
@@ -49,12 +53,14 @@ def export_onnx(model: SASRec, path: str | os.PathLike[str]) -> None:
 @torch.no_grad()
 def check_parity(
     model: SASRec, onnx_path: str | os.PathLike[str], histories: list[np.ndarray],
-    atol: float = 1e-4, score_tol: float = 1e-4,
+    atol: float = 1e-4, score_tol: float = 1e-4, cropped_users: int = 200,
 ) -> Parity:
     """Compare ONNX and torch user embeddings and top-10 items on the given histories.
 
     Top-10 lists must be identical, except where the swapped items' torch scores are
     within ``score_tol`` of each other (a genuine tie that float noise may reorder).
+    The embeddings must also match when the encoder gets each of the first
+    ``cropped_users`` histories alone, cropped to its own length (what serving sends).
     """
     model.eval()
     inputs = pad_left(histories, model.cfg.max_len)
@@ -74,6 +80,10 @@ def check_parity(
         gap = np.abs(torch_scores[row, top_t[row]] - torch_scores[row, top_o[row]]).max()
         mismatched += int(gap > score_tol)
     max_diff = float(np.abs(torch_emb - onnx_emb).max()) if len(inputs) else 0.0
+    for row in range(min(cropped_users, len(inputs))):
+        width = max(1, int(np.count_nonzero(inputs[row])))
+        (alone,) = session.run([OUTPUT_NAME], {INPUT_NAME: inputs[row:row + 1, -width:]})
+        max_diff = max(max_diff, float(np.abs(alone[0] - torch_emb[row]).max()))
     return Parity(
         users=len(inputs), max_abs_diff=max_diff, top10_exact_match=float(exact.mean()) if len(inputs) else 1.0,
         top10_mismatched_users=mismatched, ok=max_diff <= atol and mismatched == 0,

@@ -8,15 +8,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from google.protobuf.message import DecodeError
 import numpy as np
 import pytest
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from shopstream.ranker.v1 import ranker_pb2_grpc
+from support.kafka import read_topic_async
+from support.toy_bundle import publish_toy_bundle
 
 from services.common import topics
 from services.common.embedded import free_port
@@ -26,6 +28,7 @@ from services.common.stores.user_state import EventWrite, RedisUserStateStore
 from services.gateway.fallback import TrendingFallback
 from services.gateway.metrics import gateway_metrics
 from services.gateway.publisher import LazyProducer
+from services.gateway.ranker_client import RankerClient
 from services.gateway.server import GatewayDeps, create_server, watch_readiness
 from services.gateway.settings import GatewaySettings
 from services.ingest.producer import EventProducer, ensure_topics
@@ -33,9 +36,8 @@ from services.ranker.metrics import ranker_metrics
 from services.ranker.model_holder import ModelHolder
 from services.ranker.server import RankerDeps
 from services.ranker.server import create_server as create_ranker
+from services.ranker.servicer import RankerServicer
 from services.ranker.settings import RankerSettings
-from support.kafka import read_topic_async
-from support.toy_bundle import publish_toy_bundle
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +96,7 @@ async def gateway_server(ranker_addr, redis_client, redis_url, publisher=None, *
     executor = ThreadPoolExecutor(2)
     deps = GatewayDeps(
         redis=redis_client,
-        ranker=ranker_pb2_grpc.RankerServiceStub(channel),
+        ranker=RankerClient.for_settings(settings, channel, gateway_metrics()),
         user_states=RedisUserStateStore(redis_client),
         catalog=catalog,
         fallback=TrendingFallback(RedisTrendingStore(redis_client), lambda: catalog.snapshot, settings.trending_pool),
@@ -124,6 +126,7 @@ async def gateway_server(ranker_addr, redis_client, redis_url, publisher=None, *
             await readiness
         await client.close()
         await server.stop(0)
+        await deps.ranker.close()
         await channel.close()
         executor.shutdown(wait=True)
 
@@ -168,6 +171,39 @@ async def test_personalized_when_the_ranker_answers(world, redis_client, redis_u
         assert ids(padded) == ["h4", "h3", "h2", "t2"]
         scores = [i.score for i in padded.items]
         assert scores == sorted(scores, reverse=True)
+
+
+def batch_calls() -> tuple[float, float]:
+    """(RankBatch calls, requests in them) the gateway has sent so far in this process."""
+    get = REGISTRY.get_sample_value
+    return (get("shopstream_gateway_ranker_batch_requests_count") or 0.0,
+            get("shopstream_gateway_ranker_batch_requests_sum") or 0.0)
+
+
+async def test_concurrent_recommends_share_rank_batch_calls(world, redis_client, redis_url):
+    # Every ranker state read takes 0.3 s, so the first call is still out when the others arrive.
+    async with ranker_server(world, redis_client, redis_url, servicer_delay_s=0.3) as addr, \
+            gateway_server(addr, redis_client, redis_url, ranker_timeout_s=5.0) as gw:
+        calls_before, requests_before = batch_calls()
+        replies = await asyncio.gather(*(gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=10)
+                                         for _ in range(20)))
+        calls, requests = batch_calls()
+        assert all(r.strategy == gateway_pb2.STRATEGY_PERSONALIZED and ids(r) == ["h4", "h3", "h2"] for r in replies)
+        assert requests - requests_before == 20
+        assert calls - calls_before == 2  # the first alone (nothing waits for batch-mates), then the other 19
+
+
+async def test_a_ranker_without_rank_batch_gets_unary_calls(world, redis_client, redis_url, monkeypatch):
+    async def unimplemented(self, request, context):  # what a ranker from before RankBatch answers
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+
+    monkeypatch.setattr(RankerServicer, "RankBatch", unimplemented)
+    async with ranker_server(world, redis_client, redis_url) as addr, \
+            gateway_server(addr, redis_client, redis_url) as gw:
+        for _ in range(2):  # the first call finds out, the second goes unary straight away
+            resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=5)
+            assert resp.strategy == gateway_pb2.STRATEGY_PERSONALIZED and not resp.degraded
+            assert ids(resp) == ["h4", "h3", "h2"]
 
 
 async def test_unknown_user_gets_trending_not_degraded(world, redis_client, redis_url):

@@ -101,6 +101,41 @@ async def test_invalid_requests(ranker, request_, message):
     assert err.value.details() == message
 
 
+async def test_rank_batch_answers_each_request_as_rank_would(ranker):
+    await add_history(ranker.states, "u1", ["s1", "s2"], purchased={"s2"})
+    await add_history(ranker.states, "u3", ["h1"])
+    flt = ranker_pb2.ItemFilter(in_stock_only=True, exclude_purchased=True)
+    requests = [
+        ranker_pb2.RankRequest(user_id="u1", k=3, filter=flt),
+        ranker_pb2.RankRequest(user_id="", k=3),  # invalid: fails alone
+        ranker_pb2.RankRequest(user_id="nobody", k=3),  # unknown: answered, not ranked
+        ranker_pb2.RankRequest(user_id="u3", k=99),  # invalid k
+        ranker_pb2.RankRequest(user_id="u3", k=2, filter=flt),
+        ranker_pb2.RankRequest(user_id="u1", k=3, filter=flt),  # a repeat gets the same answer
+    ]
+    reply = await ranker.stub.RankBatch(ranker_pb2.RankBatchRequest(requests=requests), timeout=5)
+    assert len(reply.results) == len(requests)
+    one_by_one = [await ranker.stub.Rank(requests[i], timeout=5) for i in (0, 2, 4)]
+    ok, bad_id, unknown, bad_k, hats, repeat = reply.results
+    assert ok.response == one_by_one[0] and repeat.response == one_by_one[0]
+    assert ids(ok.response)[:2] == ["s4", "s1"]
+    assert unknown.response == one_by_one[1] and not unknown.response.user_known
+    assert hats.response == one_by_one[2] and ids(hats.response)[0] == "h4"
+    assert (bad_id.error.code, bad_id.error.message) == (grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                                                         "user_id is required")
+    assert (bad_k.error.code, bad_k.error.message) == (grpc.StatusCode.INVALID_ARGUMENT.value[0],
+                                                       "k must be between 1 and 50, got 99")
+    assert not ok.HasField("error") and not bad_id.HasField("response")
+
+    empty = await ranker.stub.RankBatch(ranker_pb2.RankBatchRequest(), timeout=5)
+    assert len(empty.results) == 0
+    too_many = [ranker_pb2.RankRequest(user_id=f"u{n}", k=1) for n in range(ranker.settings.rank_batch_max_requests + 1)]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ranker.stub.RankBatch(ranker_pb2.RankBatchRequest(requests=too_many), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 256 requests per RankBatch" in err.value.details()
+
+
 async def test_similar_is_cosine_and_unknown_item_is_not_found(ranker):
     resp = await ranker.stub.Similar(ranker_pb2.SimilarRequest(item_id="h1", k=3), timeout=5)
     assert set(ids(resp)) == {"h2", "h3", "h4"}

@@ -39,6 +39,11 @@ class RankerServiceStub:
                 request_serializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankRequest.SerializeToString,
                 response_deserializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankResponse.FromString,
                 _registered_method=True)
+        self.RankBatch = channel.unary_unary(
+                '/shopstream.ranker.v1.RankerService/RankBatch',
+                request_serializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankBatchRequest.SerializeToString,
+                response_deserializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankBatchResponse.FromString,
+                _registered_method=True)
         self.Similar = channel.unary_unary(
                 '/shopstream.ranker.v1.RankerService/Similar',
                 request_serializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.SimilarRequest.SerializeToString,
@@ -50,6 +55,12 @@ class RankerServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Rank(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RankBatch(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -68,6 +79,11 @@ def add_RankerServiceServicer_to_server(servicer, server):
                     servicer.Rank,
                     request_deserializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankRequest.FromString,
                     response_serializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankResponse.SerializeToString,
+            ),
+            'RankBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RankBatch,
+                    request_deserializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankBatchRequest.FromString,
+                    response_serializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankBatchResponse.SerializeToString,
             ),
             'Similar': grpc.unary_unary_rpc_method_handler(
                     servicer.Similar,
@@ -102,6 +118,33 @@ class RankerService:
             '/shopstream.ranker.v1.RankerService/Rank',
             shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankRequest.SerializeToString,
             shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RankBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.ranker.v1.RankerService/RankBatch',
+            shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankBatchRequest.SerializeToString,
+            shopstream_dot_ranker_dot_v1_dot_ranker__pb2.RankBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

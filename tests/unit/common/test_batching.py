@@ -9,7 +9,7 @@ import threading
 import grpc
 import pytest
 
-from services.ranker.batcher import MicroBatcher
+from services.common.batching import MicroBatcher
 from services.common.errors import ResourceExhausted
 
 
@@ -132,3 +132,88 @@ async def test_close_fails_waiting_jobs_with_resource_exhausted():
 def test_invalid_limits_are_refused():
     with pytest.raises(ValueError):
         MicroBatcher(lambda jobs: jobs, None, max_batch_size=0)
+
+
+class AsyncGate:
+    """A coroutine batch function (the gateway's RankBatch call): each batch waits for release."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.running = 0
+        self.most_running = 0
+        self.release = asyncio.Event()
+
+    async def __call__(self, jobs):
+        self.batches.append(list(jobs))
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+        return [j * 10 for j in jobs]
+
+
+async def test_a_coroutine_batch_function_runs_on_the_loop_with_at_most_max_in_flight_batches():
+    fn = AsyncGate()
+    batcher = MicroBatcher(fn, max_batch_size=4, max_wait_s=0, max_in_flight=2)
+    first = [asyncio.create_task(batcher.submit(i)) for i in range(2)]
+    await until(lambda: len(fn.batches) == 1)
+    second = [asyncio.create_task(batcher.submit(i)) for i in range(2, 4)]
+    await until(lambda: len(fn.batches) == 2)  # a second batch goes out while the first is running
+    rest = [asyncio.create_task(batcher.submit(i)) for i in range(4, 10)]
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(fn.batches) == 2 and batcher.depth == 6  # both slots busy: the rest wait in the queue
+    fn.release.set()
+    assert await asyncio.gather(*first, *second, *rest) == [i * 10 for i in range(10)]
+    assert fn.most_running == 2
+    assert [len(b) for b in fn.batches] == [2, 2, 4, 2]
+    await batcher.close()
+
+
+async def test_without_isolation_a_failed_call_fails_its_whole_batch_once():
+    calls = []
+
+    async def fn(jobs):
+        calls.append(list(jobs))
+        raise ConnectionError("peer gone")
+
+    batcher = MicroBatcher(fn, max_batch_size=8, max_wait_s=0.05, isolate_failures=False)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(5)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    assert calls == [[0, 1, 2, 3, 4]]  # not retried one by one
+    await batcher.close()
+
+
+async def test_submit_many_queues_jobs_together_and_fails_only_what_does_not_fit():
+    fn = Recorder()
+    fn.gate.clear()
+    batcher = MicroBatcher(fn, None, max_batch_size=8, max_wait_s=0, max_queue=4)
+    running = asyncio.create_task(batcher.submit(0))
+    await until(fn.entered.is_set)
+    futures = batcher.submit_many(list(range(1, 7)))  # 4 fit, 2 do not
+    fn.gate.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert await running == 0
+    assert results[:4] == [10, 20, 30, 40]
+    assert all(isinstance(r, ResourceExhausted) for r in results[4:])
+    assert fn.batches == [[0], [1, 2, 3, 4]]
+    await batcher.close()
+
+
+async def test_batches_do_not_inherit_the_first_callers_context():
+    import contextvars
+
+    var = contextvars.ContextVar("request_id", default="none")
+    seen = []
+
+    async def fn(jobs):
+        seen.append(var.get())
+        return jobs
+
+    batcher = MicroBatcher(fn, max_wait_s=0)
+    var.set("first-caller")
+    assert await batcher.submit(1) == 1
+    assert seen == ["none"]
+    await batcher.close()
