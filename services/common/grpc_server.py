@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
-import uuid
 from typing import Awaitable, Callable, Iterable
 
 import grpc
@@ -55,7 +55,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         latency = self._metrics.latency.labels(method)
 
         async def wrapper(request, context: grpc.aio.ServicerContext):
-            rid = _metadata_value(context.invocation_metadata(), REQUEST_ID_METADATA) or uuid.uuid4().hex[:16]
+            rid = _metadata_value(context.invocation_metadata(), REQUEST_ID_METADATA) or os.urandom(8).hex()
             token = request_id.set(rid)
             start = time.perf_counter()
             code = grpc.StatusCode.OK

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from concurrent.futures import Executor
 from typing import Protocol, Sequence
 
@@ -13,7 +12,7 @@ from shopstream.events.v1 import events_pb2
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from shopstream.ranker.v1 import ranker_pb2
 
-from services.common.errors import InvalidArgument, NotFound, Unavailable
+from services.common.errors import InvalidArgument, Unavailable
 from services.common.filters import ItemFilter
 from services.common.stores.user_state import UserStateStore
 from services.gateway import metrics as m

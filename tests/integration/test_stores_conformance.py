@@ -116,5 +116,6 @@ async def test_apply_survives_a_script_cache_flush(users, redis_client):
     assert await users.apply_events([ev(1)]) == [True]
     await redis_client.script_flush()  # as after a Redis restart: NOSCRIPT, then load and re-run
     assert await users.apply_events([ev(1), ev(2, user="u2")]) == [False, True]
+    await redis_client.script_flush()  # the read script too
     (u2,) = await users.get_states(["u2"], history_len=10)
     assert u2.history == ["i2"] and u2.hist_version == 1

@@ -83,6 +83,23 @@ if return_len > 0 then
 end
 return table.concat(flags) .. '\\254' .. hist_version .. '\\254' .. history
 """
+_READ_USER_STATE = """
+-- KEYS: hist, purchased, counts, embedding (one user, one hash slot); ARGV: history_len,
+-- with_embedding ('1' / '0'). Read only. Returns {text, vec}: text is
+-- "history RS purchased RS hist_version RS embedding model RS embedding hist_version", lists
+-- joined by US (the separators of _APPLY_USER_EVENTS), history newest first; vec is the
+-- embedding's raw bytes or nil. One script call instead of four commands: the client packs
+-- one command and splits one string per user.
+local history = table.concat(redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1), '\\255')
+local purchased = table.concat(redis.call('SMEMBERS', KEYS[2]), '\\255')
+local hist_version = redis.call('HGET', KEYS[3], 'hist_version') or '0'
+local vec, model, emb_version = false, '', '-1'
+if ARGV[2] == '1' then
+  local emb = redis.call('HMGET', KEYS[4], 'vec', 'model', 'hist_version')
+  vec, model, emb_version = emb[1], emb[2] or '', emb[3] or '-1'
+end
+return {history .. '\\254' .. purchased .. '\\254' .. hist_version .. '\\254' .. model .. '\\254' .. emb_version, vec}
+"""
 # The separators as str: lone surrogates that the "surrogateescape" codec turns into the
 # bytes 0xFF and 0xFE (and back), so packing and splitting stay single C-level calls.
 _US, _RS = "\udcff", "\udcfe"
@@ -162,6 +179,7 @@ class RedisUserStateStore:
         # SCRIPT EXISTS, one more round trip per batch. A NOSCRIPT reply (Redis
         # restarted or flushed) loads the script and re-runs just those calls.
         self._apply_sha = redis.register_script(_APPLY_USER_EVENTS).sha
+        self._read_sha = redis.register_script(_READ_USER_STATE).sha
         self._history_cap_b = str(history_cap).encode()
         self._dedup_cap_b = str(dedup_cap).encode()
 
@@ -194,7 +212,7 @@ class RedisUserStateStore:
              *head, (_RS.join(rows) + _RS).encode("utf-8", "surrogateescape"))
             for uid, rows in packed.items()
         ]
-        replies = await self._evalsha_all(calls)
+        replies = await self._evalsha_all(_APPLY_USER_EVENTS, calls)
         new = [False] * len(events)
         states: dict[str, UserState] = {}
         for (uid, positions), reply in zip(by_user.items(), replies):
@@ -206,7 +224,7 @@ class RedisUserStateStore:
             states[uid] = UserState(user_id=uid, history=items, hist_version=int(hist_version))
         return AppliedEvents(new, states)
 
-    async def _evalsha_all(self, calls: list[tuple]) -> list:
+    async def _evalsha_all(self, script: str, calls: list[tuple]) -> list:
         """EVALSHA each call in one pipeline; calls that met NOSCRIPT run again once it is loaded.
 
         Each call is one user's whole batch and atomic, so re-running only the
@@ -218,7 +236,7 @@ class RedisUserStateStore:
         replies = await pipe.execute(raise_on_error=False)
         missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
         if missing:
-            await self._redis.script_load(_APPLY_USER_EVENTS)
+            await self._redis.script_load(script)
             pipe = self._redis.pipeline(transaction=False)
             for i in missing:
                 pipe.execute_command("EVALSHA", *calls[i])
@@ -233,29 +251,22 @@ class RedisUserStateStore:
                          with_embedding: bool = True) -> list[UserState]:
         """One pipelined round trip. ``with_embedding=False`` leaves out the embedding hash,
         for callers that need only history and purchases (the gateway's exclusions)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for uid in user_ids:
-            pipe.lrange(keys.history(uid), 0, history_len - 1)
-            pipe.smembers(keys.purchased(uid))
-            pipe.hget(keys.counters(uid), "hist_version")
-            if with_embedding:
-                pipe.hgetall(keys.embedding(uid))
-        raw = await pipe.execute()
-        per_user = 4 if with_embedding else 3
+        flag = b"1" if with_embedding else b"0"
+        length = str(max(1, history_len)).encode()
+        calls = [(self._read_sha, 4, keys.history(uid), keys.purchased(uid), keys.counters(uid), keys.embedding(uid),
+                  length, flag) for uid in user_ids]
+        replies = await self._evalsha_all(_READ_USER_STATE, calls) if calls else []
         states = []
-        for i, uid in enumerate(user_ids):
-            hist, bought, hv = raw[per_user * i: per_user * i + 3]
-            emb = raw[per_user * i + 3] if with_embedding else None
-            state = UserState(
-                user_id=uid,
-                history=[h.decode() for h in reversed(hist)],
-                purchased={p.decode() for p in bought},
-                hist_version=int(hv or 0),
-            )
-            if emb and b"vec" in emb:
-                state.embedding = np.frombuffer(emb[b"vec"], dtype=np.float32)
-                state.embedding_model = emb.get(b"model", b"").decode()
-                state.embedding_hist_version = int(emb.get(b"hist_version", b"-1"))
+        for uid, (text, vec) in zip(user_ids, replies):
+            history, bought, hist_version, model, emb_version = text.decode("utf-8", "surrogateescape").split(_RS)
+            items = history.split(_US) if history else []
+            items.reverse()
+            state = UserState(user_id=uid, history=items, purchased=set(bought.split(_US)) if bought else set(),
+                              hist_version=int(hist_version))
+            if vec is not None:
+                state.embedding = np.frombuffer(vec, dtype=np.float32)
+                state.embedding_model = model
+                state.embedding_hist_version = int(emb_version)
             states.append(state)
         return states
 
