@@ -68,6 +68,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="share input and output item (and attribute) embeddings")
     p.add_argument("--no-output-attributes", action="store_true",
                    help="with attributes: output item embeddings use ids only")
+    p.add_argument("--prefix-training", action=argparse.BooleanOptionalAction, default=t.prefix_training,
+                   help="train the last position of every prefix (BSARec's recipe); --no-prefix-training: "
+                        "every position of each sequence at once (needs --no-bidirectional-filter)")
+    p.add_argument("--bidirectional-filter", action=argparse.BooleanOptionalAction,
+                   default=m.filter_bidirectional,
+                   help="the filter's low-pass also mixes later items of the input (needs prefix training)")
     p.add_argument("--log-level", default="INFO")
 
 
@@ -88,7 +94,8 @@ def configs(args: argparse.Namespace, num_items: int, num_attributes: int, seed:
 
     train_cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
                             max_epochs=args.epochs, patience=args.patience,
-                            max_minutes=args.max_minutes, seed=seed, threads=args.threads)
+                            max_minutes=args.max_minutes, seed=seed, threads=args.threads,
+                            prefix_training=args.prefix_training)
     model_cfg = ModelConfig(num_items=num_items, max_len=args.max_len, dim=args.dim,
                             num_blocks=args.blocks, num_heads=args.heads,
                             ffn_dim=args.ffn_dim or 4 * args.dim, dropout=args.dropout,
@@ -96,7 +103,7 @@ def configs(args: argparse.Namespace, num_items: int, num_attributes: int, seed:
                             output_attributes=not args.no_output_attributes,
                             id_dropout=args.id_dropout, filter_mix=args.filter_mix,
                             filter_window=args.filter_window, label_smoothing=args.label_smoothing,
-                            tied=args.tied)
+                            tied=args.tied, filter_bidirectional=args.bidirectional_filter)
     return model_cfg, train_cfg
 
 

@@ -104,6 +104,37 @@ def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
+class PrefixBatches:
+    """Last-position training on every prefix (BSARec's recipe): for each training sequence
+    s and each i >= 1 one example, input s[:i] -> target s[i].
+
+    Yields the same (inputs, targets) pairs as TrainBatches, with every target but the
+    last column zero, so the model's loss (CE at non-zero targets) trains the last
+    position only; required by a bidirectional filter (a position may then see later
+    items of its own input, never its target).
+    """
+
+    def __init__(self, sequences: list[np.ndarray], max_len: int, batch_size: int) -> None:
+        prefixes = [(s[max(0, i - max_len):i], s[i]) for s in sequences for i in range(1, len(s))]
+        self.inputs = pad_left([p for p, _ in prefixes], max_len)
+        self.answers = np.array([t for _, t in prefixes], dtype=np.int64)
+        self.lengths = np.array([len(p) for p, _ in prefixes], dtype=np.int64)
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = np.argsort(self.lengths + rng.uniform(0, 3, len(self.lengths)), kind="stable")
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            rows = batches[b]
+            width = int(self.lengths[rows].max())
+            targets = np.zeros((len(rows), width), dtype=np.int64)
+            targets[:, -1] = self.answers[rows]
+            yield torch.from_numpy(self.inputs[rows, -width:]), torch.from_numpy(targets)
+
+
 class TrainBatches:
     """Next-item (input, target) batches from training sequences.
 

@@ -32,6 +32,10 @@ class ModelConfig:
     filter_window: float = 4.0  # initial decay length (items) of the filter's low-pass kernel
     label_smoothing: float = 0.0
     tied: bool = False  # output item embeddings = input ones (id and attribute tables shared)
+    # The filter's low-pass also mixes LATER items of the sequence (BSARec's FFT is
+    # bidirectional too). Leak-free only with last-position training on prefixes
+    # (TrainConfig.prefix_training); the user embedding is still the last position's.
+    filter_bidirectional: bool = True
 
 
 class SoftmaxCrossEntropy(torch.autograd.Function):
@@ -85,12 +89,18 @@ class CausalFilter(nn.Module):
         lags = torch.arange(cfg.max_len, dtype=torch.float32)
         self.lag_logits = nn.Parameter(-lags / max(cfg.filter_window, 1e-3))
         self.beta = nn.Parameter(torch.ones(cfg.dim))
+        self.bidirectional = cfg.filter_bidirectional
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         length = x.shape[1]
         idx = torch.arange(length, device=x.device)
-        lag = (idx[:, None] - idx[None, :]).clamp(min=0)
-        weights = self.lag_logits[lag].masked_fill(~mask[:, 0], -1e9).softmax(-1)  # [B, L, L]
+        if self.bidirectional:  # every real item, on both sides, weighted by distance
+            lag = (idx[:, None] - idx[None, :]).abs()
+            visible = mask[:, 0, -1:, :] | (idx[:, None] == idx[None, :])  # the last query sees all real keys
+        else:
+            lag = (idx[:, None] - idx[None, :]).clamp(min=0)
+            visible = mask[:, 0]
+        weights = self.lag_logits[lag].masked_fill(~visible, -1e9).softmax(-1)  # [B, L, L]
         low = weights @ x
         return low + self.beta * (x - low)
 
@@ -244,7 +254,8 @@ class SASRec(nn.Module):
         return weight
 
     def loss(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Full softmax cross-entropy over all N items at every non-padded position."""
+        """Full softmax cross-entropy over all N items at every non-padded target
+        (prefix training sets only the last column; see data.PrefixBatches)."""
         h = self.hidden(item_seq)
         keep = targets > 0
         table = self.item_table(drop_ids=self.training)

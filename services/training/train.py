@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from services.training.data import Split, TrainBatches
+from services.training.data import PrefixBatches, Split, TrainBatches
 from services.training.evaluate import evaluate_model
 from services.training.model import SASRec
 
@@ -28,6 +28,8 @@ class TrainConfig:
     max_minutes: float = 25.0
     seed: int = 42
     threads: int = 2
+    # Train the last position of every prefix (data.PrefixBatches) instead of every position.
+    prefix_training: bool = True
 
 
 @dataclass
@@ -52,7 +54,11 @@ def seed_everything(seed: int, threads: int) -> None:
 def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
     """Train in place; on return ``model`` holds the weights of the best validation epoch."""
     rng = np.random.default_rng(cfg.seed)
-    batches = TrainBatches(split.train, model.cfg.max_len, cfg.batch_size)
+    if model.cfg.filter_bidirectional and not cfg.prefix_training:
+        raise ValueError("a bidirectional filter needs prefix training (all-position training would leak "
+                         "targets): use --no-bidirectional-filter with --no-prefix-training")
+    batch_type = PrefixBatches if cfg.prefix_training else TrainBatches
+    batches = batch_type(split.train, model.cfg.max_len, cfg.batch_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best_ndcg, best_epoch, best_state, best_valid = -1.0, 0, None, {}
     history: list[dict[str, float]] = []

@@ -6,7 +6,9 @@ from services.training.model import ModelConfig, SASRec, SoftmaxCrossEntropy
 
 
 def make_model(**kw) -> SASRec:
+    """The causal model (bidirectional filter off), as all-position training needs it."""
     torch.manual_seed(0)
+    kw.setdefault("filter_bidirectional", False)
     return SASRec(ModelConfig(num_items=30, max_len=8, dim=16, num_heads=2, ffn_dim=32, **kw)).eval()
 
 
@@ -92,6 +94,9 @@ def test_fused_cross_entropy_label_smoothing_matches_autograd():
 def test_causal_filter_keeps_causality_and_padding_invariance():
     for norm_first in (True, False):
         model = make_model(norm_first=norm_first, filter_mix=0.5)
+        with torch.no_grad():  # beta starts at 1, where the filter is the identity: make it filter
+            for block in model.blocks:
+                block.filter.beta.fill_(0.3)
         seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8]])
         changed = seq.clone()
         changed[0, 5:] = torch.tensor([20, 21, 22])
