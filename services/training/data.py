@@ -104,14 +104,40 @@ def pad_left(seqs: list[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
-class PrefixBatches:
-    """Last-position training on every prefix (BSARec's recipe): for each training sequence
-    s and each i >= 1 one example, input s[:i] -> target s[i].
+class _LengthBatches:
+    """Batches of examples of similar length, each cropped to its longest example, so
+    short sequences (most of an Amazon category) do not pay for 50 positions; batch
+    order and membership are reshuffled every epoch with the given generator.
+    Subclasses set ``inputs`` [E, max_len] (left-padded) and ``lengths`` [E], and build
+    each batch's targets in ``_targets``."""
 
-    Yields the same (inputs, targets) pairs as TrainBatches, with every target but the
-    last column zero, so the model's loss (CE at non-zero targets) trains the last
-    position only; required by a bidirectional filter (a position may then see later
-    items of its own input, never its target).
+    inputs: np.ndarray
+    lengths: np.ndarray
+    batch_size: int
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def _targets(self, rows: np.ndarray, width: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def epoch(self, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Jitter lengths before sorting so batches differ between epochs.
+        order = np.argsort(self.lengths + rng.uniform(0, 3, len(self.lengths)), kind="stable")
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            rows = batches[b]
+            width = int(self.lengths[rows].max())
+            yield torch.from_numpy(self.inputs[rows, -width:]), torch.from_numpy(self._targets(rows, width))
+
+
+class PrefixBatches(_LengthBatches):
+    """Last-position training on every prefix (BSARec's recipe): for each training sequence
+    s and each i >= 1 one example, input s[:i] (its last ``max_len`` items) -> target s[i].
+
+    Targets are zero but for the last column, so the model's loss (CE at non-zero
+    targets) trains the last position only; required by a bidirectional filter (a
+    position may then see later items of its own input, never its target).
     """
 
     def __init__(self, sequences: list[np.ndarray], max_len: int, batch_size: int) -> None:
@@ -121,28 +147,15 @@ class PrefixBatches:
         self.lengths = np.array([len(p) for p, _ in prefixes], dtype=np.int64)
         self.batch_size = batch_size
 
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def epoch(self, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        order = np.argsort(self.lengths + rng.uniform(0, 3, len(self.lengths)), kind="stable")
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for b in rng.permutation(len(batches)):
-            rows = batches[b]
-            width = int(self.lengths[rows].max())
-            targets = np.zeros((len(rows), width), dtype=np.int64)
-            targets[:, -1] = self.answers[rows]
-            yield torch.from_numpy(self.inputs[rows, -width:]), torch.from_numpy(targets)
+    def _targets(self, rows: np.ndarray, width: int) -> np.ndarray:
+        targets = np.zeros((len(rows), width), dtype=np.int64)
+        targets[:, -1] = self.answers[rows]
+        return targets
 
 
-class TrainBatches:
-    """Next-item (input, target) batches from training sequences.
-
-    Each sequence s gives input s[:-1] and target s[1:] (last ``max_len``). Batches are
-    built from examples of similar length and cropped to the longest one, so short
-    sequences (most of an Amazon category) do not pay for 50 positions; batch order
-    and membership are reshuffled every epoch with the given generator.
-    """
+class TrainBatches(_LengthBatches):
+    """All-position next-item batches: each sequence s gives input s[:-1] and target s[1:]
+    (its last ``max_len``)."""
 
     def __init__(self, train: list[np.ndarray], max_len: int, batch_size: int) -> None:
         examples = [s[-(max_len + 1):] for s in train if len(s) >= 2]
@@ -151,15 +164,5 @@ class TrainBatches:
         self.lengths = np.array([len(s) - 1 for s in examples], dtype=np.int64)
         self.batch_size = batch_size
 
-    def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
-
-    def epoch(self, rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # Jitter lengths before sorting so batches differ between epochs.
-        order = np.argsort(self.lengths + rng.uniform(0, 3, len(self.lengths)), kind="stable")
-        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for b in rng.permutation(len(batches)):
-            rows = batches[b]
-            width = int(self.lengths[rows].max())
-            yield (torch.from_numpy(self.inputs[rows, -width:]),
-                   torch.from_numpy(self.targets[rows, -width:]))
+    def _targets(self, rows: np.ndarray, width: int) -> np.ndarray:
+        return self.targets[rows, -width:]
