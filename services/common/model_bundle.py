@@ -95,16 +95,14 @@ class ModelBundle:
     attribute_embeddings: np.ndarray | None = field(default=None, repr=False)
     index_of: dict[str, int] = field(init=False, repr=False)
     attribute_index_of: dict[str, int] = field(init=False, repr=False)
+    # Whether the encoder takes [B, L] for any L <= max_len (bundles exported since the
+    # sequence axis became dynamic) rather than exactly [B, max_len]; read once, not per call.
+    variable_length: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.index_of = {item: i for i, item in enumerate(self.item_ids, start=1)}
         self.attribute_index_of = {a: j for j, a in enumerate(self.attribute_ids or [], start=1)}
-
-    @property
-    def variable_length(self) -> bool:
-        """Whether the encoder takes [B, L] for any L <= max_len (bundles exported since the
-        sequence axis became dynamic) rather than exactly [B, max_len]."""
-        return variable_length(self.session)
+        self.variable_length = variable_length(self.session)
 
     @property
     def supports_new_items(self) -> bool:

@@ -54,7 +54,7 @@ def seed_everything(seed: int, threads: int) -> None:
 def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
     """Train in place; on return ``model`` holds the weights of the best validation epoch."""
     rng = np.random.default_rng(cfg.seed)
-    if model.cfg.filter_bidirectional and not cfg.prefix_training:
+    if model.cfg.filter_bidirectional and model.cfg.filter_mix > 0 and not cfg.prefix_training:
         raise ValueError("a bidirectional filter needs prefix training (all-position training would leak "
                          "targets): use --no-bidirectional-filter with --no-prefix-training")
     batch_type = PrefixBatches if cfg.prefix_training else TrainBatches

@@ -22,26 +22,20 @@ class CoalescingStateReader:
         self._flusher: asyncio.Task | None = None
 
     async def get(self, user_id: str) -> UserState:
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((user_id, future))
-        self._ensure_flusher()
-        return await future
+        return (await self.get_many([user_id]))[0]
 
     async def get_many(self, user_ids: Sequence[str]) -> list[UserState]:
         """States of several users (in order), in the same round trips as everyone else's."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in user_ids]
         self._pending.extend(zip(user_ids, futures))
-        self._ensure_flusher()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
         states = await asyncio.gather(*futures, return_exceptions=True)
         for state in states:
             if isinstance(state, BaseException):
                 raise state
         return states
-
-    def _ensure_flusher(self) -> None:
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the callers that are ready join this round trip
