@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
 
+from services.common.periodic import raise_if_cancelling
 from services.common.stores.user_state import EmbeddingWrite, UserState, UserStateStore
 from services.features.metrics import FeaturesMetrics
 from services.features.models import ModelHolder
@@ -108,6 +109,7 @@ class EmbeddingRefresher:
             try:
                 await self.refresh_states(states)
             except Exception:  # the ranker encodes on request while an embedding is stale
+                raise_if_cancelling()
                 self._metrics.embedding_refresh_failures.inc()
                 logger.warning("embedding refresh failed for %d users", len(states), exc_info=True)
             busy = loop.time() - started

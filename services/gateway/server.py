@@ -16,6 +16,7 @@ from grpc_health.v1 import health
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, set_health
+from services.common.periodic import raise_if_cancelling, run_periodically
 from services.common.stores.catalog import CatalogCache
 from services.common.stores.user_state import UserStateStore
 from services.gateway.fallback import TrendingFallback
@@ -64,6 +65,7 @@ async def check_ready(deps: GatewayDeps, catalog_loaded: asyncio.Event) -> bool:
             await deps.catalog.refresh()
             catalog_loaded.set()
     except Exception as exc:
+        raise_if_cancelling()
         logger.warning("not ready: %s", exc)
         return False
     return True
@@ -73,10 +75,13 @@ async def watch_readiness(deps: GatewayDeps, interval_s: float) -> None:
     """Keep health in step with the stores, forever (cancel to stop)."""
     catalog_loaded = asyncio.Event()
     serving: bool | None = None
-    while True:
+
+    async def step() -> None:
+        nonlocal serving
         ready = await check_ready(deps, catalog_loaded)
         if ready != serving:
             await set_health(deps.health, SERVICE_NAMES, ready)
             logger.info("gateway %s", "SERVING" if ready else "NOT_SERVING")
             serving = ready
-        await asyncio.sleep(interval_s)
+
+    await run_periodically(step, interval_s, what="readiness check")

@@ -20,6 +20,7 @@ import numpy as np
 
 from services.common.filters import ItemFilter
 from services.common.model_bundle import ENCODER_FILE, ModelBundle, latest_version, load_bundle
+from services.common.periodic import run_periodically
 from services.common.stores.catalog import CatalogSnapshot
 from services.ranker.encoding import Encoder
 from services.ranker.items import ServingItems
@@ -154,12 +155,7 @@ class ModelHolder:
 
     async def run(self) -> None:
         """Poll forever; with no bundle yet the service stays NOT_SERVING and keeps polling."""
-        while True:
-            try:
-                await self.poll_once()
-            except Exception:  # never let the reloader die
-                logger.exception("model poll failed")
-            await asyncio.sleep(self._reload_interval_s)
+        await run_periodically(self.poll_once, self._reload_interval_s, what="model poll", level=logging.ERROR)
 
     # -- catalog -----------------------------------------------------------
 

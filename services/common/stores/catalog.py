@@ -6,7 +6,6 @@ catalog was published) count as in stock with no category.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
@@ -14,6 +13,7 @@ from typing import Protocol, Sequence
 from shopstream.catalog.v1 import catalog_pb2
 
 from services.common.filters import ItemFilter
+from services.common.periodic import run_periodically
 from services.common.stores import keys
 
 logger = logging.getLogger(__name__)
@@ -102,9 +102,5 @@ class CatalogCache:
         return True
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except Exception:  # a Redis blip must not kill the refresher
-                logger.warning("catalog refresh failed", exc_info=True)
-            await asyncio.sleep(self._refresh_s)
+        """Refresh every ``refresh_s`` until cancelled; a Redis blip skips one refresh."""
+        await run_periodically(self.refresh, self._refresh_s, what="catalog refresh")

@@ -1,0 +1,62 @@
+"""Background loops keep going after a failed step and stop when cancelled, however the cancel surfaces."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from services.common.periodic import run_periodically
+
+
+async def _cancel_while_in_step(step_started: asyncio.Event, task: asyncio.Task) -> None:
+    await step_started.wait()
+    task.cancel()
+    await asyncio.wait({task}, timeout=2)  # not wait_for: it would wait for a loop that never stops
+    assert task.cancelled(), "the loop went on after being cancelled"
+
+
+async def test_a_failed_step_is_retried_on_the_next_tick():
+    calls = 0
+    three = asyncio.Event()
+
+    async def step():
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            three.set()
+        raise RuntimeError("redis blip")
+
+    task = asyncio.create_task(run_periodically(step, 0.001, what="test step"))
+    await asyncio.wait_for(three.wait(), 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert calls >= 3
+
+
+async def test_a_cancel_that_a_library_turns_into_an_error_still_stops_the_loop():
+    started = asyncio.Event()
+
+    async def step():
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise ConnectionError("connection closed by the client") from None
+
+    task = asyncio.create_task(run_periodically(step, 0.001, what="test step"))
+    await _cancel_while_in_step(started, task)
+
+
+async def test_a_cancel_that_a_library_swallows_still_stops_the_loop():
+    started = asyncio.Event()
+
+    async def step():
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return  # eaten: the step ends as if it had succeeded
+
+    task = asyncio.create_task(run_periodically(step, 0.001, what="test step"))
+    await _cancel_while_in_step(started, task)
