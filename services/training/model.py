@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -91,18 +92,24 @@ class CausalFilter(nn.Module):
         self.beta = nn.Parameter(torch.ones(cfg.dim))
         self.bidirectional = cfg.filter_bidirectional
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Filtered ``x`` [B, L, dim], or only its last position [B, 1, dim] when ``last_only``
+        (then ``mask`` is the last query's row, [B, 1, 1, L])."""
         length = x.shape[1]
         idx = torch.arange(length, device=x.device)
-        if self.bidirectional:  # every real item, on both sides, weighted by distance
+        if last_only:  # the last row: every earlier real item, both variants alike
+            lag = idx[-1:, None] - idx[None, :]
+            visible = mask[:, 0]
+        elif self.bidirectional:  # every real item, on both sides, weighted by distance
             lag = (idx[:, None] - idx[None, :]).abs()
             visible = mask[:, 0, -1:, :] | (idx[:, None] == idx[None, :])  # the last query sees all real keys
         else:
             lag = (idx[:, None] - idx[None, :]).clamp(min=0)
             visible = mask[:, 0]
-        weights = self.lag_logits[lag].masked_fill(~visible, -1e9).softmax(-1)  # [B, L, L]
+        weights = self.lag_logits[lag].masked_fill(~visible, -1e9).softmax(-1)  # [B, L or 1, L]
         low = weights @ x
-        return low + self.beta * (x - low)
+        rows = x[:, -1:] if last_only else x
+        return low + self.beta * (rows - low)
 
 
 class Block(nn.Module):
@@ -128,28 +135,40 @@ class Block(nn.Module):
         self.alpha = cfg.filter_mix
         self.filter = CausalFilter(cfg) if cfg.filter_mix > 0 else None
 
-    def mixer(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def mixer(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """The token-mixing branch: attention, or alpha * filter + (1 - alpha) * attention."""
-        out = self.attention(x, mask)
+        out = self.attention(x, mask, last_only)
         if self.filter is None:
             return out
-        return self.alpha * self.drop(self.filter(x, mask)) + (1 - self.alpha) * out
+        return self.alpha * self.drop(self.filter(x, mask, last_only)) + (1 - self.alpha) * out
 
-    def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def attention(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         b, length, dim = x.shape
-        qkv = self.qkv(x).view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
+        if last_only:  # one query (the last position) over every key: a third of the projection
+            q = F.linear(x[:, -1:], self.qkv.weight[:dim], self.qkv.bias[:dim])
+            kv = F.linear(x, self.qkv.weight[dim:], self.qkv.bias[dim:])
+            q = q.view(b, 1, self.heads, self.head_dim).transpose(1, 2)
+            k, v = kv.view(b, length, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            qkv = self.qkv(x).view(b, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            q, k, v = qkv.unbind(0)
         att = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
         att = self.attn_drop(att.masked_fill(~mask, -1e9).softmax(-1))
-        out = (att @ v).transpose(1, 2).reshape(b, length, dim)
+        out = (att @ v).transpose(1, 2).reshape(b, q.shape[2], dim)
         return self.drop(self.proj(out))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """[B, L, dim] -> [B, L, dim]; with ``last_only`` only the last position is computed,
+        [B, 1, dim] (keys and values still come from every position), which is all that
+        the last block owes the user embedding and the prefix-training loss."""
+        rows = x[:, -1:] if last_only else x
+        if last_only:
+            mask = mask[:, :, -1:]
         if self.norm_first:
-            x = x + self.mixer(self.norm1(x), mask)
-            return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.mixer(x, mask))
-        return self.norm2(x + self.drop(self.ffn(x)))
+            rows = rows + self.mixer(self.norm1(x), mask, last_only)
+            return rows + self.drop(self.ffn(self.norm2(rows)))
+        rows = self.norm1(rows + self.mixer(x, mask, last_only))
+        return self.norm2(rows + self.drop(self.ffn(rows)))
 
 
 class SASRec(nn.Module):
@@ -188,8 +207,10 @@ class SASRec(nn.Module):
                 with torch.no_grad():
                     module.weight[module.padding_idx].zero_()
 
-    def hidden(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """Hidden states [B, L, dim] for left-padded ``item_seq`` [B, L], L <= max_len.
+    def hidden(self, item_seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden states [B, L, dim] for left-padded ``item_seq`` [B, L], L <= max_len;
+        with ``last_only`` the last position's only, [B, 1, dim], at about half the cost
+        (the last block computes that position alone).
 
         Positions count back from the end (the last column is position max_len-1),
         so a cropped batch gets the same position embeddings as a full-width one.
@@ -208,13 +229,17 @@ class SASRec(nn.Module):
         idx = torch.arange(length, device=item_seq.device)
         causal, eye = idx[:, None] >= idx[None, :], idx[:, None] == idx[None, :]
         mask = (causal & valid.unsqueeze(1) | eye).unsqueeze(1)  # [B, 1, L, L]
-        for block in self.blocks:
-            x = block(x, mask) * valid.unsqueeze(-1)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if last_only and i == last:
+                x = block(x, mask, last_only=True) * valid[:, -1:].unsqueeze(-1)
+            else:
+                x = block(x, mask) * valid.unsqueeze(-1)
         return self.final_norm(x)
 
     def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
         """User embeddings [B, dim]: the hidden state at the last position."""
-        return self.hidden(item_seq)[:, -1]
+        return self.hidden(item_seq, last_only=True)[:, -1]
 
     def item_table(self, drop_ids: bool = False) -> torch.Tensor:
         """Output item embeddings [N+1, dim]: id part (+ mean of output attribute embeddings).
@@ -255,8 +280,12 @@ class SASRec(nn.Module):
 
     def loss(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Full softmax cross-entropy over all N items at every non-padded target
-        (prefix training sets only the last column; see data.PrefixBatches)."""
-        h = self.hidden(item_seq)
+        (prefix training sets only the last column; see data.PrefixBatches; then only the
+        last position is computed)."""
+        last_only = not bool((targets[:, :-1] > 0).any())
+        h = self.hidden(item_seq, last_only=last_only)
+        if last_only:
+            targets = targets[:, -1:]
         keep = targets > 0
         table = self.item_table(drop_ids=self.training)
         # Only real positions, only real items (row 0 of the table is padding).

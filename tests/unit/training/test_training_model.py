@@ -32,6 +32,22 @@ def test_future_items_do_not_change_earlier_outputs():
         assert not torch.allclose(a[0, 5:], b[0, 5:], atol=1e-4)
 
 
+def test_last_position_only_equals_the_full_computation():
+    """The user embedding and the prefix-training loss compute the last block at the last
+    position only; that must be exactly the full computation's last position."""
+    seq = torch.tensor([[0, 0, 0, 4, 9, 2, 7, 1], [3, 5, 8, 13, 21, 2, 6, 9], [0, 0, 0, 0, 0, 0, 0, 11]])
+    for kw in ({}, {"filter_bidirectional": True}, {"norm_first": False}, {"filter_mix": 0.0},
+               {"num_blocks": 1, "filter_bidirectional": True}):
+        model = make_model(**kw)
+        full = model.hidden(seq)[:, -1]
+        assert torch.allclose(model.hidden(seq, last_only=True)[:, -1], full, atol=1e-6), kw
+        assert torch.allclose(model(seq), full, atol=1e-6), kw
+        targets = torch.zeros_like(seq)
+        targets[:, -1] = torch.tensor([3, 4, 5])
+        expected = F.cross_entropy(full @ model.item_table()[1:].T, targets[:, -1] - 1)
+        assert torch.allclose(model.loss(seq, targets), expected, atol=1e-5), kw
+
+
 def test_padding_and_cropping_do_not_change_the_user_embedding():
     model = make_model()
     short = torch.tensor([[0, 0, 0, 0, 0, 4, 9, 2]])
