@@ -144,8 +144,8 @@ class ModelBundle:
 
     def index_rows(self, histories: list[list[str]]) -> list[list[int]]:
         """Per history, the vocab indices of its last max_len known items (unknown ids dropped)."""
-        index_of, max_len = self.index_of, self.max_len
-        return [[index_of[i] for i in history if i in index_of][-max_len:] for history in histories]
+        lookup, max_len = self.index_of.get, self.max_len
+        return [[x for x in map(lookup, history) if x is not None][-max_len:] for history in histories]
 
     def encode(self, histories: list[list[str]]) -> np.ndarray:
         """User embeddings float32 [B, dim] for external-id histories, in one ONNX call.
