@@ -4,7 +4,6 @@ and a run loop that shuts down gracefully on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -104,12 +103,16 @@ async def set_health(servicer: health.aio.HealthServicer, service_names: Iterabl
         await servicer.set(name, status)
 
 
-async def cancel_tasks(tasks: list[asyncio.Task]) -> None:
-    """Cancel background tasks in reverse order of start and wait for each to finish."""
+async def cancel_tasks(tasks: list[asyncio.Task], timeout_s: float = 5.0) -> None:
+    """Cancel background tasks in reverse order of start and wait for each to finish, at
+    most ``timeout_s`` each: a task that ignores its cancel is logged, and shutdown goes on."""
     for task in reversed(tasks):
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            logger.error("background task %s did not stop within %.1f s of its cancel", task.get_name(), timeout_s)
+        elif not task.cancelled() and task.exception() is not None:
+            logger.error("background task %s had failed", task.get_name(), exc_info=task.exception())
 
 
 async def run_until_signalled(

@@ -60,3 +60,29 @@ async def test_a_cancel_that_a_library_swallows_still_stops_the_loop():
 
     task = asyncio.create_task(run_periodically(step, 0.001, what="test step"))
     await _cancel_while_in_step(started, task)
+
+
+async def test_shutdown_does_not_wait_forever_for_a_task_that_ignores_its_cancel(caplog):
+    from services.common.grpc_server import cancel_tasks
+
+    release = asyncio.Event()
+
+    async def stubborn():
+        while not release.is_set():
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass  # what a loop without raise_if_cancelling effectively did
+
+    async def tick():
+        await asyncio.sleep(0)
+
+    polite = asyncio.create_task(run_periodically(tick, 0.001, what="polite"), name="polite")
+    deaf = asyncio.create_task(stubborn(), name="deaf")
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(cancel_tasks([polite, deaf], timeout_s=0.1), 2)
+    assert polite.cancelled() and not deaf.done()
+    assert "deaf did not stop" in caplog.text
+    release.set()
+    deaf.cancel()
+    await asyncio.wait({deaf}, timeout=1)
