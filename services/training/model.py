@@ -209,8 +209,8 @@ class SASRec(nn.Module):
 
     def hidden(self, item_seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Hidden states [B, L, dim] for left-padded ``item_seq`` [B, L], L <= max_len;
-        with ``last_only`` the last position's only, [B, 1, dim], at about half the cost
-        (the last block computes that position alone).
+        with ``last_only`` the last position's only, [B, 1, dim]: the last block computes
+        that position alone (about 40% less work with two blocks at dim 64, L 50).
 
         Positions count back from the end (the last column is position max_len-1),
         so a cropped batch gets the same position embeddings as a full-width one.
