@@ -161,9 +161,7 @@ class Block(nn.Module):
         """[B, L, dim] -> [B, L, dim]; with ``last_only`` only the last position is computed,
         [B, 1, dim] (keys and values still come from every position), which is all that
         the last block owes the user embedding and the prefix-training loss."""
-        rows = x[:, -1:] if last_only else x
-        if last_only:
-            mask = mask[:, :, -1:]
+        rows, mask = (x[:, -1:], mask[:, :, -1:]) if last_only else (x, mask)
         if self.norm_first:
             rows = rows + self.mixer(self.norm1(x), mask, last_only)
             return rows + self.drop(self.ffn(self.norm2(rows)))
