@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.training.dropout import Dropout
+
 
 @dataclass
 class ModelConfig:
@@ -54,7 +56,7 @@ class SoftmaxCrossEntropy(torch.autograd.Function):
         target = logits.gather(1, y[:, None])
         # Label smoothing: the target distribution is (1-eps) one-hot + eps uniform.
         mean_logit = logits.mean(1, keepdim=True) if smoothing else 0.0
-        peak = logits.max(1, keepdim=True).values
+        peak = logits.amax(1, keepdim=True)
         probs = logits.sub_(peak).exp_()
         total = probs.sum(1, keepdim=True)
         probs.div_(total)
@@ -125,13 +127,13 @@ class Block(nn.Module):
         self.qkv = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
         self.ffn = nn.Sequential(
-            nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(), Dropout(cfg.dropout),
             nn.Linear(cfg.ffn_dim, cfg.dim),
         )
         self.norm1 = nn.LayerNorm(cfg.dim)
         self.norm2 = nn.LayerNorm(cfg.dim)
-        self.attn_drop = nn.Dropout(cfg.dropout)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.attn_drop = Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.alpha = cfg.filter_mix
         self.filter = CausalFilter(cfg) if cfg.filter_mix > 0 else None
 
@@ -190,7 +192,7 @@ class SASRec(nn.Module):
                                  nn.Embedding(cfg.num_attributes + 1, cfg.dim, padding_idx=0))
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim)
         self.out_emb = self.item_emb if cfg.tied else nn.Embedding(cfg.num_items + 1, cfg.dim)
-        self.emb_drop = nn.Dropout(cfg.dropout)
+        self.emb_drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_blocks))
         self.final_norm = nn.LayerNorm(cfg.dim) if cfg.norm_first else nn.Identity()
         self.apply(self._init)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from services.training.data import PrefixBatches, Split, TrainBatches
+from services.training.dropout import seed_masks
 from services.training.evaluate import evaluate_model
 from services.training.model import SASRec
 
@@ -48,6 +49,7 @@ def seed_everything(seed: int, threads: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    seed_masks(seed)
     torch.set_num_threads(threads)
 
 
@@ -59,7 +61,9 @@ def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
                          "targets): use --no-bidirectional-filter with --no-prefix-training")
     batch_type = PrefixBatches if cfg.prefix_training else TrainBatches
     batches = batch_type(split.train, model.cfg.max_len, cfg.batch_size)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel over all parameters instead of ~10 elementwise passes per tensor (the
+    # two [N+1, dim] item tables make the optimizer step a fifth of a CPU step otherwise).
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     best_ndcg, best_epoch, best_state, best_valid = -1.0, 0, None, {}
     history: list[dict[str, float]] = []
     stopped_by, epoch, train_seconds = "max_epochs", 0, 0.0
