@@ -1,8 +1,12 @@
-"""Encoder: cropping, length buckets and the small-batch session change the work, never a vector."""
+"""Encoder: cropping, length buckets (ModelBundle.encode_rows, shared with the features
+worker) and the small-batch session change the work, never a vector."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from services.common.model_bundle import ENCODER_FILE, INPUT_NAME, OUTPUT_NAME, load_bundle
@@ -37,30 +41,51 @@ def padded_reference(bundle, hist) -> np.ndarray:
     return emb
 
 
-class Recording(Encoder):
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.calls: list[tuple[str, tuple[int, int]]] = []
+class RecordingSession:
+    """An onnxruntime session that records the shape of every input it runs."""
 
-    def _run(self, session, indices):
-        self.calls.append(("small" if session is self.small else "large", indices.shape))
-        return super()._run(session, indices)
+    def __init__(self, session, kind: str, calls: list) -> None:
+        self._session, self._kind, self._calls = session, kind, calls
+
+    def run(self, outputs, feeds):
+        self._calls.append((self._kind, feeds[INPUT_NAME].shape))
+        return self._session.run(outputs, feeds)
+
+    def __getattr__(self, name):  # everything else as the real session
+        return getattr(self._session, name)
+
+
+def recording(encoder: Encoder) -> list[tuple[str, tuple[int, int]]]:
+    calls: list[tuple[str, tuple[int, int]]] = []
+    encoder.small = RecordingSession(encoder.small, "small", calls)
+    encoder.large = RecordingSession(encoder.large, "large", calls)
+    return calls
 
 
 @pytest.mark.parametrize("count", [1, 3, 5, 31, 32, 47, 100])
 def test_vectors_equal_the_padded_max_len_call_whatever_the_batch(bundle, count):
-    encoder = Recording(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2,
-                        small_batch_max=4, bucket_rows=16)
+    encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2,
+                      small_batch_max=4, bucket_rows=16)
+    calls = recording(encoder)
     hist = histories(count, seed=count)
     got = encoder.encode(bundle, hist)
     np.testing.assert_allclose(got, padded_reference(bundle, hist), rtol=1e-5, atol=1e-5)
-    assert sum(shape[0] for _, shape in encoder.calls) == count
+    assert sum(shape[0] for _, shape in calls) == count
     longest = max(len(r) for r in bundle.index_rows(hist))
-    assert all(shape[1] <= max(1, longest) for _, shape in encoder.calls)  # never wider than needed
-    assert {kind for kind, _ in encoder.calls} == {"small" if count <= 4 else "large"}
+    assert all(shape[1] <= max(1, longest) for _, shape in calls)  # never wider than needed
+    assert {kind for kind, _ in calls} == {"small" if count <= 4 else "large"}
     if count >= 32:  # bucketed: several calls, each no wider than its own rows, no runt chunk
-        assert len(encoder.calls) == count // 16 + (count % 16 >= 8)
-        assert min(shape[0] for _, shape in encoder.calls) >= 8
+        assert len(calls) == count // 16 + (count % 16 >= 8)
+        assert min(shape[0] for _, shape in calls) >= 8
+
+
+def test_the_bundle_itself_encodes_in_the_same_buckets(bundle):
+    """What the features worker calls: ModelBundle.encode, on the bundle's own session."""
+    calls: list = []
+    recorded = dataclasses.replace(bundle, session=RecordingSession(bundle.session, "bundle", calls))
+    hist = histories(100, seed=3)
+    np.testing.assert_allclose(recorded.encode(hist), padded_reference(bundle, hist), rtol=1e-5, atol=1e-5)
+    assert len(calls) == 6 and sum(shape[0] for _, shape in calls) == 100
 
 
 def test_empty_batch_and_all_unknown_histories(bundle):
@@ -77,8 +102,10 @@ def test_a_fixed_length_encoder_still_gets_max_len_columns(bundle, tmp_path):
     seq.dim_value = MAX_LEN  # what bundles exported before the dynamic sequence axis look like
     path = tmp_path / "fixed.onnx"
     onnx.save(model, path)
-    encoder = Recording(path, ("CPUExecutionProvider",), intra_op_threads=1)
-    assert not encoder.variable_length
+    fixed = dataclasses.replace(bundle, session=ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
+    assert not fixed.variable_length
+    encoder = Encoder(path, ("CPUExecutionProvider",), intra_op_threads=1)
+    calls = recording(encoder)
     hist = histories(40, seed=7)
-    np.testing.assert_allclose(encoder.encode(bundle, hist), padded_reference(bundle, hist), rtol=1e-5, atol=1e-5)
-    assert [shape for _, shape in encoder.calls] == [(40, MAX_LEN)]
+    np.testing.assert_allclose(encoder.encode(fixed, hist), padded_reference(bundle, hist), rtol=1e-5, atol=1e-5)
+    assert [shape for _, shape in calls] == [(40, MAX_LEN)]
