@@ -1,4 +1,4 @@
-"""``python -m bench [--quick]``: the ranker, serve and ingest benchmarks, one after another.
+"""``python -m bench [--quick]``: the ranker, serve, ingest and training benchmarks, one after another.
 
 Each writes its own bench/results/<name>.json. ``served_quality`` (served =
 measured on Beauty) runs separately: it needs a Beauty-trained bundle.
@@ -9,6 +9,9 @@ import argparse
 import importlib
 import sys
 import traceback
+
+
+BENCHMARKS = ("ranker", "serve", "ingest", "training")
 
 
 def _run(name: str, argv: list[str]) -> str:
@@ -26,10 +29,10 @@ def _run(name: str, argv: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the short version of every benchmark")
-    parser.add_argument("--only", nargs="*", choices=("ranker", "serve", "ingest"))
+    parser.add_argument("--only", nargs="*", choices=BENCHMARKS)
     args = parser.parse_args(argv)
     outcomes = {}
-    for name in args.only or ("ranker", "serve", "ingest"):
+    for name in args.only or BENCHMARKS:
         print(f"\n######## bench.{name}", flush=True)
         outcomes[name] = _run(name, ["--quick"] if args.quick else [])
     print("\n" + "\n".join(f"bench.{n}: {o}" for n, o in outcomes.items()))

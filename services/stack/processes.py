@@ -11,7 +11,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +35,13 @@ def grpc_serving(addr: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def metrics_text(port: int, timeout: float = 0.5) -> str | None:
+def metrics_text(port: int, timeout: float = 0.5, names: Sequence[str] = ()) -> str | None:
+    """The service's Prometheus exposition, or None when it does not answer. With ``names``
+    only those metrics (prometheus_client's ``name[]`` filter): the service then collects
+    just their collectors, so a tight polling loop costs it far less of its CPU."""
+    query = ("?" + urllib.parse.urlencode([("name[]", n) for n in names])) if names else ""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics{query}", timeout=timeout) as resp:
             return resp.read().decode()
     except OSError:
         return None
