@@ -56,7 +56,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heads", type=int, default=m.num_heads)
     p.add_argument("--ffn-dim", type=int, default=None, help="default 4 * dim")
     p.add_argument("--dropout", type=float, default=m.dropout)
-    p.add_argument("--post-ln", action="store_true", help="post-LN blocks (default pre-LN)")
+    p.add_argument("--post-ln", action=argparse.BooleanOptionalAction, default=not m.norm_first,
+                   help="LayerNorm after each residual sum (the default); --no-post-ln: pre-LN blocks")
     p.add_argument("--filter-mix", type=float, default=m.filter_mix,
                    help="weight of the causal low/high-pass filter branch mixed with attention")
     p.add_argument("--filter-window", type=float, default=m.filter_window,
@@ -64,8 +65,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=m.label_smoothing)
     p.add_argument("--id-dropout", type=float, default=m.id_dropout,
                    help="with attributes: chance an item's output id part is dropped in training")
-    p.add_argument("--tied", action="store_true",
-                   help="share input and output item (and attribute) embeddings")
+    p.add_argument("--tied", action=argparse.BooleanOptionalAction, default=m.tied,
+                   help="share input and output item (and attribute) embeddings (the default); "
+                        "--no-tied: a separate output table")
     p.add_argument("--no-output-attributes", action="store_true",
                    help="with attributes: output item embeddings use ids only")
     p.add_argument("--prefix-training", action=argparse.BooleanOptionalAction, default=t.prefix_training,
