@@ -50,6 +50,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=t.batch_size)
     p.add_argument("--lr", type=float, default=t.lr)
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    p.add_argument("--ema-decay", type=float, default=t.ema_decay,
+                   help="validate and keep an exponential moving average of the weights; 0: raw weights")
     p.add_argument("--max-len", type=int, default=m.max_len)
     p.add_argument("--dim", type=int, default=m.dim)
     p.add_argument("--blocks", type=int, default=m.num_blocks)
@@ -97,7 +99,7 @@ def configs(args: argparse.Namespace, num_items: int, num_attributes: int, seed:
     train_cfg = TrainConfig(lr=args.lr, weight_decay=args.weight_decay, batch_size=args.batch_size,
                             max_epochs=args.epochs, patience=args.patience,
                             max_minutes=args.max_minutes, seed=seed, threads=args.threads,
-                            prefix_training=args.prefix_training)
+                            prefix_training=args.prefix_training, ema_decay=args.ema_decay)
     model_cfg = ModelConfig(num_items=num_items, max_len=args.max_len, dim=args.dim,
                             num_blocks=args.blocks, num_heads=args.heads,
                             ffn_dim=args.ffn_dim or 4 * args.dim, dropout=args.dropout,

@@ -57,6 +57,17 @@ def aggregate_runs(runs: list[dict[str, float]], keys: tuple[str, ...] = METRIC_
     return {k: aggregate([r[k] for r in runs]) for k in keys}
 
 
+def summarize(runs: list[dict], groups: dict) -> dict[str, dict]:
+    """Mean ± std over the finished seeds: test, validation, each user group, training time."""
+    return {
+        "test": aggregate_runs([r["test"] for r in runs]),
+        "valid": aggregate_runs([r["valid"] for r in runs]),
+        "groups": {g: aggregate_runs([r["groups"][g] for r in runs]) for g in groups if g != "all"},
+        "wall_seconds": aggregate([r["wall_seconds"] for r in runs]),
+        "seconds_per_epoch": aggregate([r["seconds_per_epoch"] for r in runs]),
+    }
+
+
 def format_report(poprec: dict[str, float], runs: list[dict], summary: dict[str, dict],
                   users: int) -> str:
     """The printed table: PopRec, one row per seed, then mean ± std."""
@@ -118,26 +129,21 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("seed %d: valid ndcg@10 %.4f test ndcg@10 %.4f hr@10 %.4f (%.0fs, best epoch %d)",
                     seed, run["valid"]["ndcg@10"], run["test"]["ndcg@10"], run["test"]["hr@10"],
                     run["wall_seconds"], result.best_epoch)
+        summary = summarize(runs, groups)
+        if args.report:  # after every seed, so a long run that is stopped keeps what it finished
+            report = {"data": str(data_path), "attributes": args.attributes, "test_users": users,
+                      "items": len(item_ids), "holdout_items": args.holdout_items,
+                      "flags": {k: v for k, v in vars(args).items()},
+                      "poprec": {"valid": poprec_valid, "test": poprec["all"],
+                                 "groups": {g: m for g, m in poprec.items() if g != "all"}},
+                      "runs": runs, "summary": summary}
+            Path(args.report).write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")
 
-    summary = {
-        "test": aggregate_runs([r["test"] for r in runs]),
-        "valid": aggregate_runs([r["valid"] for r in runs]),
-        "groups": {g: aggregate_runs([r["groups"][g] for r in runs]) for g in groups if g != "all"},
-        "wall_seconds": aggregate([r["wall_seconds"] for r in runs]),
-        "seconds_per_epoch": aggregate([r["seconds_per_epoch"] for r in runs]),
-    }
+    summary = summarize(runs, groups)
     print(format_report(poprec["all"], runs, summary["test"], users))
     for g, agg in summary["groups"].items():
         n = len(groups[g])
         print(f"{g} ({n} users): model " + "  ".join(
             f"{k} {agg[k]['mean']:.4f}±{agg[k]['std']:.4f}" for k in METRIC_KEYS)
             + " | PopRec " + "  ".join(f"{k} {poprec[g][k]:.4f}" for k in METRIC_KEYS))
-    if args.report:
-        report = {"data": str(data_path), "attributes": args.attributes, "test_users": users,
-                  "items": len(item_ids), "holdout_items": args.holdout_items,
-                  "flags": {k: v for k, v in vars(args).items()},
-                  "poprec": {"valid": poprec_valid, "test": poprec["all"],
-                             "groups": {g: m for g, m in poprec.items() if g != "all"}},
-                  "runs": runs, "summary": summary}
-        Path(args.report).write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")
     return 0

@@ -1,6 +1,7 @@
 """The training loop: Adam on full softmax CE, early stopping on validation NDCG@10."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import random
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from services.training.averaging import WeightAverage
 from services.training.data import PrefixBatches, Split, TrainBatches
 from services.training.dropout import seed_masks
 from services.training.evaluate import evaluate_model
@@ -31,6 +33,9 @@ class TrainConfig:
     threads: int = 2
     # Train the last position of every prefix (data.PrefixBatches) instead of every position.
     prefix_training: bool = True
+    # Validate, keep and publish an exponential moving average of the weights (averaging.py);
+    # 0 uses the raw weights.
+    ema_decay: float = 0.999
 
 
 @dataclass
@@ -64,6 +69,7 @@ def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
     # fused: one kernel over all parameters instead of ~10 elementwise passes per tensor (the
     # two [N+1, dim] item tables make the optimizer step a fifth of a CPU step otherwise).
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     best_ndcg, best_epoch, best_state, best_valid = -1.0, 0, None, {}
     history: list[dict[str, float]] = []
     stopped_by, epoch, train_seconds = "max_epochs", 0, 0.0
@@ -78,15 +84,18 @@ def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
             loss = model.loss(inputs, targets)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                average.update()
             total, n = total + loss.item(), n + 1
         train_seconds += time.monotonic() - t0
         row = {"epoch": epoch, "loss": total / max(n, 1), "epoch_seconds": time.monotonic() - t0}
         if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
-            valid = evaluate_model(model, split, "valid")
-            row.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
-            if valid["ndcg@10"] > best_ndcg:
-                best_ndcg, best_epoch, best_valid = valid["ndcg@10"], epoch, valid
-                best_state = copy.deepcopy(model.state_dict())
+            with average.applied() if average is not None else contextlib.nullcontext():
+                valid = evaluate_model(model, split, "valid")
+                row.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
+                if valid["ndcg@10"] > best_ndcg:
+                    best_ndcg, best_epoch, best_valid = valid["ndcg@10"], epoch, valid
+                    best_state = copy.deepcopy(model.state_dict())
         history.append(row)
         logger.info("epoch %d loss %.4f (%.1fs) valid ndcg@10 %s best %.4f@%d", epoch, row["loss"],
                     row["epoch_seconds"], f"{row.get('valid_ndcg@10', float('nan')):.4f}",
