@@ -129,14 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("seed %d: valid ndcg@10 %.4f test ndcg@10 %.4f hr@10 %.4f (%.0fs, best epoch %d)",
                     seed, run["valid"]["ndcg@10"], run["test"]["ndcg@10"], run["test"]["hr@10"],
                     run["wall_seconds"], result.best_epoch)
-        summary = summarize(runs, groups)
         if args.report:  # after every seed, so a long run that is stopped keeps what it finished
             report = {"data": str(data_path), "attributes": args.attributes, "test_users": users,
-                      "items": len(item_ids), "holdout_items": args.holdout_items,
-                      "flags": {k: v for k, v in vars(args).items()},
+                      "items": len(item_ids), "holdout_items": args.holdout_items, "flags": vars(args),
                       "poprec": {"valid": poprec_valid, "test": poprec["all"],
                                  "groups": {g: m for g, m in poprec.items() if g != "all"}},
-                      "runs": runs, "summary": summary}
+                      "runs": runs, "summary": summarize(runs, groups)}
             Path(args.report).write_text(json.dumps(report, indent=2, default=float), encoding="utf-8")
 
     summary = summarize(runs, groups)

@@ -69,7 +69,7 @@ def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
     # fused: one kernel over all parameters instead of ~10 elementwise passes per tensor (the
     # two [N+1, dim] item tables make the optimizer step a fifth of a CPU step otherwise).
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None  # bad values fail fast
     best_ndcg, best_epoch, best_state, best_valid = -1.0, 0, None, {}
     history: list[dict[str, float]] = []
     stopped_by, epoch, train_seconds = "max_epochs", 0, 0.0
