@@ -73,7 +73,8 @@ class RankEngine:
         fetch = max(job.k + f.drop.size + max(job.k, self._overfetch_min) for _, job, f in ready)
         indices, scores = model.scorer.candidates(users, fetch)
         order = np.lexsort((indices, -scores), axis=-1)  # best first, ties by index: one call per batch
-        indices, scores = np.take_along_axis(indices, order, 1), np.take_along_axis(scores, order, 1)
+        rows = np.arange(len(order))[:, None]
+        indices, scores = indices[rows, order], scores[rows, order]
         exhaustive = model.plan.kind == "exact" and indices.shape[1] >= model.scorer.num_rows
         picked = pick_allowed_rows(indices, scores, [f for _, _, f in ready], [job.k for _, job, _ in ready])
         for i, ((row, job, row_filter), (got_i, got_s)) in enumerate(zip(ready, picked)):

@@ -51,6 +51,32 @@ def test_exact_backends_return_the_true_top_candidates(make):
         assert 0 not in idx[row]
 
 
+class CountingSession:
+    def __init__(self, session, calls, name):
+        self.session, self.calls, self.name = session, calls, name
+
+    def run(self, *args):
+        self.calls.append(self.name)
+        return self.session.run(*args)
+
+
+def test_onnx_exact_runs_small_work_on_one_thread_and_agrees_with_the_pool():
+    emb = items(n=1000)
+    scorer = OnnxExact(emb, ("CPUExecutionProvider",), intra_op_threads=2, small_work_cells=4 * 1001)
+    assert scorer.small is not scorer.session
+    calls = []
+    scorer.small = CountingSession(scorer.small, calls, "small")
+    scorer.session = CountingSession(scorer.session, calls, "pool")
+    users = np.random.default_rng(5).normal(size=(5, 16)).astype(np.float32)
+    one = [scorer.candidates(users[i:i + 1], 12) for i in range(5)]
+    batch = scorer.candidates(users, 12)
+    assert calls == ["small"] * 5 + ["pool"]
+    for i, (idx, val) in enumerate(one):
+        assert idx[0].tolist() == batch[0][i].tolist() and np.allclose(val[0], batch[1][i])
+    big = OnnxExact(emb, ("CPUExecutionProvider",), intra_op_threads=2, small_work_cells=500)  # below one row
+    assert big.small is big.session
+
+
 def test_fp16_scoring_graph_is_valid_and_casts_back_to_float():
     model = scoring_graph(items(n=50), fp16=True)
     onnx.checker.check_model(model)

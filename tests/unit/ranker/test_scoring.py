@@ -4,8 +4,8 @@ from shopstream.catalog.v1 import catalog_pb2
 
 from services.common.filters import ItemFilter
 from services.common.stores.catalog import CatalogSnapshot
-from services.ranker.scoring import (CatalogMasks, RowFilter, eligible_mask, pick_allowed, pick_allowed_rows, top_k,
-                                     unit_rows, user_scores)
+from services.ranker.scoring import (CatalogMasks, RowFilter, eligible_mask, in_sorted, pick_allowed, pick_allowed_rows,
+                                     top_k, unit_rows, user_scores)
 
 IDS = [f"i{n}" for n in range(1, 11)]  # index n <-> "i{n}"
 INDEX_OF = {item: i for i, item in enumerate(IDS, start=1)}
@@ -118,3 +118,21 @@ def test_pick_allowed_rows_equals_pick_allowed_row_by_row():
             assert got[row][0].tolist() == want_i.tolist() and got[row][0].dtype == np.int64
             assert got[row][1].tolist() == want_s.tolist() and got[row][1].dtype == np.float32
     assert pick_allowed_rows(np.zeros((0, 4), np.int64), np.zeros((0, 4), np.float32), [], []) == []
+
+
+@pytest.mark.parametrize("set_size", [0, 1, 5, 40])
+def test_in_sorted_equals_isin(set_size):
+    rng = np.random.default_rng(set_size)
+    sorted_set = np.unique(rng.integers(0, 60, set_size)).astype(np.int64)
+    values = rng.integers(-5, 70, (3, 20))  # below, inside and above the set's range; any shape
+    assert np.array_equal(in_sorted(values, sorted_set), np.isin(values, sorted_set))
+
+
+def test_compiled_filter_sets_are_sorted_for_binary_search():
+    masks = CatalogMasks.build(IDS, snapshot())
+    f = RowFilter.build(masks, INDEX_OF, ItemFilter(include_categories=frozenset({"shoes", "hats", ""}),
+                                                    exclude_categories=frozenset({"hats", "shoes"}),
+                                                    exclude_item_ids=frozenset({"i9", "i2", "i5"})))
+    for values in (f.include, f.exclude, f.drop):
+        assert values.tolist() == sorted(values.tolist())
+    assert f.excluding(INDEX_OF, ["i7", "i1"]).drop.tolist() == [1, 2, 5, 7, 9]
