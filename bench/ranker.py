@@ -47,6 +47,9 @@ MAX_LEN = 50
 DIM = 64
 K = 10
 THREADS = 2
+# The batching the ranker serves with: its settings' defaults (SHOPSTREAM_RANKER_BATCH_*).
+SERVED = RankerSettings.model_construct()
+SERVED_MAX_WAIT_S = SERVED.batch_max_wait_ms / 1000.0
 
 
 def synthetic_items(n: int, dim: int = DIM, seed: int = 0) -> np.ndarray:
@@ -76,12 +79,12 @@ class Setup:
         self.onnx_path = tmp / "encoder.onnx"
         export_onnx(self.torch_model, self.onnx_path)
 
-    def loaded(self, items: np.ndarray, backend: str, scorer: str = "exact") -> LoadedModel:
+    def loaded(self, items: np.ndarray, backend: str, scorer: str = "exact", threads: int = THREADS) -> LoadedModel:
         """The engine's LoadedModel over a synthetic catalog (histories use the first 12K ids)."""
         ids = [str(i) for i in range(1, items.shape[0])]
-        config = ScoringConfig(prefer_gpu=False, scorer=scorer, exact_backend=backend, intra_op_threads=THREADS)
+        config = ScoringConfig(prefer_gpu=False, scorer=scorer, exact_backend=backend, intra_op_threads=threads)
         plan = plan_scoring(len(ids), prefer_gpu=False, scorer=scorer, exact_backend=backend)
-        encoder = Encoder(self.onnx_path, plan.providers, intra_op_threads=THREADS)
+        encoder = Encoder(self.onnx_path, plan.providers, intra_op_threads=threads)
         bundle = ModelBundle("bench", self.onnx_path.parent, MAX_LEN, DIM, ids, items, {}, encoder.large)
         masks = CatalogMasks.build(ids, CatalogSnapshot())
         return LoadedModel(bundle, ServingItems(ids, items, len(ids)), items, masks, plan,
@@ -186,41 +189,58 @@ async def drive(batcher: MicroBatcher, jobs: list[RankJob], concurrency: int) ->
 
 
 async def batching(setup: Setup, n_requests: int, concurrency: int = 64) -> list[dict]:
+    """Rank throughput at ``concurrency`` through MicroBatcher + RankEngine, per batching mode.
+
+    The served mode (the ranker's defaults: batches of up to 32, two in flight, each on
+    one onnxruntime thread) against one request per call, strictly one at a time (the
+    must-show's baseline) and with the same two in flight, and against one batch of up to
+    64 in flight on two threads (the previous default).
+    """
     items = synthetic_items(BEAUTY_ITEMS)
-    model = setup.loaded(items, "onnx")  # the served default (EXACT_BACKEND=onnx)
+    served_threads = SERVED.ort_threads
+    models = {t: setup.loaded(items, "onnx", threads=t) for t in {THREADS, served_threads}}  # EXACT_BACKEND=onnx
     hist = histories(n_requests, seed=7)
-    vectors = model.encode(hist[:256])
+    vectors = models[THREADS].encode(hist[:256])
+    modes = [("one request per call", 1, 1, THREADS),
+             ("one request per call", 1, SERVED.batch_max_in_flight, served_threads),
+             ("dynamic batching", 64, 1, THREADS),
+             ("dynamic batching (served)", SERVED.batch_max_size, SERVED.batch_max_in_flight, served_threads)]
     rows = []
-    executor = ThreadPoolExecutor(2)
+    executor = ThreadPoolExecutor(max(SERVED.batch_max_in_flight, 2))
     for source in ("encoded", "redis"):
-        jobs = [RankJob(model, h, set(), None if source == "encoded" else vectors[i % 256], ItemFilter(), K)
-                for i, h in enumerate(hist)]
-        modes = {label: MicroBatcher(RankEngine(), executor, max_batch_size=max_batch, max_wait_s=SERVED_MAX_WAIT_S,
-                                     max_queue=4096)
-                 for label, max_batch in (("one request per call", 1), ("dynamic batching", 64))}
-        totals = {label: [0.0, []] for label in modes}
-        rounds = 5  # the modes take turns, so a burst of load from other tenants hits both
-        chunk = len(jobs) // rounds
-        for batcher in modes.values():
-            await drive(batcher, jobs[:128], concurrency)  # warm
+        batchers, jobs = [], []
+        for _, max_batch, in_flight, threads in modes:
+            batchers.append(MicroBatcher(RankEngine(), executor, max_batch_size=max_batch,
+                                         max_wait_s=SERVED_MAX_WAIT_S, max_queue=4096, max_in_flight=in_flight))
+            jobs.append([RankJob(models[threads], h, set(), None if source == "encoded" else vectors[i % 256],
+                                 ItemFilter(), K) for i, h in enumerate(hist)])
+        totals = [[0.0, []] for _ in modes]
+        rounds = 5  # the modes take turns, so a burst of load from other tenants hits all alike
+        chunk = n_requests // rounds
+        for batcher, mode_jobs in zip(batchers, jobs):
+            await drive(batcher, mode_jobs[:128], concurrency)  # warm
         for r in range(rounds):
-            for label, batcher in modes.items():
-                wall, lat = await drive(batcher, jobs[r * chunk:(r + 1) * chunk], concurrency)
-                totals[label][0] += wall
-                totals[label][1].extend(lat)
-        for label, batcher in modes.items():
+            for m, (batcher, mode_jobs) in enumerate(zip(batchers, jobs)):
+                wall, lat = await drive(batcher, mode_jobs[r * chunk:(r + 1) * chunk], concurrency)
+                totals[m][0] += wall
+                totals[m][1].extend(lat)
+        source_rows = []
+        for (label, max_batch, in_flight, threads), batcher, (wall, lat) in zip(modes, batchers, totals):
             await batcher.close()
-            wall, lat = totals[label]
-            rows.append({"user_vector": source, "mode": label, "max_batch": batcher.max_batch_size,
-                         "concurrency": concurrency, "requests": len(lat), "rps": len(lat) / wall,
-                         **percentiles_ms(lat)})
-        rows[-1]["gain"] = rows[-1]["rps"] / rows[-2]["rps"]
-        print(f"  {source}: {rows[-2]['rps']:,.0f} -> {rows[-1]['rps']:,.0f} req/s", flush=True)
+            source_rows.append({"user_vector": source, "mode": label, "max_batch": max_batch, "in_flight": in_flight,
+                                "ort_threads": threads, "concurrency": concurrency, "requests": len(lat),
+                                "rps": len(lat) / wall, **percentiles_ms(lat)})
+        one_at_a_time, same_workers, _, served = source_rows
+        served["gain"] = served["rps"] / one_at_a_time["rps"]
+        served["gain_same_workers"] = served["rps"] / same_workers["rps"]
+        rows += source_rows
+        print(f"  {source}: {one_at_a_time['rps']:,.0f} -> {served['rps']:,.0f} req/s", flush=True)
     executor.shutdown()
     return rows
 
 
-BATCH_COLUMNS = ["user_vector", "mode", "max_batch", "concurrency", "requests", "rps", "p50_ms", "p99_ms", "gain"]
+BATCH_COLUMNS = ["user_vector", "mode", "max_batch", "in_flight", "ort_threads", "concurrency", "requests", "rps",
+                 "p50_ms", "p99_ms", "gain", "gain_same_workers"]
 
 
 def ann(n: int, n_queries: int, budget: float) -> dict:
@@ -245,9 +265,6 @@ def ann(n: int, n_queries: int, budget: float) -> dict:
             out[f"{name}_b{batch}_qps"] = batch / float(np.mean(values))
     return out
 
-
-# The batcher's wait as the ranker serves it (SHOPSTREAM_RANKER_BATCH_MAX_WAIT_MS's default).
-SERVED_MAX_WAIT_S = RankerSettings.model_fields["batch_max_wait_ms"].default / 1000.0
 
 ANN_COLUMNS = ["items", "nlist", "nprobe", "build_s", "heldout_recall@10", "ann_b1_p50_ms", "ann_b1_p99_ms",
                "exact_b1_p50_ms", "ann_b64_qps", "exact_b64_qps"]
@@ -278,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine_vs_torch_batch1_p50": {str(r["catalog"]): r["x_p50_onnx_vs_torch"] for r in b1},
         "engine_vs_torch_batch1_rps": {str(r["catalog"]): r["x_rps_onnx_vs_torch"] for r in b1},
         "batching_gain_c64": {r["user_vector"]: r["gain"] for r in batch_rows if "gain" in r},
+        "batching_gain_c64_same_workers": {r["user_vector"]: r["gain_same_workers"] for r in batch_rows if "gain" in r},
         "ann_recall@10_1M": ann_row["heldout_recall@10"],
         "ann_b1_p50_ms_1M": ann_row["ann_b1_p50_ms"],
     }

@@ -25,7 +25,7 @@ async def serve(settings: RankerSettings) -> None:
     redis = connect_redis(settings.redis_url)
     executor = ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="ranker-score")
     holder = ModelHolder(settings.models_dir, executor, metrics, prefer_gpu=settings.prefer_gpu,
-                         intra_op_threads=settings.intra_op_threads,
+                         intra_op_threads=settings.ort_threads,
                          reload_interval_s=settings.reload_interval_s, failed_retry_s=settings.failed_retry_s,
                          scoring=settings.scoring_config())
     catalog = CatalogCache(RedisCatalogStore(redis), settings.catalog_refresh_s)

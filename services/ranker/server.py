@@ -51,7 +51,7 @@ def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMe
 
     return MicroBatcher(run, executor, max_batch_size=settings.batch_max_size,
                         max_wait_s=settings.batch_max_wait_ms / 1000.0, max_queue=settings.queue_max,
-                        name="ranker", on_batch=on_batch)
+                        max_in_flight=settings.batch_max_in_flight, name="ranker", on_batch=on_batch)
 
 
 async def create_server(settings: RankerSettings, deps: RankerDeps) -> tuple[grpc.aio.Server, int]:

@@ -1,10 +1,11 @@
 """Ranker settings, from SHOPSTREAM_RANKER_* (and the shared REDIS_URL)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings
 
 from services.common.infra import redis_field
@@ -20,19 +21,25 @@ class RankerSettings(BaseSettings):
     # Retry a version that failed to load only after this long, so a bad bundle
     # is counted once per interval rather than once per poll.
     failed_retry_s: float = Field(300.0, ge=0)
-    intra_op_threads: int = Field(0, ge=0, description="onnxruntime threads; 0 = its default")
+    intra_op_threads: int = Field(
+        0, ge=0, description="onnxruntime threads per call; 0 = the cores shared among the batches in flight")
     prefer_gpu: bool = True
-    executor_threads: int = Field(2, ge=1, description="threads that run encoding and scoring")
+    executor_threads: int = Field(3, ge=1, description="threads that run batches and model loads")
     metrics_port: int = Field(9103, ge=0, le=65535)
     max_k: int = Field(500, ge=1)
     history_len: int = Field(200, ge=1, description="history items read per request")
     catalog_refresh_s: float = Field(1.0, gt=0)
     grace_s: float = Field(5.0, ge=0)
     # Dynamic micro-batching of concurrent Rank calls (batcher.py).
-    batch_max_size: int = Field(64, ge=1, description="most Rank calls scored together")
+    batch_max_size: int = Field(32, ge=1, description="most Rank calls scored together")
     # 0: a lone request runs at once; under load batches still form from the calls
-    # that queue while the previous batch runs (one batch in flight at a time).
+    # that queue while the batches in flight run.
     batch_max_wait_ms: float = Field(0.0, ge=0, description="longest a call waits for batch-mates")
+    # Batches scored at once, each on its own executor thread. With the default
+    # intra_op_threads each gets cores / in_flight onnxruntime threads: on 2 cores, two
+    # single-threaded batches of 32 beat one two-threaded batch of 64 by ~1.5x at c=64
+    # (no thread-pool hand-offs; docs/ranker.md).
+    batch_max_in_flight: int = Field(2, ge=1, description="batches scored at once")
     queue_max: int = Field(1024, ge=1, description="Rank calls waiting beyond this get RESOURCE_EXHAUSTED")
     rank_batch_max_requests: int = Field(256, ge=1, description="most requests in one RankBatch call")
     # How the catalog is scored (runtime.plan_scoring): exact, or approximate for big catalogs.
@@ -46,14 +53,29 @@ class RankerSettings(BaseSettings):
     log_level: str = "INFO"
     redis_url: str = redis_field()
 
+    @property
+    def ort_threads(self) -> int:
+        """onnxruntime (and faiss) threads per call: ``intra_op_threads``, or the cores shared
+        among the batches in flight."""
+        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // self.batch_max_in_flight)
+
     def scoring_config(self):
         from services.ranker.runtime import ScoringConfig
 
-        return ScoringConfig(prefer_gpu=self.prefer_gpu, intra_op_threads=self.intra_op_threads,
+        return ScoringConfig(prefer_gpu=self.prefer_gpu, intra_op_threads=self.ort_threads,
                              allow_spinning=self.ort_spinning, scorer=self.scorer,
                              exact_backend=self.exact_backend, ann_min_items=self.ann_min_items,
                              ann_nlist=self.ann_nlist, ann_nprobe=self.ann_nprobe,
                              ann_target_recall=self.ann_target_recall)
+
+    @field_validator("batch_max_in_flight")
+    @classmethod
+    def _fits_the_executor(cls, value: int, info: ValidationInfo) -> int:
+        threads = info.data.get("executor_threads")
+        if threads is not None and value > threads:
+            raise ValueError(f"{value} batches in flight need at least as many executor threads "
+                             f"(SHOPSTREAM_RANKER_EXECUTOR_THREADS is {threads})")
+        return value
 
     @field_validator("addr")
     @classmethod
