@@ -24,22 +24,25 @@ class RankerSettings(BaseSettings):
     intra_op_threads: int = Field(
         0, ge=0, description="onnxruntime threads per call; 0 = the cores shared among the batches in flight")
     prefer_gpu: bool = True
-    executor_threads: int = Field(3, ge=1, description="threads that run batches and model loads")
+    executor_threads: int = Field(2, ge=1, description="threads that run batches, Similar and model loads")
     metrics_port: int = Field(9103, ge=0, le=65535)
     max_k: int = Field(500, ge=1)
     history_len: int = Field(200, ge=1, description="history items read per request")
     catalog_refresh_s: float = Field(1.0, gt=0)
     grace_s: float = Field(5.0, ge=0)
     # Dynamic micro-batching of concurrent Rank calls (batcher.py).
-    batch_max_size: int = Field(32, ge=1, description="most Rank calls scored together")
+    batch_max_size: int = Field(64, ge=1, description="most Rank calls scored together")
     # 0: a lone request runs at once; under load batches still form from the calls
     # that queue while the batches in flight run.
     batch_max_wait_ms: float = Field(0.0, ge=0, description="longest a call waits for batch-mates")
-    # Batches scored at once, each on its own executor thread. With the default
-    # intra_op_threads each gets cores / in_flight onnxruntime threads: on 2 cores, two
-    # single-threaded batches of 32 beat one two-threaded batch of 64 by ~1.5x at c=64
-    # (no thread-pool hand-offs; docs/ranker.md).
-    batch_max_in_flight: int = Field(2, ge=1, description="batches scored at once")
+    # Batches scored at once, each on its own executor thread; with the default
+    # intra_op_threads each gets cores / in_flight onnxruntime threads. Two single-threaded
+    # batches of 32 serve encode-heavy traffic ~1.2x faster than one two-threaded batch of
+    # 64 on 2 cores, but through gRPC with Redis embeddings (cheap batches, the gateway's
+    # path) the second thread's GIL contention with the server's loop cost more (gateway/echo
+    # requests/s at c=64 0.38 vs 0.55 in A/B runs), so one batch at a time is the default
+    # (docs/ranker.md).
+    batch_max_in_flight: int = Field(1, ge=1, description="batches scored at once")
     queue_max: int = Field(1024, ge=1, description="Rank calls waiting beyond this get RESOURCE_EXHAUSTED")
     rank_batch_max_requests: int = Field(256, ge=1, description="most requests in one RankBatch call")
     # How the catalog is scored (runtime.plan_scoring): exact, or approximate for big catalogs.

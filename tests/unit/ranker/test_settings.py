@@ -45,6 +45,7 @@ def test_the_batching_settings_reach_the_rank_batcher(monkeypatch):
     from services.ranker.metrics import ranker_metrics
     from services.ranker.server import make_batcher
 
+    monkeypatch.setenv("SHOPSTREAM_RANKER_EXECUTOR_THREADS", "3")
     monkeypatch.setenv("SHOPSTREAM_RANKER_BATCH_MAX_IN_FLIGHT", "3")
     monkeypatch.setenv("SHOPSTREAM_RANKER_BATCH_MAX_SIZE", "16")
     with ThreadPoolExecutor(1) as executor:
