@@ -13,6 +13,7 @@ import asyncio
 import grpc
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from services.common.gc_tuning import freeze_startup_heap
 from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, set_health
 from services.common.rpc_metrics import make_rpc_metrics
 from services.gateway.server import SERVICE_NAMES
@@ -40,6 +41,7 @@ async def create_server(addr: str) -> tuple[grpc.aio.Server, int]:
 
 async def _serve(addr: str) -> None:
     server, _ = await create_server(addr)
+    freeze_startup_heap()  # as every service does after start-up (same stack)
     await server.wait_for_termination()
 
 

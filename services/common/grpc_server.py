@@ -15,6 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common.errors import DomainError
+from services.common.gc_tuning import freeze_startup_heap
 from services.common.logs import request_id
 from services.common.rpc_metrics import RpcMetrics
 
@@ -125,6 +126,7 @@ async def run_until_signalled(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await start()
+    freeze_startup_heap()
     await stopping.wait()
     logger.info("shutdown signal received")
     await stop()

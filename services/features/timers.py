@@ -5,6 +5,7 @@ import logging
 
 import faust
 
+from services.common.gc_tuning import freeze_startup_heap
 from services.features.settings import FeaturesSettings
 
 logger = logging.getLogger(__name__)
@@ -16,6 +17,7 @@ def register_timers(app: faust.App, settings: FeaturesSettings, deps) -> None:
     @app.task
     async def load_model_on_start():
         await deps.models.reload_if_changed()
+        freeze_startup_heap()
 
     @app.timer(settings.model_reload_interval_s, name="reload_model")
     async def reload_model():
