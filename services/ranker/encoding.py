@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from services.common.model_bundle import ENCODE_BUCKET_ROWS, ModelBundle
-from services.ranker.runtime import CUDA, make_session
+from services.ranker.runtime import make_session, single_threaded_twin
 
 
 class Encoder:
@@ -22,10 +22,7 @@ class Encoder:
                  allow_spinning: bool = False, small_batch_max: int = 4,
                  bucket_rows: int = ENCODE_BUCKET_ROWS) -> None:
         self.large = make_session(path, providers, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning)
-        threads = intra_op_threads or (os.cpu_count() or 1)
-        on_cpu = self.large.get_providers()[0] != CUDA
-        self.small = (make_session(path, providers, intra_op_threads=1) if on_cpu and threads > 1
-                      else self.large)
+        self.small = single_threaded_twin(path, providers, self.large, intra_op_threads)
         self.small_batch_max = small_batch_max
         self.bucket_rows = bucket_rows
 

@@ -11,13 +11,11 @@ back just the best ``fetch`` candidates per row, unsorted:
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from services.ranker.runtime import CUDA, make_session
+from services.ranker.runtime import make_session, single_threaded_twin
 
 DEFAULT_MAX_BLOCK_BYTES = 256 << 20
 
@@ -101,9 +99,8 @@ class OnnxExact:
         self.num_rows = item_embeddings.shape[0]
         model = scoring_graph(item_embeddings, fp16).SerializeToString()
         self.session = make_session(model, providers, intra_op_threads=intra_op_threads)
-        threads = intra_op_threads or (os.cpu_count() or 1)
-        single = self.session.get_providers()[0] != CUDA and threads > 1 and self.num_rows <= small_work_cells
-        self.small = make_session(model, providers, intra_op_threads=1) if single else self.session
+        self.small = (single_threaded_twin(model, providers, self.session, intra_op_threads)
+                      if self.num_rows <= small_work_cells else self.session)
         self._small_rows = small_work_cells // self.num_rows
         self._max_block_bytes = max_block_bytes
 

@@ -77,6 +77,17 @@ def make_session(model: str | os.PathLike[str] | bytes, providers: tuple[str, ..
                                 providers=list(providers))
 
 
+def single_threaded_twin(model: str | os.PathLike[str] | bytes, providers: tuple[str, ...],
+                         session: ort.InferenceSession, intra_op_threads: int = 0) -> ort.InferenceSession:
+    """A one-thread session of ``session``'s model, for small calls on the CPU (there the
+    intra-op pool's hand-offs cost more than they save); ``session`` itself on CUDA or
+    where it has one thread already."""
+    threads = intra_op_threads or (os.cpu_count() or 1)
+    if session.get_providers()[0] == CUDA or threads <= 1:
+        return session
+    return make_session(model, providers, intra_op_threads=1)
+
+
 @dataclass(frozen=True)
 class ScoringConfig:
     """The scoring knobs of RankerSettings, as the model holder needs them."""

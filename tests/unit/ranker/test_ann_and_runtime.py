@@ -110,3 +110,22 @@ def test_session_options_are_tuned():
     assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     assert options.intra_op_num_threads == 2 and options.inter_op_num_threads == 1
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_single_threaded_twin_only_where_the_session_has_a_pool_on_the_cpu():
+    import services.ranker.runtime as runtime
+
+    model = scoring_graph(items(n=20)).SerializeToString()
+    cpu = ("CPUExecutionProvider",)
+    pooled = runtime.make_session(model, cpu, intra_op_threads=2)
+    twin = runtime.single_threaded_twin(model, cpu, pooled, 2)
+    assert twin is not pooled and twin.get_session_options().intra_op_num_threads == 1
+    single = runtime.make_session(model, cpu, intra_op_threads=1)
+    assert runtime.single_threaded_twin(model, cpu, single, 1) is single
+
+    class OnCuda:
+        def get_providers(self):
+            return [CUDA, "CPUExecutionProvider"]
+
+    on_cuda = OnCuda()
+    assert runtime.single_threaded_twin(model, (CUDA,), on_cuda, 8) is on_cuda
