@@ -86,7 +86,7 @@ class Setup:
         config = ScoringConfig(prefer_gpu=False, scorer=scorer, exact_backend=backend, intra_op_threads=threads)
         plan = plan_scoring(len(ids), prefer_gpu=False, scorer=scorer, exact_backend=backend)
         encoder = Encoder(self.onnx_path, plan.providers, intra_op_threads=threads)
-        bundle = ModelBundle("bench", self.onnx_path.parent, MAX_LEN, DIM, ids, items, {}, encoder.large)
+        bundle = ModelBundle("bench", self.onnx_path.parent, MAX_LEN, DIM, ids, items, {}, encoder.session)
         masks = CatalogMasks.build(ids, CatalogSnapshot())
         return LoadedModel(bundle, ServingItems(ids, items, len(ids)), items, masks, plan,
                            build_scorer(plan, items, config), encoder)

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,7 +160,8 @@ class ModelBundle:
         return self.encode_rows(self.session, self.index_rows(histories))
 
     def encode_rows(self, session: ort.InferenceSession, rows: list[list[int]],
-                    bucket_rows: int = ENCODE_BUCKET_ROWS) -> np.ndarray:
+                    bucket_rows: int = ENCODE_BUCKET_ROWS, pool: Executor | None = None,
+                    parts: int = 1) -> np.ndarray:
         """User embeddings float32 [B, dim] for index rows (``index_rows``), run on ``session``.
 
         A ``variable_length`` encoder gets each batch only as wide as its longest row, and
@@ -168,29 +170,54 @@ class ModelBundle:
         not make every short one pay for ``max_len`` positions. Neither changes a result
         (the model masks padding and counts positions from the end; the export's parity
         check covers cropped inputs); older fixed-length encoders get [B, max_len].
+
+        With ``pool`` (for a single-threaded ``session``), any batch of two or more rows is
+        sorted by length, split into at least ``parts`` chunks of about ``bucket_rows``, and
+        the chunks run concurrently on ``pool``: parallelism over rows rather than inside
+        each operator, whose per-operator hand-offs cost more than they save at these sizes.
         """
         if not rows:
             return np.zeros((0, self.dim), dtype=np.float32)
         if not self.variable_length:
             return _run_encoder(session, pad_rows(rows, self.max_len))
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-        if len(rows) < 2 * bucket_rows:
+        parallel = pool is not None and len(rows) > 1
+        if not parallel and len(rows) < 2 * bucket_rows:
             return _run_encoder(session, pad_rows(rows, max(1, int(lengths.max()))))
         order = np.argsort(lengths, kind="stable")
+        if parallel:
+            chunks = np.array_split(order, min(len(rows), max(parts, -(-len(rows) // bucket_rows))))
+        else:
+            chunks = length_buckets(order, bucket_rows)
         out = np.empty((len(rows), self.dim), dtype=np.float32)
-        start, n = 0, len(order)
-        while start < n:
-            stop = start + bucket_rows
-            if n - stop < bucket_rows // 2:  # no runt last chunk: it joins this one
-                stop = n
-            chunk = order[start:stop]
+
+        def run(chunk: np.ndarray) -> None:
             out[chunk] = _run_encoder(session, pad_rows([rows[i] for i in chunk], max(1, int(lengths[chunk[-1]]))))
-            start = stop
+
+        if parallel:
+            for _ in pool.map(run, chunks):  # type: ignore[union-attr]
+                pass
+        else:
+            for chunk in chunks:
+                run(chunk)
         return out
 
     def scores(self, user_emb: np.ndarray) -> np.ndarray:
         """Scores [B, N+1] of every item index for the given user embeddings (col 0 = padding)."""
         return user_emb @ self.item_embeddings.T
+
+
+def length_buckets(order: np.ndarray, bucket_rows: int) -> list[np.ndarray]:
+    """``order`` (rows sorted by length) in consecutive chunks of ``bucket_rows``; a runt last
+    chunk (under half a bucket) joins the one before."""
+    chunks, start, n = [], 0, len(order)
+    while start < n:
+        stop = start + bucket_rows
+        if n - stop < bucket_rows // 2:
+            stop = n
+        chunks.append(order[start:stop])
+        start = stop
+    return chunks
 
 
 def _run_encoder(session: ort.InferenceSession, indices: np.ndarray) -> np.ndarray:

@@ -57,15 +57,15 @@ class RecordingSession:
 
 def recording(encoder: Encoder) -> list[tuple[str, tuple[int, int]]]:
     calls: list[tuple[str, tuple[int, int]]] = []
-    encoder.small = RecordingSession(encoder.small, "small", calls)
-    encoder.large = RecordingSession(encoder.large, "large", calls)
+    encoder.session = RecordingSession(encoder.session, "session", calls)
     return calls
 
 
-@pytest.mark.parametrize("count", [1, 3, 5, 31, 32, 47, 100])
+@pytest.mark.parametrize("count", [1, 3, 4, 5, 31, 32, 47, 100])
 def test_vectors_equal_the_padded_max_len_call_whatever_the_batch(bundle, count):
     encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2,
                       small_batch_max=4, bucket_rows=16)
+    assert encoder.session.get_session_options().intra_op_num_threads == 1 and encoder.threads == 2
     calls = recording(encoder)
     hist = histories(count, seed=count)
     got = encoder.encode(bundle, hist)
@@ -73,10 +73,31 @@ def test_vectors_equal_the_padded_max_len_call_whatever_the_batch(bundle, count)
     assert sum(shape[0] for _, shape in calls) == count
     longest = max(len(r) for r in bundle.index_rows(hist))
     assert all(shape[1] <= max(1, longest) for _, shape in calls)  # never wider than needed
-    assert {kind for kind, _ in calls} == {"small" if count <= 4 else "large"}
-    if count >= 32:  # bucketed: several calls, each no wider than its own rows, no runt chunk
-        assert len(calls) == count // 16 + (count % 16 >= 8)
-        assert min(shape[0] for _, shape in calls) >= 8
+    if count <= 4:  # small batches: one call
+        assert len(calls) == 1
+    else:  # at least one chunk per thread, about 16 rows each, sizes within one row of each other
+        assert len(calls) == max(2, -(-count // 16))
+        sizes = [shape[0] for _, shape in calls]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_chunks_run_concurrently_on_the_encoders_pool(bundle):
+    encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2)
+    threads: set[str] = set()
+    session = encoder.session
+
+    class ThreadRecording:
+        def run(self, outputs, feeds):
+            import threading
+            import time
+
+            threads.add(threading.current_thread().name)
+            time.sleep(0.01)  # long enough for the other worker to take the next chunk
+            return session.run(outputs, feeds)
+
+    encoder.session = ThreadRecording()
+    encoder.encode(bundle, histories(40, seed=1))
+    assert len(threads) == 2 and all(name.startswith("ranker-encode") for name in threads)
 
 
 def test_the_bundle_itself_encodes_in_the_same_buckets(bundle):
