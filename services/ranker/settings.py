@@ -22,7 +22,8 @@ class RankerSettings(BaseSettings):
     # is counted once per interval rather than once per poll.
     failed_retry_s: float = Field(300.0, ge=0)
     intra_op_threads: int = Field(
-        0, ge=0, description="onnxruntime threads per call; 0 = the cores shared among the batches in flight")
+        0, ge=0, description="threads per batch (the encoder's chunk pool; onnxruntime and faiss threads of "
+                             "the scorer); 0 = the cores shared among the batches in flight")
     prefer_gpu: bool = True
     executor_threads: int = Field(2, ge=1, description="threads that run batches, Similar and model loads")
     metrics_port: int = Field(9103, ge=0, le=65535)
@@ -36,11 +37,11 @@ class RankerSettings(BaseSettings):
     # that queue while the batches in flight run.
     batch_max_wait_ms: float = Field(0.0, ge=0, description="longest a call waits for batch-mates")
     # Batches scored at once, each on its own executor thread; with the default
-    # intra_op_threads each gets cores / in_flight onnxruntime threads. Two single-threaded
-    # batches of 32 serve encode-heavy traffic ~1.2x faster than one two-threaded batch of
-    # 64 on 2 cores, but through gRPC with Redis embeddings (cheap batches, the gateway's
-    # path) the second thread's GIL contention with the server's loop cost more (gateway/echo
-    # requests/s at c=64 0.38 vs 0.55 in A/B runs), so one batch at a time is the default
+    # intra_op_threads each gets cores / in_flight threads. Two single-threaded batches of
+    # 32 serve encode-heavy traffic faster than one batch of 64 on 2 cores in-process, but
+    # through gRPC with Redis embeddings (cheap batches, the gateway's path) the second
+    # thread's GIL contention with the server's loop cost more (gateway/echo requests/s at
+    # c=64, medians of three A/B runs: 0.39 vs 0.55), so one batch at a time is the default
     # (docs/ranker.md).
     batch_max_in_flight: int = Field(1, ge=1, description="batches scored at once")
     queue_max: int = Field(1024, ge=1, description="Rank calls waiting beyond this get RESOURCE_EXHAUSTED")
