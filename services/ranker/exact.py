@@ -87,7 +87,7 @@ def scoring_graph(item_embeddings: np.ndarray, fp16: bool = False) -> onnx.Model
 class OnnxExact:
     """The scoring graph on tuned sessions: on the CPU a single-threaded one too, for calls
     of at most ``small_work_cells`` scores (batch x catalog), where handing work to the
-    intra-op pool costs more than it saves (the encoder's small-batch session, likewise).
+    intra-op pool costs more than it saves (the encoder's sessions are single-threaded too).
     Measured on the 2-core box: batch 1 x 12K items 50 µs on one thread vs 58 µs on two,
     batch 1 x 100K 590 µs vs 420 µs."""
 
