@@ -79,13 +79,16 @@ class Setup:
         self.torch_model = SASRec(ModelConfig(num_items=BEAUTY_ITEMS, max_len=MAX_LEN, dim=DIM)).eval()
         self.onnx_path = tmp / "encoder.onnx"
         export_onnx(self.torch_model, self.onnx_path)
+        self._encode_pools: dict[int, ThreadPoolExecutor] = {}  # as the ranker's main builds it, per thread count
 
     def loaded(self, items: np.ndarray, backend: str, scorer: str = "exact", threads: int = THREADS) -> LoadedModel:
         """The engine's LoadedModel over a synthetic catalog (histories use the first 12K ids)."""
         ids = [str(i) for i in range(1, items.shape[0])]
         config = ScoringConfig(prefer_gpu=False, scorer=scorer, exact_backend=backend, intra_op_threads=threads)
         plan = plan_scoring(len(ids), prefer_gpu=False, scorer=scorer, exact_backend=backend)
-        encoder = Encoder(self.onnx_path, plan.providers, intra_op_threads=threads)
+        if threads not in self._encode_pools:
+            self._encode_pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="ranker-encode")
+        encoder = Encoder(self.onnx_path, plan.providers, intra_op_threads=threads, pool=self._encode_pools[threads])
         bundle = ModelBundle("bench", self.onnx_path.parent, MAX_LEN, DIM, ids, items, {}, encoder.session)
         masks = CatalogMasks.build(ids, CatalogSnapshot())
         return LoadedModel(bundle, ServingItems(ids, items, len(ids)), items, masks, plan,

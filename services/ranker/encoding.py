@@ -4,33 +4,36 @@
 batch in length-sorted chunks (shared with the features worker). On the CPU the
 ranker runs **single-threaded sessions, in parallel over chunks**: batches of up to
 ``small_batch_max`` users go to onnxruntime in one call, larger ones are split into
-at least one chunk per thread and the chunks run on a small pool. onnxruntime's own
-intra-op pool splits every operator of these small matrices and waits for its
-slowest thread each time; measured on the 2-core box, batch 64 (5-50 items each)
+at least one chunk per thread and the chunks run on the ranker's encode pool (built
+once in ``main``, shared by every model loaded). onnxruntime's own intra-op pool
+splits every operator of these small matrices and waits for its slowest thread each
+time; measured on the 2-core box, batch 64 (5-50 items each)
 took 3.83 ms on a two-thread session, 3.06 ms on one thread and 1.87 ms as four
 chunks over two single-threaded workers. On CUDA one session serves every batch.
 """
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 import numpy as np
 
 from services.common.model_bundle import ENCODE_BUCKET_ROWS, ModelBundle
-from services.ranker.runtime import CUDA, make_session
+from services.ranker.runtime import CUDA, make_session, resolve_threads
 
 
 class Encoder:
     def __init__(self, path: str | os.PathLike[str], providers: tuple[str, ...], *, intra_op_threads: int = 0,
-                 allow_spinning: bool = False, small_batch_max: int = 4,
+                 allow_spinning: bool = False, pool: Executor | None = None, small_batch_max: int = 4,
                  bucket_rows: int = ENCODE_BUCKET_ROWS) -> None:
+        """``pool`` (CPU only) runs a large batch's chunks, at least ``intra_op_threads`` of them,
+        in parallel; without it they run one after another."""
         # On the CPU every call is single-threaded; the pool provides the parallelism.
         self.session = make_session(path, providers, intra_op_threads=1 if providers[0] != CUDA else intra_op_threads,
                                     allow_spinning=allow_spinning)
         on_cpu = self.session.get_providers()[0] != CUDA
-        self.threads = (intra_op_threads or os.cpu_count() or 1) if on_cpu else 1
-        self.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ranker-encode") if self.threads > 1 else None
+        self.threads = resolve_threads(intra_op_threads) if on_cpu else 1
+        self.pool = pool if self.threads > 1 else None
         self.small_batch_max = small_batch_max
         self.bucket_rows = bucket_rows
 

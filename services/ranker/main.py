@@ -24,10 +24,14 @@ async def serve(settings: RankerSettings) -> None:
     metrics = ranker_metrics()
     redis = connect_redis(settings.redis_url)
     executor = ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="ranker-score")
+    # Chunks of large encoder batches, for every batch in flight; separate from ``executor``,
+    # whose threads wait on them.
+    encode_pool = ThreadPoolExecutor(settings.ort_threads * settings.batch_max_in_flight,
+                                     thread_name_prefix="ranker-encode")
     holder = ModelHolder(settings.models_dir, executor, metrics, prefer_gpu=settings.prefer_gpu,
                          intra_op_threads=settings.ort_threads,
                          reload_interval_s=settings.reload_interval_s, failed_retry_s=settings.failed_retry_s,
-                         scoring=settings.scoring_config())
+                         scoring=settings.scoring_config(), encode_pool=encode_pool)
     catalog = CatalogCache(RedisCatalogStore(redis), settings.catalog_refresh_s)
     catalog.on_change(holder.on_catalog)
     deps = RankerDeps(holder, RedisUserStateStore(redis), executor, metrics)
@@ -48,6 +52,7 @@ async def serve(settings: RankerSettings) -> None:
             await deps.batcher.close()
         await cancel_tasks(tasks)
         executor.shutdown(wait=True, cancel_futures=True)
+        encode_pool.shutdown(wait=True, cancel_futures=True)
         await redis.aclose()
         logger.info("ranker stopped")
 

@@ -79,10 +79,13 @@ class ModelHolder:
         reload_interval_s: float = 10.0,
         failed_retry_s: float = 300.0,
         scoring: ScoringConfig | None = None,
+        encode_pool: Executor | None = None,
     ) -> None:
-        """``scoring`` defaults to ``ScoringConfig(prefer_gpu, intra_op_threads)``."""
+        """``scoring`` defaults to ``ScoringConfig(prefer_gpu, intra_op_threads)``; ``encode_pool``
+        runs the chunks of large encoder batches (encoding.Encoder)."""
         self._models_dir = Path(models_dir)
         self._executor = executor
+        self._encode_pool = encode_pool
         self._metrics = metrics
         self._prefer_gpu = prefer_gpu
         self._intra_op_threads = intra_op_threads
@@ -105,7 +108,8 @@ class ModelHolder:
                              intra_op_threads=self._intra_op_threads)
         config = self._scoring
         encoder = Encoder(bundle.path / ENCODER_FILE, config.plan(len(bundle.item_ids)).providers,
-                          intra_op_threads=config.intra_op_threads, allow_spinning=config.allow_spinning)
+                          intra_op_threads=config.intra_op_threads, allow_spinning=config.allow_spinning,
+                          pool=self._encode_pool)
         model = self._serving(bundle, encoder, catalog)
         warm_up(model)
         return model

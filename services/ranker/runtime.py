@@ -52,6 +52,11 @@ def plan_scoring(num_items: int, *, prefer_gpu: bool, scorer: ScorerKind = "auto
     return ScoringPlan(providers, kind, exact_backend, False)
 
 
+def resolve_threads(intra_op_threads: int) -> int:
+    """A thread count as the settings give it: 0 means every core."""
+    return intra_op_threads or (os.cpu_count() or 1)
+
+
 def session_options(intra_op_threads: int = 0, allow_spinning: bool = False) -> ort.SessionOptions:
     """Full graph optimisation, one inter-op thread (the graphs are sequential chains).
 
@@ -63,7 +68,7 @@ def session_options(intra_op_threads: int = 0, allow_spinning: bool = False) -> 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = intra_op_threads or (os.cpu_count() or 1)
+    options.intra_op_num_threads = resolve_threads(intra_op_threads)
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
     return options
@@ -82,8 +87,7 @@ def single_threaded_twin(model: str | os.PathLike[str] | bytes, providers: tuple
     """A one-thread session of ``session``'s model, for small calls on the CPU (there the
     intra-op pool's hand-offs cost more than they save); ``session`` itself on CUDA or
     where it has one thread already."""
-    threads = intra_op_threads or (os.cpu_count() or 1)
-    if session.get_providers()[0] == CUDA or threads <= 1:
+    if session.get_providers()[0] == CUDA or resolve_threads(intra_op_threads) <= 1:
         return session
     return make_session(model, providers, intra_op_threads=1)
 

@@ -3,6 +3,7 @@ worker) and the small-batch session change the work, never a vector."""
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -15,6 +16,12 @@ from support.toy_bundle import publish_toy_bundle
 
 N, DIM, MAX_LEN = 300, 8, 20
 IDS = [f"i{n}" for n in range(N)]
+
+
+@pytest.fixture(scope="module")
+def encode_pool():
+    with ThreadPoolExecutor(2, thread_name_prefix="ranker-encode") as pool:  # as the ranker's main builds it
+        yield pool
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +69,8 @@ def recording(encoder: Encoder) -> list[tuple[str, tuple[int, int]]]:
 
 
 @pytest.mark.parametrize("count", [1, 3, 4, 5, 31, 32, 47, 100])
-def test_vectors_equal_the_padded_max_len_call_whatever_the_batch(bundle, count):
-    encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2,
+def test_vectors_equal_the_padded_max_len_call_whatever_the_batch(bundle, encode_pool, count):
+    encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2, pool=encode_pool,
                       small_batch_max=4, bucket_rows=16)
     assert encoder.session.get_session_options().intra_op_num_threads == 1 and encoder.threads == 2
     calls = recording(encoder)
@@ -81,8 +88,8 @@ def test_vectors_equal_the_padded_max_len_call_whatever_the_batch(bundle, count)
         assert max(sizes) - min(sizes) <= 1
 
 
-def test_chunks_run_concurrently_on_the_encoders_pool(bundle):
-    encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2)
+def test_chunks_run_concurrently_on_the_encoders_pool(bundle, encode_pool):
+    encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2, pool=encode_pool)
     threads: set[str] = set()
     session = encoder.session
 
