@@ -36,7 +36,7 @@ from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from bench import report, world
 from services.common.infra import connect_redis
 from services.common.stores import keys
-from services.ingest.producer import EventProducer, ensure_topics
+from services.contract.producer import EventProducer, ensure_topics
 from services.ingest.replay import replay, to_events
 from services.stack.local import ServiceStack, infrastructure
 from services.stack.processes import metric_value, metrics_text

@@ -22,7 +22,7 @@ from services.common.stores.trending import TrendingStore
 from services.common.stores.user_state import EventWrite, UserStateStore
 from services.features.embeddings import EmbeddingRefresher
 from services.features.metrics import FeaturesMetrics
-from services.ingest.validation import InvalidEvent, decode_catalog_item, decode_event
+from services.contract.validation import InvalidEvent, decode_catalog_item, decode_event
 
 logger = logging.getLogger(__name__)
 

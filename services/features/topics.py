@@ -1,4 +1,4 @@
-"""The topics the worker reads and writes, as raw bytes (decoding is ours, see ingest.validation)."""
+"""The topics the worker reads and writes, as raw bytes (decoding is ours, see contract.validation)."""
 from __future__ import annotations
 
 import asyncio
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import faust
 
-from services.common import topics
+from services.contract import topics
 from services.features.processing import Record, source_of
 
 

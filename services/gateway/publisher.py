@@ -6,7 +6,7 @@ from typing import Sequence
 
 from shopstream.events.v1 import events_pb2
 
-from services.ingest.producer import EventProducer
+from services.contract.producer import EventProducer
 
 
 class LazyProducer:

@@ -12,14 +12,6 @@ DEFAULT_EXCLUDE_PURCHASED = True
 DEFAULT_EXCLUDE_SEEN = False
 
 
-def check_id(field: str, value: str, max_len: int) -> str:
-    if not value:
-        raise InvalidArgument(f"{field} is required")
-    if len(value) > max_len:
-        raise InvalidArgument(f"{field} must be at most {max_len} characters, got {len(value)}")
-    return value
-
-
 def resolve_k(k: int, default_k: int, max_k: int) -> int:
     """0 (unset) means the default; anything else must lie in 1..max_k."""
     if k == 0:

@@ -20,7 +20,8 @@ from services.gateway import rules
 from services.gateway.fallback import TrendingFallback
 from services.gateway.ranker_client import RankerClient, RankerFailed
 from services.gateway.settings import GatewaySettings
-from services.ingest.validation import InvalidEvent, validate_event
+from services.contract.limits import check_id
+from services.contract.validation import InvalidEvent, validate_event
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     # -- Recommend -------------------------------------------------------------
 
     async def Recommend(self, request: gateway_pb2.RecommendRequest, context) -> gateway_pb2.RecommendResponse:
-        user_id = rules.check_id("user_id", request.user_id, self._s.max_user_id_len)
+        user_id = check_id("user_id", request.user_id)
         k = rules.resolve_k(request.k, self._s.default_k, self._s.max_k)
         item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
         try:
@@ -141,7 +142,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
     # -- SimilarItems ------------------------------------------------------------
 
     async def SimilarItems(self, request: gateway_pb2.SimilarItemsRequest, context) -> gateway_pb2.SimilarItemsResponse:
-        item_id = rules.check_id("item_id", request.item_id, self._s.max_user_id_len)
+        item_id = check_id("item_id", request.item_id)
         k = rules.resolve_k(request.k, self._s.default_k, self._s.max_k)
         item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
         try:

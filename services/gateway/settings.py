@@ -23,7 +23,6 @@ class GatewaySettings(BaseSettings):
     deadline_margin_s: float = Field(0.02, ge=0)
     default_k: int = Field(10, ge=1)
     max_k: int = Field(100, ge=1)
-    max_user_id_len: int = Field(128, ge=1)
     max_exclude_ids: int = Field(500, ge=0)
     max_events_per_request: int = Field(500, ge=1)
     trending_pool: int = Field(500, ge=1, description="trending items read per fallback")

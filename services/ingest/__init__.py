@@ -1,1 +1,1 @@
-"""Ingest: the event contract (validation), the Kafka producer, synthetic data and replay."""
+"""Ingest: the producer CLI, synthetic data, dataset replay and the event-log export."""

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from google.protobuf import json_format
 
-from services.ingest.validation import InvalidEvent, decode_event
+from services.contract.validation import InvalidEvent, decode_event
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def _bootstrap(args) -> str:
 
 
 def _producer(args):
-    from services.ingest.producer import EventProducer
+    from services.contract.producer import EventProducer
 
     return EventProducer(_bootstrap(args))
 
@@ -114,7 +114,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_topics(args) -> int:
-    from services.ingest.producer import ensure_topics
+    from services.contract.producer import ensure_topics
 
     created = ensure_topics(_bootstrap(args), args.partitions)
     print("created: " + (", ".join(created) if created else "nothing (all exist)"))

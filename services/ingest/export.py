@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from shopstream.events.v1 import events_pb2
 
-from services.common import topics
-from services.ingest.validation import InvalidEvent, decode_event
+from services.contract import topics
+from services.contract.validation import InvalidEvent, decode_event
 
 
 @dataclass

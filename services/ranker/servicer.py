@@ -14,6 +14,7 @@ from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
 from services.common.errors import DomainError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.common.filters import ItemFilter
+from services.contract.limits import check_id
 from services.common.stores.coalescing import CoalescingStateReader
 from services.common.stores.user_state import UserState, UserStateStore
 from services.common.batching import MicroBatcher
@@ -23,8 +24,6 @@ from services.ranker.model_holder import LoadedModel, ModelHolder
 from services.ranker.scoring import eligible_mask, top_k
 
 logger = logging.getLogger(__name__)
-
-MAX_ID_LEN = 256
 
 
 def _scored(model: LoadedModel, indices: np.ndarray, scores: np.ndarray) -> list[ranker_pb2.ScoredItem]:
@@ -64,10 +63,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         self._batcher = batcher or MicroBatcher(RankEngine(), executor, name="ranker")
 
     def _validate(self, field: str, value: str, k: int) -> None:
-        if not value:
-            raise InvalidArgument(f"{field} is required")
-        if len(value) > MAX_ID_LEN:
-            raise InvalidArgument(f"{field} is longer than {MAX_ID_LEN} characters")
+        check_id(field, value)
         if not 1 <= k <= self._max_k:
             raise InvalidArgument(f"k must be between 1 and {self._max_k}, got {k}")
 

@@ -21,7 +21,7 @@ from services.common.datasets import read_sequences
 from services.common.logs import configure_logging
 from services.common.model_bundle import latest_version
 from services.ingest.catalog import catalog_from_attributes, catalog_from_jsonl
-from services.ingest.producer import EventProducer, ensure_topics
+from services.contract.producer import EventProducer, ensure_topics
 from services.ingest.replay import replay
 from services.ingest.synthetic import SyntheticConfig, generate, write_dataset
 from services.stack.client import describe, fetch

@@ -16,7 +16,7 @@ from shopstream.gateway.v1 import gateway_pb2_grpc
 from services.common.model_bundle import latest_version
 from services.common.stores import keys
 from services.ingest.catalog import catalog_from_docs
-from services.ingest.producer import EventProducer, ensure_topics
+from services.contract.producer import EventProducer, ensure_topics
 from services.ingest.synthetic import SyntheticConfig, generate, write_dataset
 from services.stack.local import ServiceStack
 from services.stack.processes import metric_value, metrics_text

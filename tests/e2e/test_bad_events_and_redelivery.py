@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from services.common import topics
+from services.contract import topics
 from support.helpers import event, wait_for
 from support.kafka import read_topic
 from support.redis_state import user_snapshot

@@ -12,11 +12,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
 
-from services.common import topics
+from services.contract import topics
 from services.common.stores import keys
 from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.user_state import RedisUserStateStore
-from services.ingest.producer import EventProducer, ensure_topics
+from services.contract.producer import EventProducer, ensure_topics
 from support.kafka import read_topic_async
 from support.toy_bundle import publish_toy_bundle
 

@@ -20,7 +20,7 @@ from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from support.kafka import read_topic_async
 from support.toy_bundle import publish_toy_bundle
 
-from services.common import topics
+from services.contract import topics
 from services.common.embedded import free_port
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
 from services.common.stores.trending import RedisTrendingStore
@@ -31,7 +31,8 @@ from services.gateway.publisher import LazyProducer
 from services.gateway.ranker_client import RankerClient
 from services.gateway.server import GatewayDeps, create_server, watch_readiness
 from services.gateway.settings import GatewaySettings
-from services.ingest.producer import EventProducer, ensure_topics
+from services.contract.limits import MAX_ID_CHARS
+from services.contract.producer import EventProducer, ensure_topics
 from services.ranker.metrics import ranker_metrics
 from services.ranker.model_holder import ModelHolder
 from services.ranker.server import RankerDeps
@@ -258,7 +259,7 @@ async def test_similar_items_and_validation(world, redis_client, redis_url):
 
         for request, message in [
             (gateway_pb2.RecommendRequest(user_id="", k=3), "user_id is required"),
-            (gateway_pb2.RecommendRequest(user_id="x" * 200, k=3), "user_id must be at most 128 characters"),
+            (gateway_pb2.RecommendRequest(user_id="x" * (MAX_ID_CHARS + 1), k=3), f"user_id must be at most {MAX_ID_CHARS} characters"),
             (gateway_pb2.RecommendRequest(user_id="u", k=101), "k must be between 1 and 100"),
             (gateway_pb2.RecommendRequest(user_id="u", filters=gateway_pb2.RecommendFilters(
                 exclude_item_ids=[str(i) for i in range(501)])), "at most 500 allowed"),

@@ -8,10 +8,10 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopstream.events.v1 import events_pb2
 
-from services.common import topics
+from services.contract import topics
 from services.common.datasets import read_events_jsonl
 from services.ingest.export import export_events
-from services.ingest.producer import EventProducer, ensure_topics
+from services.contract.producer import EventProducer, ensure_topics
 
 pytestmark = pytest.mark.integration
 

@@ -39,10 +39,3 @@ def test_k_out_of_range(k):
     with pytest.raises(InvalidArgument, match="k must be between 1 and 100"):
         rules.resolve_k(k, default_k=10, max_k=100)
 
-
-def test_ids():
-    assert rules.check_id("user_id", "u1", 8) == "u1"
-    with pytest.raises(InvalidArgument, match="user_id is required"):
-        rules.check_id("user_id", "", 8)
-    with pytest.raises(InvalidArgument, match="at most 8 characters"):
-        rules.check_id("user_id", "x" * 9, 8)

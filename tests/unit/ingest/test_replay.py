@@ -4,7 +4,7 @@ from shopstream.events.v1 import events_pb2
 from services.ingest.replay import (
     TokenBucket, event_id, interleave, paced_batches, parse_type_mix, replay, select, to_events,
 )
-from services.ingest.validation import validate_event
+from services.contract.validation import validate_event
 
 SEQS = {"a": ["1", "2", "3"], "b": ["4"], "c": ["5", "6"]}
 

@@ -6,7 +6,7 @@ from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
 
 from services.common.errors import InvalidArgument
-from services.ingest.validation import (
+from services.contract.validation import (
     MAX_EVENT_BYTES, InvalidEvent, decode_catalog_item, decode_event, validate_catalog_item, validate_event,
 )
 

@@ -15,8 +15,8 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError, UnsupportedVersion
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
 
-from services.common import topics
-from services.ingest.validation import validate_catalog_item, validate_event
+from services.contract import topics
+from services.contract.validation import validate_catalog_item, validate_event
 
 logger = logging.getLogger(__name__)
 

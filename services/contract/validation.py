@@ -17,17 +17,7 @@ from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
 
 from services.common.errors import InvalidArgument
-
-MAX_EVENT_BYTES = 64 * 1024
-MAX_ID_CHARS = 256
-MAX_TEXT_CHARS = 1024
-MAX_ATTRIBUTES = 256
-
-# Every reason code this module can produce; the features metrics pre-declare them.
-REASONS = (
-    "bad_encoding", "bad_json", "unknown_type", "missing_user_id", "missing_item_id",
-    "missing_event_id", "missing_occurred_at", "oversized", "field_too_long", "bad_price",
-)
+from services.contract.limits import MAX_ATTRIBUTES, MAX_EVENT_BYTES, MAX_ID_CHARS, MAX_TEXT_CHARS
 
 _EVENT_TYPES = {v.number for v in events_pb2.EventType.DESCRIPTOR.values if v.number != 0}
 

@@ -4,9 +4,9 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopstream.events.v1 import events_pb2
 
-from services.common import topics
-from services.ingest.producer import EventProducer, ensure_topics
-from services.ingest.validation import InvalidEvent
+from services.contract import topics
+from services.contract.producer import EventProducer, ensure_topics
+from services.contract.validation import InvalidEvent
 from support.kafka import read_topic_async
 
 pytestmark = pytest.mark.integration
