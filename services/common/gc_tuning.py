@@ -11,11 +11,10 @@ def freeze_startup_heap() -> None:
     """Move every object alive after start-up (modules, protobuf descriptors, gRPC, faust
     and onnxruntime bindings) out of the garbage collector's reach.
 
-    They live as long as the process, yet each full collection walked all of them: under
-    load in bench.serve the gateway's full collections paused it up to 40 ms and the
-    ranker's up to 32 ms, which lands straight in p99. After ``gc.freeze()`` the longest
-    full collection measured 0.6 ms (gateway) and 1.8 ms (ranker); generation thresholds
-    stay the defaults (raising them made the young collections as slow as the full ones).
+    They live as long as the process, yet each full collection walked all of them, and
+    those pauses land straight in a server's p99. Generation thresholds stay the
+    defaults (raising them made the young collections as slow as the full ones). The
+    pauses before and after, measured under bench.serve: docs/performance.md.
     """
     gc.collect()
     gc.freeze()

@@ -7,7 +7,7 @@ CancelledError: Python 3.11's ``asyncio.timeout`` raises TimeoutError when its o
 deadline and an outside cancel land in the same loop iteration, and a client library
 may turn it into a connection error. Such a loop would log the "error", sleep and go
 on forever, and shutdown (``cancel_tasks``) would wait for it forever (this hung the
-test suite on a loaded 2-core machine). The task still knows it is being cancelled
+test suite on a loaded machine). The task still knows it is being cancelled
 (``Task.cancelling()``), so every such loop asks it after each step.
 """
 from __future__ import annotations
