@@ -1,18 +1,29 @@
-"""Composition root: settings -> logging -> Redis, stores, catalog cache, ranker channel,
-Kafka producer -> server. Teardown runs in reverse order."""
+"""Composition root of the gateway: ``build`` wires it, ``running`` runs it, ``main`` is the command.
+
+``build(settings)`` is the only place the gateway's dependencies are made (Redis, the
+catalog cache, the ranker channel and client, the stores, the trending fallback, the
+Kafka producer, the publish executor, metrics). ``running(settings, deps)`` starts the
+server and its background tasks and stops them all, in reverse order, on exit; ``main``
+and every test that starts the gateway go through it.
+"""
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health
 
 from services.common.grpc_server import cancel_tasks, run_until_signalled, set_health
 from services.common.infra import connect_redis
 from services.common.logs import configure_logging
 from services.common.metrics_http import serve_metrics
-from services.common.settings import load
+from services.common.settings import env_name, load
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import RedisUserStateStore
@@ -34,51 +45,102 @@ RANKER_CHANNEL_OPTIONS = (
 )
 
 
-async def serve(settings: GatewaySettings) -> None:
+def build(settings: GatewaySettings) -> GatewayDeps:
+    """The gateway's dependencies; nothing connects yet (Redis, the ranker channel and Kafka
+    all connect on first use). Call it on the event loop that will run the gateway."""
     metrics = gateway_metrics()
     redis = connect_redis(settings.redis_url)
     catalog = CatalogCache(RedisCatalogStore(redis), settings.catalog_refresh_s)
     channel = grpc.aio.insecure_channel(settings.ranker_addr, options=RANKER_CHANNEL_OPTIONS)
-    producer = LazyProducer(settings.kafka_bootstrap_servers,
-                            bootstrap_timeout_ms=int(settings.kafka_timeout_s * 1000),
-                            max_block_ms=int(settings.kafka_timeout_s * 1000))
-    executor = ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="gateway-publish")
-    deps = GatewayDeps(
+    kafka_timeout_ms = int(settings.kafka_timeout_s * 1000)
+    return GatewayDeps(
         redis=redis,
         ranker=RankerClient.for_settings(settings, channel, metrics),
+        ranker_channel=channel,
         user_states=RedisUserStateStore(redis),
         catalog=catalog,
         fallback=TrendingFallback(RedisTrendingStore(redis), lambda: catalog.snapshot, settings.trending_pool,
                                   cache_s=settings.trending_cache_s),
-        publisher=producer,
-        executor=executor,
+        publisher=LazyProducer(settings.kafka_bootstrap_servers,
+                               bootstrap_timeout_ms=kafka_timeout_ms, max_block_ms=kafka_timeout_ms),
+        executor=ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="gateway-publish"),
         metrics=metrics,
     )
-    server, port = await create_server(settings, deps)
-    tasks: list[asyncio.Task] = []
-
-    async def start() -> None:
-        serve_metrics(settings.metrics_port)
-        await server.start()
-        tasks.append(asyncio.create_task(catalog.run(), name="catalog-refresh"))
-        tasks.append(asyncio.create_task(watch_readiness(deps, settings.readiness_interval_s), name="readiness"))
-        logger.info("gateway listening on port %d", port, extra={"ranker_addr": settings.ranker_addr})
-
-    async def stop() -> None:
-        await cancel_tasks(tasks)
-        await set_health(deps.health, SERVICE_NAMES, False)
-        await server.stop(settings.grace_s)
-        await deps.ranker.close()
-        executor.shutdown(wait=True)
-        await asyncio.to_thread(producer.close)
-        await channel.close()
-        await redis.aclose()
-        logger.info("gateway stopped")
-
-    await run_until_signalled(start, stop)
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class RunningGateway:
+    port: int  # the port actually bound (settings.addr may say 0)
+    deps: GatewayDeps
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+
+
+@contextlib.asynccontextmanager
+async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) -> AsyncIterator[RunningGateway]:
+    """The gateway serving on ``settings.addr`` (NOT_SERVING until its stores answer), with its
+    catalog refresher and readiness watcher; stopped and closed, in reverse order, on exit.
+
+    ``deps`` defaults to ``build(settings)``; either way ``running`` owns them and closes them.
+    """
+    deps = build(settings) if deps is None else deps
+    async with contextlib.AsyncExitStack() as stack:
+        # Pushed in order of start, so that exit undoes them from the last one back.
+        stack.push_async_callback(deps.redis.aclose)
+        stack.push_async_callback(deps.ranker_channel.close)
+        stack.push_async_callback(asyncio.to_thread, deps.publisher.close)
+        stack.callback(deps.executor.shutdown, wait=True)
+        stack.push_async_callback(deps.ranker.close)  # its batcher, before the channel under it
+        catalog_refresh = asyncio.create_task(deps.catalog.run(), name="catalog-refresh")
+        stack.push_async_callback(cancel_tasks, [catalog_refresh])
+        built = await create_server(settings, deps)
+        await built.server.start()
+        stack.push_async_callback(built.server.stop, settings.grace_s)
+        stack.push_async_callback(set_health, built.health, SERVICE_NAMES, False)
+        # Cancelled first on exit, so that it cannot flip health back to SERVING during the grace.
+        readiness = asyncio.create_task(watch_readiness(deps, built.health, settings.readiness_interval_s),
+                                        name="readiness")
+        stack.push_async_callback(cancel_tasks, [readiness])
+        logger.info("gateway listening on port %d", built.port, extra={"ranker_addr": settings.ranker_addr})
+        yield RunningGateway(built.port, deps, built.server, built.health)
+        logger.info("gateway stopping")
+    logger.info("gateway stopped")
+
+
+async def serve(settings: GatewaySettings) -> None:
+    """Run until SIGTERM/SIGINT. The /metrics endpoint belongs to the process (one registry,
+    a daemon thread), so it is started here rather than in ``running``."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def start() -> None:
+            serve_metrics(settings.metrics_port)
+            await stack.enter_async_context(running(settings))
+
+        await run_until_signalled(start, stack.aclose)
+
+
+def _env_help() -> str:
+    lines = ["environment:"]
+    for field, info in GatewaySettings.model_fields.items():
+        default = "required" if info.is_required() else f"default {info.default!r}"
+        about = f"{info.description}; " if info.description else ""
+        lines.append(f"  {env_name(GatewaySettings, field):<44} {about}{default}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="shopstream gateway",
+        description="Run the gateway gRPC server (GatewayService, grpc.health.v1, reflection): "
+                    "recommendations from the ranker, trending when it cannot answer, events to Kafka. "
+                    "Settings come from the environment only.",
+        epilog=_env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    _parser().parse_args(argv)
     settings = load(GatewaySettings)
     configure_logging(settings.log_level)
     asyncio.run(serve(settings))
+    return 0

@@ -1,4 +1,4 @@
-"""Builds the gateway's gRPC server and its readiness watcher.
+"""Builds the gateway's gRPC server and its readiness watcher (main.py wires and runs them).
 
 Ready means the gateway's own stores answer: Redis replies to PING and the
 catalog was loaded once. The ranker being down does not make it unready,
@@ -32,30 +32,41 @@ SERVICE_NAMES = (gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_
 
 @dataclass
 class GatewayDeps:
+    """Everything the gateway runs on, made by ``main.build`` and closed by ``main.running``."""
+
     redis: object  # redis.asyncio client, for the readiness PING
     ranker: RankerClient
+    ranker_channel: grpc.aio.Channel  # the RankerClient's channel, closed after it
     user_states: UserStateStore
     catalog: CatalogCache
     fallback: TrendingFallback
     publisher: EventPublisher
     executor: Executor
     metrics: GatewayMetrics
-    # Filled in by create_server; watch_readiness and main's shutdown flip it.
-    health: health.aio.HealthServicer | None = None
 
 
-async def create_server(settings: GatewaySettings, deps: GatewayDeps) -> tuple[grpc.aio.Server, int]:
-    """A bound, not yet started server (health NOT_SERVING) and its actual port."""
+@dataclass(frozen=True)
+class GatewayServer:
+    """A bound, not yet started server, the port it bound, and its health servicer
+    (NOT_SERVING until ``watch_readiness`` says otherwise)."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+
+async def create_server(settings: GatewaySettings, deps: GatewayDeps) -> GatewayServer:
+    """The gateway's gRPC server on ``settings.addr`` (port 0 picks a free one), not started."""
     server = grpc.aio.server(interceptors=[ServerInterceptor(deps.metrics.rpc)])
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
         GatewayServicer(settings, deps.ranker, deps.user_states, deps.fallback, deps.publisher,
                         deps.executor, deps.metrics),
         server,
     )
-    deps.health = add_health_and_reflection(server, SERVICE_NAMES)
-    await set_health(deps.health, SERVICE_NAMES, False)
+    health_servicer = add_health_and_reflection(server, SERVICE_NAMES)
+    await set_health(health_servicer, SERVICE_NAMES, False)
     port = server.add_insecure_port(settings.addr)
-    return server, port
+    return GatewayServer(server, port, health_servicer)
 
 
 async def check_ready(deps: GatewayDeps, catalog_loaded: asyncio.Event) -> bool:
@@ -71,8 +82,9 @@ async def check_ready(deps: GatewayDeps, catalog_loaded: asyncio.Event) -> bool:
     return True
 
 
-async def watch_readiness(deps: GatewayDeps, interval_s: float) -> None:
-    """Keep health in step with the stores, forever (cancel to stop)."""
+async def watch_readiness(deps: GatewayDeps, health_servicer: health.aio.HealthServicer,
+                          interval_s: float) -> None:
+    """Keep ``health_servicer`` in step with the stores, forever (cancel to stop)."""
     catalog_loaded = asyncio.Event()
     serving: bool | None = None
 
@@ -80,7 +92,7 @@ async def watch_readiness(deps: GatewayDeps, interval_s: float) -> None:
         nonlocal serving
         ready = await check_ready(deps, catalog_loaded)
         if ready != serving:
-            await set_health(deps.health, SERVICE_NAMES, ready)
+            await set_health(health_servicer, SERVICE_NAMES, ready)
             logger.info("gateway %s", "SERVING" if ready else "NOT_SERVING")
             serving = ready
 

@@ -34,7 +34,12 @@ DEGRADED_REASONS = {
 
 
 class EventPublisher(Protocol):
+    """Where TrackEvents puts accepted events; blocking, so it is called in the executor."""
+
     def send_events(self, events: Sequence[events_pb2.Event], wait: bool = True) -> int: ...
+
+    def close(self) -> None:
+        """Called once, at shutdown."""
 
 
 class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
