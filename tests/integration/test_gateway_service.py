@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -23,16 +22,11 @@ from support.toy_bundle import publish_toy_bundle
 from services.contract import topics
 from services.common.embedded import free_port
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
-from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import EventWrite, RedisUserStateStore
-from services.gateway.fallback import TrendingFallback
-from services.gateway.metrics import gateway_metrics
-from services.gateway.publisher import LazyProducer
-from services.gateway.ranker_client import RankerClient
-from services.gateway.server import GatewayDeps, create_server, watch_readiness
+from services.gateway.main import build, running
 from services.gateway.settings import GatewaySettings
 from services.contract.limits import MAX_ID_CHARS
-from services.contract.producer import EventProducer, ensure_topics
+from services.contract.producer import ensure_topics
 from services.ranker.metrics import ranker_metrics
 from services.ranker.model_holder import ModelHolder
 from services.ranker.server import RankerDeps
@@ -41,6 +35,9 @@ from services.ranker.servicer import RankerServicer
 from services.ranker.settings import RankerSettings
 
 pytestmark = pytest.mark.integration
+
+# Bounds only a hang would reach; no outcome depends on them.
+HANG_GUARD_S = 30
 
 CATEGORIES = {"s": "shoes", "h": "hats", "b": "bags"}
 ITEMS = [f"{p}{n}" for p in CATEGORIES for n in range(1, 5)]
@@ -55,25 +52,45 @@ def vectors() -> np.ndarray:
     return out
 
 
+class HeldStates:
+    """The ranker's user state store, able to hold every read until the test releases it.
+
+    ``hold()`` arms it (after the ranker is ready, so that start-up is never held);
+    ``arrived`` is set when a held read comes in.
+    """
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+        self._held = False
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def hold(self) -> None:
+        self._held = True
+
+    async def get_states(self, *args, **kwargs):
+        if self._held:
+            self.arrived.set()
+            await self.release.wait()
+        return await self._inner.get_states(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
 @contextlib.asynccontextmanager
-async def ranker_server(models_dir, redis_client, redis_url, servicer_delay_s: float = 0.0):
+async def ranker_server(models_dir, redis_client, redis_url, wrap_states=None):
+    """A ranker on 127.0.0.1:0, its user state store optionally wrapped; yields its address."""
     executor = ThreadPoolExecutor(2)
     holder = ModelHolder(models_dir, executor, ranker_metrics(), prefer_gpu=False)
     catalog = CatalogCache(RedisCatalogStore(redis_client))
     catalog.on_change(holder.on_catalog)
     await catalog.refresh()
     await holder.poll_once()
-    deps = RankerDeps(holder, RedisUserStateStore(redis_client), executor, ranker_metrics())
+    states = RedisUserStateStore(redis_client)
+    deps = RankerDeps(holder, wrap_states(states) if wrap_states else states, executor, ranker_metrics())
     server, port = await create_ranker(RankerSettings(addr="127.0.0.1:0", models_dir=models_dir,
                                                       redis_url=redis_url, prefer_gpu=False), deps)
-    if servicer_delay_s:  # a real server that is too slow: every state read takes servicer_delay_s
-        original = deps.user_states.get_states
-
-        async def slow_get_states(*args, **kwargs):
-            await asyncio.sleep(servicer_delay_s)
-            return await original(*args, **kwargs)
-
-        deps.user_states.get_states = slow_get_states
     await server.start()
     try:
         yield f"127.0.0.1:{port}"
@@ -88,48 +105,78 @@ class NoKafka:
     def send_events(self, events, wait=True):
         raise AssertionError("unexpected publish")
 
+    def close(self) -> None:
+        pass
+
+
+class CountingRanker:
+    """The gateway's RankerClient, with ``all_in`` set once ``expected`` Rank calls have come in."""
+
+    def __init__(self, inner, expected: int) -> None:
+        self._inner = inner
+        self._expected = expected
+        self.calls = 0
+        self.all_in = asyncio.Event()
+
+    async def rank(self, request, timeout):
+        self.calls += 1
+        if self.calls >= self._expected:
+            self.all_in.set()
+        return await self._inner.rank(request, timeout)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def gateway_settings(ranker_addr: str, redis_url: str, **overrides) -> GatewaySettings:
+    # Redis reads get a bound that only a hang reaches (a loaded machine must not turn a
+    # slow read into UNAVAILABLE); no test here is about Redis timeouts.
+    overrides = {"readiness_interval_s": 0.05, "grace_s": 0.0, "redis_timeout_s": 5.0, **overrides}
+    return GatewaySettings(addr="127.0.0.1:0", ranker_addr=ranker_addr, redis_url=redis_url, **overrides)
+
+
+def without_kafka(settings: GatewaySettings):
+    """The gateway's own build, with a publisher that refuses to publish."""
+    deps = build(settings)
+    deps.publisher = NoKafka()
+    return deps
+
+
+async def until_serving(health) -> None:
+    """Returns once the health service reports SERVING (a Watch stream: no polling)."""
+    async for reply in health.Watch(health_pb2.HealthCheckRequest(), timeout=HANG_GUARD_S):
+        if reply.status == health_pb2.HealthCheckResponse.SERVING:
+            return
+    pytest.fail("the health stream ended before SERVING")
+
 
 @contextlib.asynccontextmanager
-async def gateway_server(ranker_addr, redis_client, redis_url, publisher=None, **overrides):
-    settings = GatewaySettings(addr="127.0.0.1:0", ranker_addr=ranker_addr, redis_url=redis_url, **overrides)
-    channel = grpc.aio.insecure_channel(ranker_addr)
-    catalog = CatalogCache(RedisCatalogStore(redis_client))
-    executor = ThreadPoolExecutor(2)
-    deps = GatewayDeps(
-        redis=redis_client,
-        ranker=RankerClient.for_settings(settings, channel, gateway_metrics()),
-        user_states=RedisUserStateStore(redis_client),
-        catalog=catalog,
-        fallback=TrendingFallback(RedisTrendingStore(redis_client), lambda: catalog.snapshot, settings.trending_pool),
-        publisher=publisher or NoKafka(),
-        executor=executor,
-        metrics=gateway_metrics(),
-    )
-    server, port = await create_server(settings, deps)
-    await server.start()
-    client = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(client)
-    assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=2)).status == \
-        health_pb2.HealthCheckResponse.NOT_SERVING
-    readiness = asyncio.create_task(watch_readiness(deps, 0.05))
-    try:
-        for _ in range(100):
-            if (await health.Check(health_pb2.HealthCheckRequest(), timeout=2)).status == \
-                    health_pb2.HealthCheckResponse.SERVING:
-                break
-            await asyncio.sleep(0.02)
-        else:
-            pytest.fail("gateway never became SERVING")
-        yield gateway_pb2_grpc.GatewayServiceStub(client)
-    finally:
-        readiness.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await readiness
-        await client.close()
-        await server.stop(0)
-        await deps.ranker.close()
-        await channel.close()
-        executor.shutdown(wait=True)
+async def gateway_server(settings: GatewaySettings, deps=None):
+    """The gateway, started only through main.running, once it reports SERVING.
+
+    The catalog's first load is held until the test has seen NOT_SERVING, so that check
+    does not race the readiness watcher.
+    """
+    deps = without_kafka(settings) if deps is None else deps
+    first_load = asyncio.Event()
+    refresh = deps.catalog.refresh
+
+    async def refresh_after_first_load():
+        await first_load.wait()
+        return await refresh()
+
+    deps.catalog.refresh = refresh_after_first_load
+    async with running(settings, deps) as gateway:
+        client = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
+        try:
+            health = health_pb2_grpc.HealthStub(client)
+            assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=HANG_GUARD_S)).status == \
+                health_pb2.HealthCheckResponse.NOT_SERVING
+            first_load.set()
+            await until_serving(health)
+            yield gateway_pb2_grpc.GatewayServiceStub(client)
+        finally:
+            await client.close()
 
 
 @pytest.fixture
@@ -157,8 +204,8 @@ def closed_port_addr() -> str:
 
 async def test_personalized_when_the_ranker_answers(world, redis_client, redis_url):
     async with ranker_server(world, redis_client, redis_url) as addr, \
-            gateway_server(addr, redis_client, redis_url) as gw:
-        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=5)
+            gateway_server(gateway_settings(addr, redis_url)) as gw:
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=HANG_GUARD_S)
         assert resp.strategy == gateway_pb2.STRATEGY_PERSONALIZED and not resp.degraded
         assert resp.model_version.startswith("v")
         assert ids(resp) == ["h4", "h3", "h2"]
@@ -166,7 +213,7 @@ async def test_personalized_when_the_ranker_answers(world, redis_client, redis_u
         # Only 4 hats exist and h1 is seen: the model gives 3, trending pads (purchased t1 excluded).
         padded = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=5, filters=gateway_pb2.RecommendFilters(
             include_categories=["hats", "shoes"], exclude_seen=True, exclude_item_ids=["s4", "s3", "s2", "s1"])),
-            timeout=5)
+            timeout=HANG_GUARD_S)
         assert padded.strategy == gateway_pb2.STRATEGY_PERSONALIZED
         # h1 seen, t1 seen and purchased, t3 out of stock, bags filtered: only t2 is left to pad with
         assert ids(padded) == ["h4", "h3", "h2", "t2"]
@@ -182,16 +229,36 @@ def batch_calls() -> tuple[float, float]:
 
 
 async def test_concurrent_recommends_share_rank_batch_calls(world, redis_client, redis_url):
-    # Every ranker state read takes 0.3 s, so the first call is still out when the others arrive.
-    async with ranker_server(world, redis_client, redis_url, servicer_delay_s=0.3) as addr, \
-            gateway_server(addr, redis_client, redis_url, ranker_timeout_s=5.0) as gw:
-        calls_before, requests_before = batch_calls()
-        replies = await asyncio.gather(*(gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=10)
-                                         for _ in range(20)))
-        calls, requests = batch_calls()
-        assert all(r.strategy == gateway_pb2.STRATEGY_PERSONALIZED and ids(r) == ["h4", "h3", "h2"] for r in replies)
-        assert requests - requests_before == 20
-        assert calls - calls_before == 2  # the first alone (nothing waits for batch-mates), then the other 19
+    # The ranker holds the first RankBatch until the other 19 Recommend calls are in the
+    # gateway's ranker client, so the first call is still out when the others arrive.
+    states: list[HeldStates] = []
+    async with ranker_server(world, redis_client, redis_url,
+                             wrap_states=lambda inner: states.append(HeldStates(inner)) or states[0]) as addr:
+        settings = gateway_settings(addr, redis_url, ranker_timeout_s=HANG_GUARD_S)
+        deps = without_kafka(settings)
+        ranker = deps.ranker = CountingRanker(deps.ranker, expected=20)
+        async with gateway_server(settings, deps) as gw:
+            (held,) = states
+            held.hold()
+            calls_before, requests_before = batch_calls()
+
+            def recommend():
+                return asyncio.ensure_future(
+                    gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=HANG_GUARD_S))
+
+            try:
+                async with asyncio.timeout(HANG_GUARD_S):
+                    first = recommend()
+                    await held.arrived.wait()  # the first RankBatch is at the ranker, alone...
+                    others = [recommend() for _ in range(19)]
+                    await ranker.all_in.wait()  # ...and the other 19 have reached the client
+            finally:
+                held.release.set()
+            replies = await asyncio.gather(first, *others)
+            calls, requests = batch_calls()
+    assert all(r.strategy == gateway_pb2.STRATEGY_PERSONALIZED and ids(r) == ["h4", "h3", "h2"] for r in replies)
+    assert requests - requests_before == 20
+    assert calls - calls_before == 2  # the first alone (nothing waits for batch-mates), then the other 19
 
 
 async def test_a_ranker_without_rank_batch_gets_unary_calls(world, redis_client, redis_url, monkeypatch):
@@ -200,61 +267,73 @@ async def test_a_ranker_without_rank_batch_gets_unary_calls(world, redis_client,
 
     monkeypatch.setattr(RankerServicer, "RankBatch", unimplemented)
     async with ranker_server(world, redis_client, redis_url) as addr, \
-            gateway_server(addr, redis_client, redis_url) as gw:
+            gateway_server(gateway_settings(addr, redis_url)) as gw:
         for _ in range(2):  # the first call finds out, the second goes unary straight away
-            resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=5)
+            resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=HANG_GUARD_S)
             assert resp.strategy == gateway_pb2.STRATEGY_PERSONALIZED and not resp.degraded
             assert ids(resp) == ["h4", "h3", "h2"]
 
 
 async def test_unknown_user_gets_trending_not_degraded(world, redis_client, redis_url):
     async with ranker_server(world, redis_client, redis_url) as addr, \
-            gateway_server(addr, redis_client, redis_url) as gw:
-        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="new-visitor", k=4), timeout=5)
+            gateway_server(gateway_settings(addr, redis_url)) as gw:
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="new-visitor", k=4), timeout=HANG_GUARD_S)
         assert resp.strategy == gateway_pb2.STRATEGY_TRENDING and not resp.degraded
         assert ids(resp) == ["t1", "t2", "h1", "b1"]  # t3 out of stock
 
 
 async def test_ranker_down_degrades_to_trending_within_the_deadline(world, redis_client, redis_url):
-    async with gateway_server(closed_port_addr(), redis_client, redis_url) as gw:
-        start = time.perf_counter()
-        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=1)
-        assert time.perf_counter() - start < 0.5
+    # The gateway's ranker deadline is far away: "ranker unavailable" (not "deadline exceeded")
+    # shows that a refused connection degrades at once instead of waiting for a deadline.
+    settings = gateway_settings(closed_port_addr(), redis_url, ranker_timeout_s=HANG_GUARD_S / 2)
+    async with gateway_server(settings) as gw:
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=HANG_GUARD_S)
         assert resp.strategy == gateway_pb2.STRATEGY_TRENDING
         assert resp.degraded and resp.degraded_reason == "ranker unavailable"
         assert ids(resp) == ["t2", "h1", "b1"]  # the buyer's purchase t1 is excluded
 
         # Fewer trending items than k: padded from the in-stock catalog.
-        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=10), timeout=1)
+        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=10), timeout=HANG_GUARD_S)
         assert len(resp.items) == 10 and "t1" not in ids(resp) and "t3" not in ids(resp)
         assert ids(resp)[:3] == ["t2", "h1", "b1"]
 
-        similar = await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="s1", k=3), timeout=1)
+        similar = await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="s1", k=3), timeout=HANG_GUARD_S)
         assert similar.degraded and similar.degraded_reason == "ranker unavailable"
         assert ids(similar) == ["t1", "t2", "s2"]  # same category (shoes), trending first, s1 itself excluded
 
 
 async def test_slow_ranker_hits_the_gateway_deadline(world, redis_client, redis_url):
-    async with ranker_server(world, redis_client, redis_url, servicer_delay_s=1.0) as addr, \
-            gateway_server(addr, redis_client, redis_url, ranker_timeout_s=0.1) as gw:
-        start = time.perf_counter()
-        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=2), timeout=2)
-        assert time.perf_counter() - start < 0.6
-        assert resp.degraded and resp.degraded_reason == "ranker deadline exceeded"
-        assert ids(resp) == ["t2", "h1"]
-        # The client's own deadline bounds the ranker call too.
-        start = time.perf_counter()
-        resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=2), timeout=0.08)
-        assert resp.degraded and time.perf_counter() - start < 0.08 + 0.1
+    # The ranker never answers (its state reads are held until the end): every reply below is
+    # the gateway giving up on a deadline.
+    states: list[HeldStates] = []
+    async with ranker_server(world, redis_client, redis_url,
+                             wrap_states=lambda inner: states.append(HeldStates(inner)) or states[0]) as addr:
+        (held,) = states
+        held.hold()
+        try:
+            async with gateway_server(gateway_settings(addr, redis_url, ranker_timeout_s=0.1)) as gw:
+                resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=2), timeout=HANG_GUARD_S)
+                assert held.arrived.is_set()  # the ranker was reached: slow, not down
+                assert resp.degraded and resp.degraded_reason == "ranker deadline exceeded"
+                assert ids(resp) == ["t2", "h1"]
+            # The client's own deadline bounds the ranker call too: here the gateway's own bound
+            # is past the client's deadline, so only the client's (less the margin) can end it.
+            # The margin leaves the fallback 5 s of the client's 6.
+            settings = gateway_settings(addr, redis_url, ranker_timeout_s=HANG_GUARD_S, deadline_margin_s=5.0)
+            async with gateway_server(settings) as gw:
+                resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=2), timeout=6.0)
+                assert resp.degraded and resp.degraded_reason == "ranker deadline exceeded"
+        finally:
+            held.release.set()
 
 
 async def test_similar_items_and_validation(world, redis_client, redis_url):
     async with ranker_server(world, redis_client, redis_url) as addr, \
-            gateway_server(addr, redis_client, redis_url) as gw:
-        resp = await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="b1", k=3), timeout=5)
+            gateway_server(gateway_settings(addr, redis_url)) as gw:
+        resp = await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="b1", k=3), timeout=HANG_GUARD_S)
         assert not resp.degraded and set(ids(resp)) == {"b2", "b3", "b4"}
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="no-such-item", k=3), timeout=5)
+            await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="no-such-item", k=3), timeout=HANG_GUARD_S)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
         for request, message in [
@@ -265,7 +344,7 @@ async def test_similar_items_and_validation(world, redis_client, redis_url):
                 exclude_item_ids=[str(i) for i in range(501)])), "at most 500 allowed"),
         ]:
             with pytest.raises(grpc.aio.AioRpcError) as err:
-                await gw.Recommend(request, timeout=5)
+                await gw.Recommend(request, timeout=HANG_GUARD_S)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert message in err.value.details()
 
@@ -279,21 +358,18 @@ def event(n: int, **fields) -> events_pb2.Event:
 
 async def test_track_events_publishes_to_kafka_all_or_nothing(world, redis_client, redis_url, kafka_bootstrap):
     await asyncio.to_thread(ensure_topics, kafka_bootstrap, 1)
-    producer = await asyncio.to_thread(EventProducer, kafka_bootstrap)
-    try:
-        async with gateway_server(closed_port_addr(), redis_client, redis_url, publisher=producer) as gw:
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(1), event(2, user_id="")]),
-                                     timeout=10)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert "events[1]" in err.value.details() and "missing_user_id" in err.value.details()
+    settings = gateway_settings(closed_port_addr(), redis_url, kafka_bootstrap_servers=kafka_bootstrap)
+    async with gateway_server(settings, build(settings)) as gw:  # the gateway's own Kafka producer
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(1), event(2, user_id="")]),
+                                 timeout=HANG_GUARD_S)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "events[1]" in err.value.details() and "missing_user_id" in err.value.details()
 
-            resp = await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(3), event(4)]), timeout=10)
-            assert resp.accepted == 2
-            empty = await gw.TrackEvents(gateway_pb2.TrackEventsRequest(), timeout=10)
-            assert empty.accepted == 0
-    finally:
-        await asyncio.to_thread(producer.close)
+        resp = await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(3), event(4)]), timeout=HANG_GUARD_S)
+        assert resp.accepted == 2
+        empty = await gw.TrackEvents(gateway_pb2.TrackEventsRequest(), timeout=HANG_GUARD_S)
+        assert empty.accepted == 0
 
     def event_ids(records) -> list[str]:  # other tests publish garbage on purpose: skip it
         ids = []
@@ -310,11 +386,11 @@ async def test_track_events_publishes_to_kafka_all_or_nothing(world, redis_clien
 
 
 async def test_track_events_kafka_down_is_unavailable(world, redis_client, redis_url):
-    # A real Kafka client, and no broker behind the address.
-    publisher = LazyProducer(closed_port_addr(), bootstrap_timeout_ms=500, max_block_ms=500)
-    async with gateway_server(closed_port_addr(), redis_client, redis_url, publisher=publisher) as gw:
-        start = time.perf_counter()
+    # The gateway's own Kafka client, and no broker behind the address. UNAVAILABLE (not the
+    # client's DEADLINE_EXCEEDED) shows that the publish gave up on its own bound.
+    settings = gateway_settings(closed_port_addr(), redis_url, kafka_bootstrap_servers=closed_port_addr(),
+                                kafka_timeout_s=0.5)
+    async with gateway_server(settings, build(settings)) as gw:
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(9)]), timeout=30)
+            await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(9)]), timeout=HANG_GUARD_S)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert time.perf_counter() - start < 5
