@@ -1,7 +1,9 @@
 """MicroBatcher: batches formed, max wait honoured, results routed, backpressure, isolation.
 
-No timed assertions: waits are driven by events and by ``max_wait_s`` values far
-from anything a slow CI box could confuse.
+No timed assertions and no sleeps that decide an outcome: the tests hold batch functions
+on events and wait for conditions (``until``). ``max_wait_s`` only decides when a partial
+batch closes, never which jobs are in it: every job a test expects in a batch is queued
+before the collector runs.
 """
 import asyncio
 import threading
@@ -13,9 +15,11 @@ from services.common.batching import MicroBatcher
 from services.common.errors import ResourceExhausted
 
 
-async def until(condition) -> None:
-    while not condition():
-        await asyncio.sleep(0.001)
+async def until(condition, hang_guard_s: float = 30.0) -> None:
+    """Yield to the loop (and the executor's threads) until ``condition()`` holds."""
+    async with asyncio.timeout(hang_guard_s):
+        while not condition():
+            await asyncio.sleep(0.001)
 
 
 class Recorder:
@@ -94,11 +98,13 @@ async def test_errors_are_isolated_per_request():
     fn.gate.clear()
     batcher = MicroBatcher(fn, None, max_batch_size=8, max_wait_s=0.05)
     tasks = [asyncio.create_task(batcher.submit(i)) for i in range(6)]
-    await asyncio.sleep(0.01)
+    await until(fn.entered.is_set)  # all six are in the one held batch
     fn.gate.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert [r for i, r in enumerate(results) if i != 3] == [0, 10, 20, 40, 50]
     assert isinstance(results[3], ValueError) and "bad 3" in str(results[3])
+    assert fn.batches[0] == [0, 1, 2, 3, 4, 5]  # the whole batch failed, then each job alone
+    await batcher.close()
 
 
 async def test_per_item_exception_fails_only_that_caller():
@@ -121,7 +127,7 @@ async def test_close_fails_waiting_jobs_with_resource_exhausted():
     waiting = asyncio.create_task(batcher.submit(1))
     await asyncio.sleep(0)
     close = asyncio.create_task(batcher.close())
-    await asyncio.sleep(0.01)
+    await until(running.done)  # close has cancelled the running batch (its thread is still held)
     fn.gate.set()
     await close
     for task in (running, waiting):
