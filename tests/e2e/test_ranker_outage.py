@@ -1,7 +1,6 @@
 """With the ranker down the gateway still answers in time, degraded; then recovers."""
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
@@ -20,9 +19,9 @@ def test_ranker_outage_degrades_then_recovers(system, producer, catalog_items):
 
     system.stack.stop_service("ranker")
     try:
-        started = time.monotonic()
-        resp = recommend(system.gateway, user, k=10, timeout=1.0)  # the storefront's deadline
-        assert time.monotonic() - started < 1.0
+        # The storefront's deadline: a reply at all means it came in time (gRPC fails the call
+        # with DEADLINE_EXCEEDED otherwise), so no stopwatch of our own.
+        resp = recommend(system.gateway, user, k=10, timeout=1.0)
         assert resp.degraded
         assert resp.degraded_reason
         assert resp.strategy == gateway_pb2.STRATEGY_TRENDING
