@@ -8,7 +8,6 @@ event id, so a retry (or a redelivery after a crash) never double-counts.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from redis.exceptions import RedisError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from services.common.stores.catalog import CatalogStore
 from services.common.stores.trending import TrendingStore
@@ -67,16 +67,25 @@ class DeadLetterSink(Protocol):
 
 
 async def _retrying(what: str, fn, metrics: FeaturesMetrics, max_backoff_s: float = 5.0):
-    """Run ``fn()`` until it succeeds on Redis; the batch must not be skipped (and not acked)."""
-    backoff = 0.1
-    while True:
-        try:
+    """Run ``fn()`` until it succeeds on Redis; the batch must not be skipped (and not acked).
+
+    Backoff 0.1 s doubling up to ``max_backoff_s``, forever; every retry counts in
+    ``store_retries`` and is logged.
+    """
+    def before_sleep(state: RetryCallState) -> None:
+        metrics.store_retries.inc()
+        logger.warning("%s failed (%s); retrying in %.1fs", what, state.outcome.exception(),
+                       state.next_action.sleep if state.next_action else 0.0)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type((RedisError, OSError)),
+        wait=wait_exponential(multiplier=0.1, min=0.1, max=max_backoff_s),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
             return await fn()
-        except (RedisError, OSError) as exc:
-            metrics.store_retries.inc()
-            logger.warning("%s failed (%s); retrying in %.1fs", what, exc, backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(max_backoff_s, backoff * 2)
 
 
 async def _dead_letter(dlq: DeadLetterSink, metrics: FeaturesMetrics, rec: Record, exc: InvalidEvent) -> None:

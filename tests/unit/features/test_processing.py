@@ -127,7 +127,7 @@ async def test_without_model_embeddings_are_skipped():
 
 
 async def test_redis_errors_retry_the_batch(monkeypatch):
-    monkeypatch.setattr("services.features.processing.asyncio.sleep", _no_sleep)
+    monkeypatch.setattr("asyncio.sleep", _no_sleep)  # tenacity sleeps through asyncio.sleep
     proc, users, trending, _, metrics = build(users=FakeUsers(fail_times=2))
     assert await proc.process([record(raw_event("e1"))]) == 1
     assert metrics.store_retries._value.get() == 2 and trending.recorded == [("i1", 1)]
