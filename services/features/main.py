@@ -30,7 +30,7 @@ def build_deps(settings: FeaturesSettings, metrics: FeaturesMetrics) -> Features
         trending=RedisTrendingStore(redis),
         catalog=RedisCatalogStore(redis),
         models=ModelHolder(settings.models_dir, executor, metrics, prefer_gpu=settings.prefer_gpu,
-                           intra_op_threads=settings.encode_threads),
+                           intra_op_threads=settings.encode_threads, failed_retry_s=settings.failed_retry_s),
         metrics=metrics,
         executor=executor,
     )

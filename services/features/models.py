@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from functools import partial
 from pathlib import Path
@@ -28,7 +30,8 @@ class ModelHolder:
     """Holds the loaded bundle (or None); ``reload_if_changed`` swaps in a new version."""
 
     def __init__(self, models_dir: Path, executor: Executor, metrics: FeaturesMetrics,
-                 prefer_gpu: bool = False, intra_op_threads: int = 1) -> None:
+                 prefer_gpu: bool = False, intra_op_threads: int = 1, failed_retry_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.models_dir = Path(models_dir)
         self.bundle = None
         self._executor = executor
@@ -36,6 +39,9 @@ class ModelHolder:
         self._prefer_gpu = prefer_gpu
         self._threads = intra_op_threads
         self._failed_version: str | None = None
+        self._failed_at = 0.0
+        self._failed_retry_s = failed_retry_s
+        self._clock = clock
         # Set once the first load attempt finished (loaded, failed or no bundle):
         # the worker waits for it so events at start-up get embeddings too.
         self.first_attempt = asyncio.Event()
@@ -48,7 +54,8 @@ class ModelHolder:
         """Load the LATEST bundle when it differs from the one held; True if swapped.
 
         Loading (file reads, checksums, onnxruntime session) runs in the executor.
-        A bundle that fails to load is logged once and skipped until LATEST moves on.
+        A version that failed to load is skipped until ``failed_retry_s`` has passed
+        (or LATEST moves on), then tried again: the ranker's policy.
         """
         try:
             return await self._reload_if_changed()
@@ -61,7 +68,9 @@ class ModelHolder:
             return False
         loop = asyncio.get_running_loop()
         latest = await loop.run_in_executor(self._executor, mb.latest_version, self.models_dir)
-        if latest is None or latest == self.version or latest == self._failed_version:
+        if latest is None or latest == self.version:
+            return False
+        if latest == self._failed_version and self._clock() - self._failed_at < self._failed_retry_s:
             return False
         try:
             bundle = await loop.run_in_executor(
@@ -70,7 +79,7 @@ class ModelHolder:
                         intra_op_threads=self._threads),
             )
         except Exception:
-            self._failed_version = latest
+            self._failed_version, self._failed_at = latest, self._clock()
             self._metrics.model_reload_failures.inc()
             logger.exception("failed to load model %s; keeping %s", latest, self.version)
             return False

@@ -23,6 +23,7 @@ class FeaturesSettings(BaseSettings):
         validation_alias=AliasChoices("SHOPSTREAM_FEATURES_MODELS_DIR", "SHOPSTREAM_MODELS_DIR", "models_dir"),
     )
     model_reload_interval_s: float = Field(5.0, gt=0)
+    failed_retry_s: float = Field(60.0, gt=0, description="a model version that failed to load is retried after this")
     prefer_gpu: bool = False
     encode_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads; 0 = its default")
 

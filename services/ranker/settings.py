@@ -31,7 +31,7 @@ class RankerSettings(BaseSettings):
     history_len: int = Field(200, ge=1, description="history items read per request")
     catalog_refresh_s: float = Field(1.0, gt=0)
     grace_s: float = Field(5.0, ge=0)
-    # Dynamic micro-batching of concurrent Rank calls (batcher.py).
+    # Dynamic micro-batching of concurrent Rank calls (services/common/batching.py).
     batch_max_size: int = Field(64, ge=1, description="most Rank calls scored together")
     # 0: a lone request runs at once; under load batches still form from the calls
     # that queue while the batches in flight run.
