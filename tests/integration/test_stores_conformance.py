@@ -1,33 +1,63 @@
-"""Conformance suite for the state stores; every implementation runs it (today: Redis)."""
+"""Conformance suite for the state stores: every implementation (Redis, in-memory) runs it."""
 import numpy as np
 import pytest
 from shopstream.catalog.v1 import catalog_pb2
 
 from services.common.stores import keys
 from services.common.stores.catalog import RedisCatalogStore
+from services.common.stores.memory import MemoryCatalogStore, MemoryTrendingStore, MemoryUserStateStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import EmbeddingWrite, EventWrite, RedisUserStateStore
 
 pytestmark = pytest.mark.integration
 
-USER_STORES = {"redis": lambda client: RedisUserStateStore(client, history_cap=5, dedup_cap=100)}
-TRENDING_STORES = {"redis": RedisTrendingStore}
-CATALOG_STORES = {"redis": RedisCatalogStore}
+BACKENDS = ["memory", "redis"]
+HISTORY_CAP, DEDUP_CAP = 5, 100
 
 
-@pytest.fixture(params=sorted(USER_STORES))
-def users(request, redis_client):
-    return USER_STORES[request.param](redis_client)
+class Clock:
+    """Injected into the memory stores; the Redis ones read the server's or host's time."""
+
+    def __init__(self):
+        self.now = 1_000.0
+
+    def __call__(self):
+        return self.now
 
 
-@pytest.fixture(params=sorted(TRENDING_STORES))
-def trending(request, redis_client):
-    return TRENDING_STORES[request.param](redis_client)
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """The backend's name and, for Redis, a client on a flushed database (memory needs none)."""
+    client = request.getfixturevalue("redis_client") if request.param == "redis" else None
+    return request.param, client
 
 
-@pytest.fixture(params=sorted(CATALOG_STORES))
-def catalog(request, redis_client):
-    return CATALOG_STORES[request.param](redis_client)
+@pytest.fixture
+def users(backend):
+    name, client = backend
+    if name == "redis":
+        return RedisUserStateStore(client, history_cap=HISTORY_CAP, dedup_cap=DEDUP_CAP)
+    return MemoryUserStateStore(history_cap=HISTORY_CAP, dedup_cap=DEDUP_CAP)
+
+
+@pytest.fixture
+def trending(backend):
+    name, client = backend
+    return RedisTrendingStore(client) if name == "redis" else MemoryTrendingStore(clock=Clock())
+
+
+@pytest.fixture
+def catalog(backend):
+    name, client = backend
+    return RedisCatalogStore(client) if name == "redis" else MemoryCatalogStore()
+
+
+async def counters(backend, users, user_id: str) -> dict[str, int]:
+    """The user's counters hash, which no Protocol method returns."""
+    name, client = backend
+    if name == "redis":
+        return {k.decode(): int(v) for k, v in (await client.hgetall(keys.counters(user_id))).items()}
+    return users.counters(user_id)
 
 
 def ev(n: int, user="u1", item=None, type_code=1) -> EventWrite:
@@ -46,12 +76,17 @@ async def test_apply_is_idempotent_across_and_within_batches(users):
     assert u2.history == ["i3"] and u2.hist_version == 1
 
 
-async def test_counters_count_each_event_once(users, redis_client):
+async def test_counters_count_each_event_once(users, backend):
     await users.apply_events([ev(1), ev(2, type_code=4)])
     await users.apply_events([ev(1), ev(2, type_code=4)])
-    counts = await redis_client.hgetall(keys.counters("u1"))
-    assert counts[b"events"] == b"2" and counts[b"view"] == b"1" and counts[b"purchase"] == b"1"
-    assert counts[b"last_event_ms"] == b"1700000000002"
+    assert await counters(backend, users, "u1") == {
+        "events": 2, "view": 1, "purchase": 1, "hist_version": 2, "last_event_ms": 1_700_000_000_002}
+    await users.apply_events([ev(0, type_code=2)])  # an older event does not move last_event_ms back
+    assert (await counters(backend, users, "u1"))["last_event_ms"] == 1_700_000_000_002
+    await users.apply_events([ev(3, type_code=7)])  # an unknown type counts under its code
+    counts = await counters(backend, users, "u1")
+    assert counts["last_event_ms"] == 1_700_000_000_003
+    assert counts["click"] == 1 and counts["7"] == 1 and counts["events"] == counts["hist_version"] == 4
 
 
 async def test_history_keeps_order_and_cap(users):
@@ -80,7 +115,7 @@ async def test_embeddings_roundtrip_and_staleness(users):
     assert state.embedding_for("m1") is None  # history moved on
 
 
-async def test_trending_record_and_decay(trending, redis_client):
+async def test_trending_record_and_decay(trending):
     await trending.record([("a", 1), ("b", 4), ("a", 2)])
     assert await trending.top(5) == [("b", 8.0), ("a", 3.0)]
     assert await trending.decay(interval_s=60, half_life_s=60)
@@ -112,10 +147,94 @@ async def test_apply_round_trips_any_id_and_returns_states(users):
     assert read.history == [it or "empty" for it in odd] and read.purchased == {odd[0]}
 
 
-async def test_apply_survives_a_script_cache_flush(users, redis_client):
+async def test_apply_survives_a_script_cache_flush(redis_client):
+    users = RedisUserStateStore(redis_client, history_cap=HISTORY_CAP, dedup_cap=DEDUP_CAP)
     assert await users.apply_events([ev(1)]) == [True]
     await redis_client.script_flush()  # as after a Redis restart: NOSCRIPT, then load and re-run
     assert await users.apply_events([ev(1), ev(2, user="u2")]) == [False, True]
     await redis_client.script_flush()  # the read script too
     (u2,) = await users.get_states(["u2"], history_len=10)
     assert u2.history == ["i2"] and u2.hist_version == 1
+
+
+async def test_dedup_is_per_user(users):
+    # The same event id from two users is two events: the window is each user's own.
+    same_id = [EventWrite("e1", "u1", "a", 1, 1), EventWrite("e1", "u2", "b", 1, 2)]
+    assert await users.apply_events(same_id) == [True, True]
+    u1, u2 = await users.get_states(["u1", "u2"], history_len=10)
+    assert u1.history == ["a"] and u2.history == ["b"]
+
+
+async def test_dedup_window_forgets_the_oldest_ids_beyond_its_cap(users):
+    # Ids sort in apply order (zero-padded), so a window's tie on apply time orders them the same.
+    first = [EventWrite(f"e{n:04}", "u1", f"i{n}", 1, n) for n in range(DEDUP_CAP)]
+    assert all(await users.apply_events(first))
+    assert await users.apply_events([EventWrite(f"e{DEDUP_CAP:04}", "u1", "new", 1, 0)]) == [True]
+    # e0000 fell out of the window (so applies again, evicting e0001), e0001 was still in it;
+    # another user's window is its own.
+    assert await users.apply_events([first[1], first[0], EventWrite("e0001", "u2", "x", 1, 0)]) == [False, True, True]
+    (state,) = await users.get_states(["u1"], history_len=10)
+    assert state.hist_version == DEDUP_CAP + 2
+
+
+async def test_history_len_zero_returns_no_history(users):
+    await users.apply_events([ev(1), ev(2, type_code=4)])
+    applied = await users.apply_events_with_states([ev(3)], history_len=0)
+    assert applied.new == [True] and applied.states["u1"].history == [] and applied.states["u1"].hist_version == 3
+    (state,) = await users.get_states(["u1"], history_len=0)
+    assert state.history == [] and state.purchased == {"i2"} and state.hist_version == 3
+
+
+async def test_states_returned_by_apply_match_a_read(users):
+    applied = await users.apply_events_with_states([ev(n) for n in range(1, 8)] + [ev(1, user="u2")], history_len=3)
+    assert applied.states["u1"].history == ["i5", "i6", "i7"] and applied.states["u1"].hist_version == 7
+    # A batch of only redeliveries still reports the user's state.
+    again = await users.apply_events_with_states([ev(7)], history_len=10)
+    assert again.new == [False] and again.states["u1"].history == ["i3", "i4", "i5", "i6", "i7"]
+    assert again.states["u1"].hist_version == 7
+    u1, u2, u1_again = await users.get_states(["u1", "u2", "u1"], history_len=10)
+    assert u1 == u1_again and u1.history == again.states["u1"].history and u2.history == ["i1"]
+
+
+async def test_get_states_without_embedding(users):
+    await users.apply_events([ev(1)])
+    await users.put_embeddings([EmbeddingWrite("u1", "m1", 1, np.ones(3))])  # float64 in, float32 stored
+    (state,) = await users.get_states(["u1"], 10, with_embedding=False)
+    assert state.embedding is None and state.embedding_model == "" and state.embedding_hist_version == -1
+    (state,) = await users.get_states(["u1"], 10)
+    assert state.embedding.dtype == np.float32 and state.embedding_for("m1").tolist() == [1.0, 1.0, 1.0]
+
+
+async def test_trending_top_orders_ties_and_limits(trending):
+    await trending.record([("a", 1), ("c", 1), ("b", 2), ("d", 9)])  # an unknown type weighs 1
+    assert await trending.top(10) == [("b", 2.0), ("d", 1.0), ("c", 1.0), ("a", 1.0)]
+    assert await trending.top(2) == [("b", 2.0), ("d", 1.0)]
+    assert await trending.top(0) == []
+
+
+async def test_trending_decay_drops_tiny_scores(trending):
+    await trending.record([("a", 1)])
+    assert await trending.decay(interval_s=60, half_life_s=5)  # 2^-12 of 1 is below 0.001
+    assert await trending.top(5) == []
+
+
+async def test_catalog_empty_upsert_keeps_the_version(catalog):
+    await catalog.upsert([])
+    assert await catalog.version() == 0
+    item = catalog_pb2.CatalogItem(item_id="i1", category="c1", in_stock=True)
+    await catalog.upsert([item])
+    item.category = "changed after upsert"
+    snap = await catalog.snapshot()
+    assert snap.category("i1") == "c1"
+
+
+async def test_memory_decay_lock_lasts_nine_tenths_of_the_interval():
+    clock = Clock()
+    trending = MemoryTrendingStore(clock=clock)
+    await trending.record([("a", 3)])  # add to cart: 4
+    assert await trending.decay(interval_s=10, half_life_s=10)
+    clock.now += 8.9
+    assert not await trending.decay(interval_s=10, half_life_s=10)
+    clock.now += 0.1
+    assert await trending.decay(interval_s=10, half_life_s=10)
+    assert await trending.top(1) == [("a", pytest.approx(1.0))]

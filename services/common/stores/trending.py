@@ -50,6 +50,8 @@ class RedisTrendingStore:
         await self._record(keys=[keys.TRENDING], args=args)
 
     async def top(self, n: int) -> list[tuple[str, float]]:
+        if n <= 0:  # ZREVRANGE 0 -1 would return every item
+            return []
         rows = await self._redis.zrevrange(keys.TRENDING, 0, n - 1, withscores=True)
         return [(item.decode(), float(score)) for item, score in rows]
 

@@ -84,8 +84,8 @@ end
 return table.concat(flags) .. '\\254' .. hist_version .. '\\254' .. history
 """
 _READ_USER_STATE = """
--- KEYS: hist, purchased, counts, embedding (one user, one hash slot); ARGV: history_len,
--- with_embedding ('1' / '0'). Read only. Returns {text, vec}: text is
+-- KEYS: hist, purchased, counts, embedding (one user, one hash slot); ARGV: history_len
+-- (>= 1; the client reads no list for 0), with_embedding ('1' / '0'). Read only. Returns {text, vec}: text is
 -- "history RS purchased RS hist_version RS embedding model RS embedding hist_version", lists
 -- joined by US (the separators of _APPLY_USER_EVENTS), history newest first; vec is the
 -- embedding's raw bytes or nil. One script call instead of four commands: the client packs
@@ -160,10 +160,13 @@ class AppliedEvents:
 class UserStateStore(Protocol):
     async def apply_events(self, events: Sequence[EventWrite]) -> list[bool]: ...
 
-    async def apply_events_with_states(self, events: Sequence[EventWrite], history_len: int) -> AppliedEvents: ...
+    async def apply_events_with_states(self, events: Sequence[EventWrite], history_len: int) -> AppliedEvents:
+        """Dedup is per user (the newest ``dedup_cap`` ids of that user); ``history_len`` is
+        the newest items each returned state holds, oldest first, none for 0."""
 
     async def get_states(self, user_ids: Sequence[str], history_len: int, *,
-                         with_embedding: bool = True) -> list[UserState]: ...
+                         with_embedding: bool = True) -> list[UserState]:
+        """States in the order asked; ``history_len`` as for ``apply_events_with_states``."""
 
     async def put_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None: ...
 
@@ -252,6 +255,7 @@ class RedisUserStateStore:
         """One pipelined round trip. ``with_embedding=False`` leaves out the embedding hash,
         for callers that need only history and purchases (the gateway's exclusions)."""
         flag = b"1" if with_embedding else b"0"
+        # LRANGE 0 -1 would read the whole list: for 0 read one item and drop it.
         length = str(max(1, history_len)).encode()
         calls = [(self._read_sha, 4, keys.history(uid), keys.purchased(uid), keys.counters(uid), keys.embedding(uid),
                   length, flag) for uid in user_ids]
@@ -259,7 +263,7 @@ class RedisUserStateStore:
         states = []
         for uid, (text, vec) in zip(user_ids, replies):
             history, bought, hist_version, model, emb_version = text.decode("utf-8", "surrogateescape").split(_RS)
-            items = history.split(_US) if history else []
+            items = history.split(_US) if history and history_len > 0 else []
             items.reverse()
             state = UserState(user_id=uid, history=items, purchased=set(bought.split(_US)) if bought else set(),
                               hist_version=int(hist_version))
