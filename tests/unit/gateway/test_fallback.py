@@ -2,6 +2,7 @@ from shopstream.catalog.v1 import catalog_pb2
 
 from services.common.filters import ItemFilter
 from services.common.stores.catalog import CatalogSnapshot
+from services.common.stores.memory import MemoryTrendingStore
 from services.gateway.fallback import TrendingFallback, select
 
 
@@ -12,6 +13,7 @@ def catalog() -> CatalogSnapshot:
                                              for i, (c, s) in spec.items()})
 
 
+VIEW = 1
 TRENDING = [("d", 9.0), ("c", 8.0), ("zz", 7.5), ("a", 7.0), ("b", 6.0)]
 
 
@@ -34,22 +36,17 @@ def test_fewer_eligible_than_k_returns_what_exists():
     assert [i for i, _ in out] == ["e", "f", "g"]
 
 
-class FakeTrending:
-    """In-process TrendingStore for this pure-logic unit test."""
-
-    def __init__(self, rows):
-        self.rows = rows
-        self.asked = []
-
-    async def top(self, n):
-        self.asked.append(n)
-        return self.rows[:n]
+async def trending_store(views: dict[str, int]) -> MemoryTrendingStore:
+    """An in-memory TrendingStore where each item's score is its number of views."""
+    store = MemoryTrendingStore()
+    await store.record([(item, VIEW) for item, n in views.items() for _ in range(n)])
+    return store
 
 
 async def test_trending_fallback_reads_a_pool_and_pads():
-    store = FakeTrending(TRENDING)
+    store = await trending_store({"d": 10, "c": 9, "zz": 8, "a": 7, "b": 6})
     fb = TrendingFallback(store, catalog, pool=3)
     out = await fb.recommend(4, ItemFilter(), excluded={"c"})
-    assert [i for i, _ in out] == ["zz", "a", "b", "e"]
-    assert store.asked == [4]
+    # It read the top max(pool, k) = 4: b, fifth, comes from the padding (score 0), not from trending.
+    assert out == [("zz", 8.0), ("a", 7.0), ("b", 0.0), ("e", 0.0)]
     assert fb.category_of("c") == "y" and fb.category_of("nope") == ""
