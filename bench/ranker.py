@@ -29,7 +29,7 @@ import torch
 
 from bench.report import percentiles_ms, table, write
 from services.common.filters import ItemFilter
-from services.common.model_bundle import ModelBundle
+from services.common.bundle.model import ModelBundle
 from services.common.stores.catalog import CatalogSnapshot
 from services.ranker.ann import IvfIndex, exact_top, probe_queries, recall_at_k
 from services.common.batching import MicroBatcher
@@ -37,7 +37,10 @@ from services.ranker.engine import RankEngine, RankJob
 from services.ranker.items import ServingItems
 from services.ranker.model_holder import LoadedModel
 from services.ranker.encoding import Encoder
-from services.ranker.runtime import ScoringConfig, build_scorer, plan_scoring
+from services.common.bundle.sessions import make_session
+from services.ranker.encoding import session_threads
+from services.ranker.runtime import ScoringConfig, plan_scoring
+from services.ranker.scorers import build_scorer
 from services.ranker.scoring import CatalogMasks
 from services.ranker.settings import RankerSettings
 from services.training.export import export_onnx
@@ -88,8 +91,9 @@ class Setup:
         plan = plan_scoring(len(ids), prefer_gpu=False, scorer=scorer, exact_backend=backend)
         if threads not in self._encode_pools:
             self._encode_pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="ranker-encode")
-        encoder = Encoder(self.onnx_path, plan.providers, intra_op_threads=threads, pool=self._encode_pools[threads])
-        bundle = ModelBundle("bench", self.onnx_path.parent, MAX_LEN, DIM, ids, items, {}, encoder.session)
+        session = make_session(self.onnx_path, plan.providers, intra_op_threads=session_threads(plan.providers, threads))
+        encoder = Encoder(on_cuda=plan.on_gpu, intra_op_threads=threads, pool=self._encode_pools[threads])
+        bundle = ModelBundle("bench", self.onnx_path.parent, MAX_LEN, DIM, ids, items, {}, session)
         masks = CatalogMasks.build(ids, CatalogSnapshot())
         return LoadedModel(bundle, ServingItems(ids, items, len(ids)), items, masks, plan,
                            build_scorer(plan, items, config), encoder)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench import report, world
-from services.common.embedded import EmbeddedRedis, die_with_parent, free_port
+from services.stack.embedded import EmbeddedRedis, die_with_parent, free_port
 from services.common.infra import connect_redis
 from services.stack.local import ServiceStack
 from services.stack.processes import grpc_serving

@@ -23,8 +23,8 @@ import torch
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from bench import report
-from services.common.datasets import read_sequences
-from services.common.model_bundle import load_bundle
+from services.ingest.datasets import read_sequences
+from services.common.bundle.model import load_bundle
 from services.contract.producer import EventProducer, ensure_topics
 from services.ingest.replay import replay
 from services.stack.local import ServiceStack, infrastructure

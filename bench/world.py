@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.common.datasets import read_sequences
-from services.common.model_bundle import latest_version, load_bundle
+from services.ingest.datasets import read_sequences
+from services.common.bundle import latest_version, load_bundle
 from services.common.stores.user_state import EmbeddingWrite, EventWrite, RedisUserStateStore
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from services.common.embedded import EmbeddedKafka, EmbeddedRedis
+from services.stack.embedded import EmbeddedKafka, EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ error into one line per bad variable, named as the operator must spell it.
 """
 from __future__ import annotations
 
+import argparse
 import os
 from typing import TypeVar
 
@@ -65,3 +66,20 @@ def load(cls: type[S], **overrides) -> S:
             field = str(err["loc"][0]) if err["loc"] else ""
             lines.append(f"  {env_name(cls, field)}: {err['msg']}")
         raise SettingsError(f"invalid {cls.__name__}:\n" + "\n".join(lines)) from None
+
+
+def env_help(cls: type[BaseSettings]) -> str:
+    """Every environment variable of ``cls``, its description and default: a ``--help`` epilog."""
+    lines = ["environment:"]
+    for field, info in cls.model_fields.items():
+        default = "required" if info.is_required() else f"default {info.default!r}"
+        about = f"{info.description}; " if info.description else ""
+        lines.append(f"  {env_name(cls, field):<44} {about}{default}")
+    return "\n".join(lines)
+
+
+def service_command(prog: str, description: str, cls: type[BaseSettings]) -> argparse.ArgumentParser:
+    """The argument parser of a service's command: no options but ``--help``, which lists
+    the settings (they come from the environment only)."""
+    return argparse.ArgumentParser(prog=prog, description=f"{description} Settings come from the environment only.",
+                                   epilog=env_help(cls), formatter_class=argparse.RawDescriptionHelpFormatter)

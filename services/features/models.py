@@ -1,6 +1,6 @@
 """The model currently used to encode users, hot-reloaded when ``LATEST`` changes.
 
-``services.common.model_bundle`` is imported lazily so the worker still runs
+``services.common.bundle`` is imported lazily so the worker still runs
 (applying state, skipping embeddings) in an image without the model runtime.
 """
 from __future__ import annotations
@@ -20,10 +20,10 @@ logger = logging.getLogger(__name__)
 
 def _bundle_module():
     try:
-        from services.common import model_bundle
+        from services.common import bundle
     except ImportError:
         return None
-    return model_bundle
+    return bundle
 
 
 class ModelHolder:

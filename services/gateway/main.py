@@ -8,7 +8,6 @@ and every test that starts the gateway go through it.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
@@ -23,7 +22,7 @@ from services.common.grpc_server import cancel_tasks, run_until_signalled, set_h
 from services.common.infra import connect_redis
 from services.common.logs import configure_logging
 from services.common.metrics_http import serve_metrics
-from services.common.settings import env_name, load
+from services.common.settings import load, service_command
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import RedisUserStateStore
@@ -118,28 +117,11 @@ async def serve(settings: GatewaySettings) -> None:
         await run_until_signalled(start, stack.aclose)
 
 
-def _env_help() -> str:
-    lines = ["environment:"]
-    for field, info in GatewaySettings.model_fields.items():
-        default = "required" if info.is_required() else f"default {info.default!r}"
-        about = f"{info.description}; " if info.description else ""
-        lines.append(f"  {env_name(GatewaySettings, field):<44} {about}{default}")
-    return "\n".join(lines)
-
-
-def _parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
-        prog="shopstream gateway",
-        description="Run the gateway gRPC server (GatewayService, grpc.health.v1, reflection): "
-                    "recommendations from the ranker, trending when it cannot answer, events to Kafka. "
-                    "Settings come from the environment only.",
-        epilog=_env_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    _parser().parse_args(argv)
+    service_command("shopstream gateway",
+                    "Run the gateway gRPC server (GatewayService, grpc.health.v1, reflection): recommendations "
+                    "from the ranker, trending when it cannot answer, events to Kafka.",
+                    GatewaySettings).parse_args(argv)
     settings = load(GatewaySettings)
     configure_logging(settings.log_level)
     asyncio.run(serve(settings))

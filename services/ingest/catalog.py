@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from google.protobuf import json_format
 from shopstream.catalog.v1 import catalog_pb2
 
-from services.common.datasets import read_item_attributes
+from services.ingest.datasets import read_item_attributes
 
 
 def catalog_from_docs(docs: Iterable[Mapping]) -> list[catalog_pb2.CatalogItem]:

@@ -84,7 +84,7 @@ def cmd_replay(args) -> int:
 
         sequences = generate(_synthetic_config(args)).sequences
     elif args.dataset:
-        from services.common.datasets import read_sequences
+        from services.ingest.datasets import read_sequences
 
         sequences = read_sequences(args.dataset)
     else:

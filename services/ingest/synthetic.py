@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.datasets import write_sequences
+from services.ingest.datasets import write_sequences
 
 SEQUENCES_FILE = "sequences.txt"
 CATALOG_FILE = "catalog.jsonl"

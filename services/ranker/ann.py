@@ -46,6 +46,7 @@ class IvfIndex:
     """IVF-Flat inner-product index over rows 1..N of a bundle's item embeddings."""
 
     name = "ann-ivf"
+    exhaustive = False
 
     def __init__(self, item_embeddings: np.ndarray, *, nlist: int = 0, nprobe: int = 0,
                  target_recall: float = 0.95, train_size: int = 0, threads: int = 0, seed: int = 0) -> None:

@@ -75,7 +75,7 @@ class RankEngine:
         order = np.lexsort((indices, -scores), axis=-1)  # best first, ties by index: one call per batch
         rows = np.arange(len(order))[:, None]
         indices, scores = indices[rows, order], scores[rows, order]
-        exhaustive = model.plan.kind == "exact" and indices.shape[1] >= model.scorer.num_rows
+        exhaustive = model.scorer.exhaustive and indices.shape[1] >= model.scorer.num_rows
         picked = pick_allowed_rows(indices, scores, [f for _, _, f in ready], [job.k for _, job, _ in ready])
         for i, ((row, job, row_filter), (got_i, got_s)) in enumerate(zip(ready, picked)):
             if got_i.size < job.k and not exhaustive:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.model_bundle import ModelBundle
+from services.common.bundle.model import ModelBundle
 from services.common.stores.catalog import CatalogSnapshot
 
 

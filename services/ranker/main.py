@@ -1,26 +1,41 @@
-"""Composition root: settings -> logging -> Redis, stores, catalog cache, model holder -> server."""
+"""Composition root of the ranker: ``build`` wires it, ``running`` runs it, ``main`` is the command.
+
+``build(settings)`` is the only place the ranker's dependencies are made (Redis, the
+user state store, the catalog cache, the model holder with its scoring config and
+encode pool, the micro-batcher, executors, metrics). ``running(settings, deps)``
+starts the server, the catalog refresher and the model reloader and stops them all,
+in reverse order, on exit; ``main`` and every test that starts the ranker go through it.
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health
 
 from services.common.grpc_server import cancel_tasks, run_until_signalled, set_health
 from services.common.infra import connect_redis
 from services.common.logs import configure_logging
 from services.common.metrics_http import serve_metrics
-from services.common.settings import load
+from services.common.settings import load, service_command
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
 from services.common.stores.user_state import RedisUserStateStore
 from services.ranker.metrics import ranker_metrics
 from services.ranker.model_holder import ModelHolder
-from services.ranker.server import SERVICE_NAMES, RankerDeps, create_server
+from services.ranker.server import SERVICE_NAMES, RankerDeps, create_server, make_batcher
 from services.ranker.settings import RankerSettings
 
 logger = logging.getLogger(__name__)
 
 
-async def serve(settings: RankerSettings) -> None:
+def build(settings: RankerSettings) -> RankerDeps:
+    """The ranker's dependencies; nothing connects or loads yet. Call it on the event loop
+    that will run the ranker."""
     metrics = ranker_metrics()
     redis = connect_redis(settings.redis_url)
     executor = ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="ranker-score")
@@ -28,38 +43,69 @@ async def serve(settings: RankerSettings) -> None:
     # whose threads wait on them.
     encode_pool = ThreadPoolExecutor(settings.ort_threads * settings.batch_max_in_flight,
                                      thread_name_prefix="ranker-encode")
-    holder = ModelHolder(settings.models_dir, executor, metrics, prefer_gpu=settings.prefer_gpu,
-                         intra_op_threads=settings.ort_threads,
+    holder = ModelHolder(settings.models_dir, executor, metrics, scoring=settings.scoring_config(),
                          reload_interval_s=settings.reload_interval_s, failed_retry_s=settings.failed_retry_s,
-                         scoring=settings.scoring_config(), encode_pool=encode_pool)
+                         encode_pool=encode_pool)
     catalog = CatalogCache(RedisCatalogStore(redis), settings.catalog_refresh_s)
     catalog.on_change(holder.on_catalog)
-    deps = RankerDeps(holder, RedisUserStateStore(redis), executor, metrics)
-    server, port = await create_server(settings, deps)
-    tasks: list[asyncio.Task] = []
-
-    async def start() -> None:
-        serve_metrics(settings.metrics_port)
-        await server.start()
-        tasks.append(asyncio.create_task(catalog.run(), name="catalog-refresh"))
-        tasks.append(asyncio.create_task(holder.run(), name="model-reload"))
-        logger.info("ranker listening on port %d", port, extra={"models_dir": str(settings.models_dir)})
-
-    async def stop() -> None:
-        await set_health(deps.health, SERVICE_NAMES, False)
-        await server.stop(settings.grace_s)
-        if deps.batcher is not None:
-            await deps.batcher.close()
-        await cancel_tasks(tasks)
-        executor.shutdown(wait=True, cancel_futures=True)
-        encode_pool.shutdown(wait=True, cancel_futures=True)
-        await redis.aclose()
-        logger.info("ranker stopped")
-
-    await run_until_signalled(start, stop)
+    return RankerDeps(redis=redis, holder=holder, catalog=catalog,
+                      user_states=RedisUserStateStore(redis),
+                      batcher=make_batcher(settings, executor, metrics), executor=executor,
+                      encode_pool=encode_pool, metrics=metrics)
 
 
-def main() -> None:
+@dataclass(frozen=True)
+class RunningRanker:
+    port: int  # the port actually bound (settings.addr may say 0)
+    deps: RankerDeps
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+
+
+@contextlib.asynccontextmanager
+async def running(settings: RankerSettings, deps: RankerDeps | None = None) -> AsyncIterator[RunningRanker]:
+    """The ranker serving on ``settings.addr`` (NOT_SERVING until a model is loaded and warmed),
+    with its catalog refresher and model reloader; stopped and closed, in reverse order, on exit.
+
+    ``deps`` defaults to ``build(settings)``; either way ``running`` owns them and closes them.
+    """
+    deps = build(settings) if deps is None else deps
+    async with contextlib.AsyncExitStack() as stack:
+        # Pushed in order of start, so that exit undoes them from the last one back.
+        stack.push_async_callback(deps.redis.aclose)
+        stack.callback(deps.encode_pool.shutdown, wait=True, cancel_futures=True)
+        stack.callback(deps.executor.shutdown, wait=True, cancel_futures=True)
+        stack.push_async_callback(deps.batcher.close)
+        built = await create_server(settings, deps)
+        await built.server.start()
+        stack.push_async_callback(built.server.stop, settings.grace_s)
+        stack.push_async_callback(set_health, built.health, SERVICE_NAMES, False)
+        tasks = [asyncio.create_task(deps.catalog.run(), name="catalog-refresh"),
+                 asyncio.create_task(deps.holder.run(), name="model-reload")]
+        stack.push_async_callback(cancel_tasks, tasks)
+        logger.info("ranker listening on port %d", built.port, extra={"models_dir": str(settings.models_dir)})
+        yield RunningRanker(built.port, deps, built.server, built.health)
+        logger.info("ranker stopping")
+    logger.info("ranker stopped")
+
+
+async def serve(settings: RankerSettings) -> None:
+    """Run until SIGTERM/SIGINT. The /metrics endpoint belongs to the process (one registry,
+    a daemon thread), so it is started here rather than in ``running``."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def start() -> None:
+            serve_metrics(settings.metrics_port)
+            await stack.enter_async_context(running(settings))
+
+        await run_until_signalled(start, stack.aclose)
+
+
+def main(argv: list[str] | None = None) -> int:
+    service_command("shopstream ranker",
+                    "Run the ranker gRPC server (RankerService, grpc.health.v1, reflection): the model "
+                    "bundle in the models directory scores the whole catalog, hot-reloaded when LATEST moves.",
+                    RankerSettings).parse_args(argv)
     settings = load(RankerSettings)
     configure_logging(settings.log_level)
     asyncio.run(serve(settings))
+    return 0

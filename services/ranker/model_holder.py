@@ -14,18 +14,21 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 import numpy as np
 
 from services.common.filters import ItemFilter
-from services.common.model_bundle import ENCODER_FILE, ModelBundle, latest_version, load_bundle
+from services.common.bundle.files import latest_version
+from services.common.bundle.model import ModelBundle, load_bundle
+from services.common.bundle.sessions import on_cuda
 from services.common.periodic import run_periodically
 from services.common.stores.catalog import CatalogSnapshot
-from services.ranker.encoding import Encoder
+from services.ranker.encoding import Encoder, session_threads
 from services.ranker.items import ServingItems
 from services.ranker.metrics import RankerMetrics
-from services.ranker.runtime import ScoringConfig, ScoringPlan, build_scorer
+from services.ranker.runtime import ScoringConfig, ScoringPlan
+from services.ranker.scorers import CatalogScorer, build_scorer
 from services.ranker.scoring import CatalogMasks, eligible_mask, top_k, unit_rows, user_scores
 
 logger = logging.getLogger(__name__)
@@ -42,7 +45,7 @@ class LoadedModel:
     unit_embeddings: np.ndarray
     masks: CatalogMasks
     plan: ScoringPlan | None = None
-    scorer: Any = None  # exact.NumpyExact | exact.OnnxExact | ann.IvfIndex
+    scorer: CatalogScorer | None = None
     encoder: Encoder | None = None
 
     @property
@@ -50,7 +53,7 @@ class LoadedModel:
         return self.bundle.version
 
     def encode(self, histories: list[list[str]]) -> np.ndarray:
-        """User embeddings [B, dim] in one call of the tuned encoder session."""
+        """User embeddings [B, dim] from the bundle's encoder session (chunked by ``encoder``)."""
         if self.encoder is None:
             return self.bundle.encode(histories)
         return self.encoder.encode(self.bundle, histories)
@@ -74,22 +77,17 @@ class ModelHolder:
         executor: Executor,
         metrics: RankerMetrics,
         *,
-        prefer_gpu: bool = True,
-        intra_op_threads: int = 0,
+        scoring: ScoringConfig,
         reload_interval_s: float = 10.0,
         failed_retry_s: float = 300.0,
-        scoring: ScoringConfig | None = None,
         encode_pool: Executor | None = None,
     ) -> None:
-        """``scoring`` defaults to ``ScoringConfig(prefer_gpu, intra_op_threads)``; ``encode_pool``
-        runs the chunks of large encoder batches (encoding.Encoder)."""
+        """``encode_pool`` runs the chunks of large encoder batches (encoding.Encoder)."""
         self._models_dir = Path(models_dir)
         self._executor = executor
         self._encode_pool = encode_pool
         self._metrics = metrics
-        self._prefer_gpu = prefer_gpu
-        self._intra_op_threads = intra_op_threads
-        self._scoring = scoring or ScoringConfig(prefer_gpu=prefer_gpu, intra_op_threads=intra_op_threads)
+        self._scoring = scoring
         self._reload_interval_s = reload_interval_s
         self._failed_retry_s = failed_retry_s
         self._failed: dict[str, float] = {}  # version -> monotonic time of the failure
@@ -104,11 +102,12 @@ class ModelHolder:
         self._listeners.append(callback)
 
     def _load(self, version: str, catalog: CatalogSnapshot) -> LoadedModel:
-        bundle = load_bundle(self._models_dir, version, prefer_gpu=self._prefer_gpu,
-                             intra_op_threads=self._intra_op_threads)
         config = self._scoring
-        encoder = Encoder(bundle.path / ENCODER_FILE, config.plan(len(bundle.item_ids)).providers,
-                          intra_op_threads=config.intra_op_threads, allow_spinning=config.allow_spinning,
+        providers = config.plan(0).providers
+        bundle = load_bundle(self._models_dir, version, prefer_gpu=config.prefer_gpu,
+                             intra_op_threads=session_threads(providers, config.intra_op_threads),
+                             allow_spinning=config.allow_spinning)
+        encoder = Encoder(on_cuda=on_cuda(bundle.session), intra_op_threads=config.intra_op_threads,
                           pool=self._encode_pool)
         model = self._serving(bundle, encoder, catalog)
         warm_up(model)
@@ -149,7 +148,7 @@ class ModelHolder:
             self._metrics.model_loads.inc()
             self._metrics.model_items.set(len(model.items.item_ids))
             logger.info("serving model %s", model.version,
-                        extra={"model_version": model.version, "providers": model.encoder.providers,
+                        extra={"model_version": model.version, "providers": model.bundle.providers,
                                "scoring": model.plan.describe()})
             for cb in self._listeners:
                 result = cb(model)

@@ -1,4 +1,4 @@
-"""Builds the ranker's gRPC server; main() and the tests both go through create_server."""
+"""Builds the ranker's gRPC server over its dependencies (``main.build`` makes them)."""
 from __future__ import annotations
 
 import time
@@ -11,6 +11,7 @@ from grpc_health.v1 import health
 from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
 from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, set_health
+from services.common.stores.catalog import CatalogCache
 from services.common.stores.user_state import UserStateStore
 from services.common.batching import MicroBatcher
 from services.ranker.engine import RankEngine, Ranked, RankJob
@@ -22,16 +23,28 @@ from services.ranker.settings import RankerSettings
 SERVICE_NAMES = (ranker_pb2.DESCRIPTOR.services_by_name["RankerService"].full_name,)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RankerDeps:
+    """Everything the ranker runs on, made by ``main.build`` and closed by ``main.running``."""
+
+    redis: object  # redis.asyncio client under the stores
     holder: ModelHolder
+    catalog: CatalogCache  # feeds ``holder.on_catalog``
     user_states: UserStateStore
-    executor: Executor
+    batcher: MicroBatcher[RankJob, Ranked]
+    executor: Executor  # batches, Similar and model loads
+    encode_pool: Executor  # chunks of large encoder batches
     metrics: RankerMetrics
-    # Filled in by create_server: main flips it to NOT_SERVING on shutdown.
-    health: health.aio.HealthServicer | None = None
-    # Filled in by create_server: main closes it after the server stops.
-    batcher: MicroBatcher[RankJob, Ranked] | None = None
+
+
+@dataclass(frozen=True)
+class RankerServer:
+    """A bound, not yet started server, the port it bound, and its health servicer
+    (NOT_SERVING until the holder swaps in a loaded, warmed model)."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
 
 
 def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMetrics) -> MicroBatcher[RankJob, Ranked]:
@@ -54,27 +67,23 @@ def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMe
                         max_in_flight=settings.batch_max_in_flight, name="ranker", on_batch=on_batch)
 
 
-async def create_server(settings: RankerSettings, deps: RankerDeps) -> tuple[grpc.aio.Server, int]:
-    """A bound, not yet started server and its actual port.
-
-    Health is NOT_SERVING until the holder swaps in a loaded, warmed model.
-    """
+async def create_server(settings: RankerSettings, deps: RankerDeps) -> RankerServer:
+    """The ranker's gRPC server on ``settings.addr`` (port 0 picks a free one), not started."""
     server = grpc.aio.server(interceptors=[ServerInterceptor(deps.metrics.rpc)])
-    deps.batcher = make_batcher(settings, deps.executor, deps.metrics)
     ranker_pb2_grpc.add_RankerServiceServicer_to_server(
         RankerServicer(deps.holder, deps.user_states, deps.executor, deps.metrics,
                        max_k=settings.max_k, history_len=settings.history_len,
                        max_batch_requests=settings.rank_batch_max_requests, batcher=deps.batcher),
         server,
     )
-    deps.health = add_health_and_reflection(server, SERVICE_NAMES)
-    await set_health(deps.health, SERVICE_NAMES, deps.holder.current is not None)
+    health_servicer = add_health_and_reflection(server, SERVICE_NAMES)
+    await set_health(health_servicer, SERVICE_NAMES, deps.holder.current is not None)
 
     async def serving(_model) -> None:
-        await set_health(deps.health, SERVICE_NAMES, True)
+        await set_health(health_servicer, SERVICE_NAMES, True)
 
     deps.holder.on_swap(serving)
     port = server.add_insecure_port(settings.addr)
     if port == 0:
         raise RuntimeError(f"could not bind {settings.addr}")
-    return server, port
+    return RankerServer(server, port, health_servicer)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.common.embedded import EmbeddedKafka, EmbeddedRedis, free_port
+from services.stack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from services.stack.processes import ServiceProcess, grpc_serving, metric_value, metrics_text
 
 logger = logging.getLogger(__name__)

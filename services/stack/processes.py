@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.embedded import die_with_parent
+from services.stack.embedded import die_with_parent
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-from services.common.datasets import read_sequences
+from services.ingest.datasets import read_sequences
 from services.common.logs import configure_logging
-from services.common.model_bundle import latest_version
+from services.common.bundle.files import latest_version
 from services.ingest.catalog import catalog_from_attributes, catalog_from_jsonl
 from services.contract.producer import EventProducer, ensure_topics
 from services.ingest.replay import replay

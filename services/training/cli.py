@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from services.common.datasets import read_events_jsonl, read_item_attributes, read_sequences
+from services.ingest.datasets import read_events_jsonl, read_item_attributes, read_sequences
 from services.common.logs import configure_logging
-from services.common.model_bundle import sha256_file, write_bundle
+from services.common.bundle.files import sha256_file, write_bundle
 
 logger = logging.getLogger(__name__)
 

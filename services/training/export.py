@@ -8,7 +8,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from services.common.model_bundle import INPUT_NAME, OUTPUT_NAME, make_session
+from services.common.bundle.files import INPUT_NAME, OUTPUT_NAME
+from services.common.bundle.sessions import make_session
 from services.training.data import pad_left
 from services.training.model import SASRec
 
@@ -65,7 +66,7 @@ def check_parity(
     model.eval()
     inputs = pad_left(histories, model.cfg.max_len)
     torch_emb = model(torch.from_numpy(inputs)).numpy()
-    session = make_session(onnx_path, prefer_gpu=False)
+    session = make_session(onnx_path)
     (onnx_emb,) = session.run([OUTPUT_NAME], {INPUT_NAME: inputs})
     items = model.output_embeddings().numpy()
     torch_scores = torch_emb @ items.T

@@ -13,7 +13,7 @@ import redis
 
 from shopstream.gateway.v1 import gateway_pb2_grpc
 
-from services.common.model_bundle import latest_version
+from services.common.bundle.files import latest_version
 from services.common.stores import keys
 from services.ingest.catalog import catalog_from_docs
 from services.contract.producer import EventProducer, ensure_topics

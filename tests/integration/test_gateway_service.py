@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
+import dataclasses
 
 import grpc
 import numpy as np
@@ -20,17 +20,15 @@ from support.kafka import read_topic_async
 from support.toy_bundle import publish_toy_bundle
 
 from services.contract import topics
-from services.common.embedded import free_port
-from services.common.stores.catalog import CatalogCache, RedisCatalogStore
+from services.stack.embedded import free_port
+from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.user_state import EventWrite, RedisUserStateStore
 from services.gateway.main import build, running
 from services.gateway.settings import GatewaySettings
 from services.contract.limits import MAX_ID_CHARS
 from services.contract.producer import ensure_topics
-from services.ranker.metrics import ranker_metrics
-from services.ranker.model_holder import ModelHolder
-from services.ranker.server import RankerDeps
-from services.ranker.server import create_server as create_ranker
+from services.ranker.main import build as ranker_build
+from services.ranker.main import running as ranker_running
 from services.ranker.servicer import RankerServicer
 from services.ranker.settings import RankerSettings
 
@@ -79,24 +77,18 @@ class HeldStates:
 
 
 @contextlib.asynccontextmanager
-async def ranker_server(models_dir, redis_client, redis_url, wrap_states=None):
-    """A ranker on 127.0.0.1:0, its user state store optionally wrapped; yields its address."""
-    executor = ThreadPoolExecutor(2)
-    holder = ModelHolder(models_dir, executor, ranker_metrics(), prefer_gpu=False)
-    catalog = CatalogCache(RedisCatalogStore(redis_client))
-    catalog.on_change(holder.on_catalog)
-    await catalog.refresh()
-    await holder.poll_once()
-    states = RedisUserStateStore(redis_client)
-    deps = RankerDeps(holder, wrap_states(states) if wrap_states else states, executor, ranker_metrics())
-    server, port = await create_ranker(RankerSettings(addr="127.0.0.1:0", models_dir=models_dir,
-                                                      redis_url=redis_url, prefer_gpu=False), deps)
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(0)
-        executor.shutdown(wait=True)
+async def ranker_server(models_dir, redis_url, wrap_states=None):
+    """A ranker on 127.0.0.1:0 (its own build and running), its user state store optionally
+    wrapped, with the published model loaded; yields its address."""
+    settings = RankerSettings(addr="127.0.0.1:0", models_dir=models_dir, redis_url=redis_url, prefer_gpu=False)
+    deps = ranker_build(settings)
+    if wrap_states:
+        deps = dataclasses.replace(deps, user_states=wrap_states(deps.user_states))
+    async with ranker_running(settings, deps) as ranker:
+        await deps.catalog.refresh()
+        await deps.holder.poll_once()
+        assert deps.holder.current is not None
+        yield f"127.0.0.1:{ranker.port}"
 
 
 class NoKafka:
@@ -203,7 +195,7 @@ def closed_port_addr() -> str:
 
 
 async def test_personalized_when_the_ranker_answers(world, redis_client, redis_url):
-    async with ranker_server(world, redis_client, redis_url) as addr, \
+    async with ranker_server(world, redis_url) as addr, \
             gateway_server(gateway_settings(addr, redis_url)) as gw:
         resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=HANG_GUARD_S)
         assert resp.strategy == gateway_pb2.STRATEGY_PERSONALIZED and not resp.degraded
@@ -232,7 +224,7 @@ async def test_concurrent_recommends_share_rank_batch_calls(world, redis_client,
     # The ranker holds the first RankBatch until the other 19 Recommend calls are in the
     # gateway's ranker client, so the first call is still out when the others arrive.
     states: list[HeldStates] = []
-    async with ranker_server(world, redis_client, redis_url,
+    async with ranker_server(world, redis_url,
                              wrap_states=lambda inner: states.append(HeldStates(inner)) or states[0]) as addr:
         settings = gateway_settings(addr, redis_url, ranker_timeout_s=HANG_GUARD_S)
         deps = without_kafka(settings)
@@ -266,7 +258,7 @@ async def test_a_ranker_without_rank_batch_gets_unary_calls(world, redis_client,
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
 
     monkeypatch.setattr(RankerServicer, "RankBatch", unimplemented)
-    async with ranker_server(world, redis_client, redis_url) as addr, \
+    async with ranker_server(world, redis_url) as addr, \
             gateway_server(gateway_settings(addr, redis_url)) as gw:
         for _ in range(2):  # the first call finds out, the second goes unary straight away
             resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=HANG_GUARD_S)
@@ -275,7 +267,7 @@ async def test_a_ranker_without_rank_batch_gets_unary_calls(world, redis_client,
 
 
 async def test_unknown_user_gets_trending_not_degraded(world, redis_client, redis_url):
-    async with ranker_server(world, redis_client, redis_url) as addr, \
+    async with ranker_server(world, redis_url) as addr, \
             gateway_server(gateway_settings(addr, redis_url)) as gw:
         resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="new-visitor", k=4), timeout=HANG_GUARD_S)
         assert resp.strategy == gateway_pb2.STRATEGY_TRENDING and not resp.degraded
@@ -306,7 +298,7 @@ async def test_slow_ranker_hits_the_gateway_deadline(world, redis_client, redis_
     # The ranker never answers (its state reads are held until the end): every reply below is
     # the gateway giving up on a deadline.
     states: list[HeldStates] = []
-    async with ranker_server(world, redis_client, redis_url,
+    async with ranker_server(world, redis_url,
                              wrap_states=lambda inner: states.append(HeldStates(inner)) or states[0]) as addr:
         (held,) = states
         held.hold()
@@ -328,7 +320,7 @@ async def test_slow_ranker_hits_the_gateway_deadline(world, redis_client, redis_
 
 
 async def test_similar_items_and_validation(world, redis_client, redis_url):
-    async with ranker_server(world, redis_client, redis_url) as addr, \
+    async with ranker_server(world, redis_url) as addr, \
             gateway_server(gateway_settings(addr, redis_url)) as gw:
         resp = await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="b1", k=3), timeout=HANG_GUARD_S)
         assert not resp.degraded and set(ids(resp)) == {"b2", "b3", "b4"}

@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from shopstream.events.v1 import events_pb2
 
 from services.contract import topics
-from services.common.datasets import read_events_jsonl
+from services.ingest.datasets import read_events_jsonl
 from services.ingest.export import export_events
 from services.contract.producer import EventProducer, ensure_topics
 

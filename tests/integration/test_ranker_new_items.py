@@ -23,7 +23,7 @@ async def ranker(tmp_path, redis_client, redis_url):
     async with Ranker(tmp_path, redis_client, redis_url) as r:
         await RedisCatalogStore(redis_client).upsert(catalog_items())
         await r.refresh_catalog()
-        assert await r.holder.poll_once()
+        await r.load_model()
         yield r
 
 

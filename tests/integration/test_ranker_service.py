@@ -1,5 +1,5 @@
 """The ranker as a real gRPC server on 127.0.0.1:0 with a real (embedded) Redis
-and real model bundles published through model_bundle's writer."""
+and real model bundles published through the bundle writer."""
 from __future__ import annotations
 
 import shutil
@@ -11,7 +11,7 @@ from grpc_health.v1 import health_pb2
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.ranker.v1 import ranker_pb2
 
-from services.common.model_bundle import write_latest
+from services.common.bundle.files import write_latest
 from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.user_state import EmbeddingWrite
 from services.ranker.metrics import ranker_metrics
@@ -27,7 +27,7 @@ async def ranker(tmp_path, redis_client, redis_url):
     publish_toy_bundle(tmp_path, ITEMS, vectors())
     async with Ranker(tmp_path, redis_client, redis_url) as r:
         await r.refresh_catalog()
-        assert await r.holder.poll_once()
+        await r.load_model()
         yield r
 
 

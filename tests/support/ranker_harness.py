@@ -1,10 +1,9 @@
-"""A real ranker server on 127.0.0.1:0 over real Redis, and a toy catalog whose scores are known.
+"""A real ranker server on 127.0.0.1:0 over real Redis, started as `shopstream ranker`
+starts it, and a toy catalog whose scores are known.
 
 Three categories on three axes; within one, a larger index scores higher.
 """
 from __future__ import annotations
-
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -12,11 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.ranker.v1 import ranker_pb2_grpc
 
-from services.common.stores.catalog import CatalogCache, RedisCatalogStore
 from services.common.stores.user_state import EventWrite, RedisUserStateStore
-from services.ranker.metrics import ranker_metrics
-from services.ranker.model_holder import ModelHolder
-from services.ranker.server import RankerDeps, create_server
+from services.ranker.main import running
 from services.ranker.settings import RankerSettings
 
 CATEGORIES = {"s": "shoes", "h": "hats", "b": "bags"}
@@ -42,22 +38,25 @@ async def add_history(states: RedisUserStateStore, user: str, items: list[str], 
 
 
 class Ranker:
-    """One started ranker server, its client stub and its dependencies."""
+    """One ranker started through ``services.ranker.main.running`` (as ``shopstream ranker``
+    starts it), its client stubs and its dependencies.
 
-    def __init__(self, models_dir, redis_client, redis_url, max_k=50):
+    Its background catalog refresh and model reload run once at start and then only
+    every hour, so a test decides when a new bundle or catalog is picked up
+    (``holder.poll_once()``, ``refresh_catalog()``).
+    """
+
+    def __init__(self, models_dir, redis_client, redis_url, max_k=50, **settings):
         self.settings = RankerSettings(addr="127.0.0.1:0", models_dir=models_dir, redis_url=redis_url,
-                                       prefer_gpu=False, max_k=max_k, failed_retry_s=0)
+                                       prefer_gpu=False, max_k=max_k, failed_retry_s=0, reload_interval_s=3600,
+                                       catalog_refresh_s=3600, **settings)
         self.redis = redis_client
-        self.executor = ThreadPoolExecutor(2)
-        self.holder = ModelHolder(models_dir, self.executor, ranker_metrics(), prefer_gpu=False, failed_retry_s=0)
-        self.catalog = CatalogCache(RedisCatalogStore(redis_client))
-        self.catalog.on_change(self.holder.on_catalog)
-        self.states = RedisUserStateStore(redis_client)
-        self.deps = RankerDeps(self.holder, self.states, self.executor, ranker_metrics())
+        self._running = running(self.settings)
 
     async def __aenter__(self):
-        self.server, self.port = await create_server(self.settings, self.deps)
-        await self.server.start()
+        started = await self._running.__aenter__()
+        self.port, self.deps = started.port, started.deps
+        self.holder, self.catalog, self.states = self.deps.holder, self.deps.catalog, self.deps.user_states
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.port}")
         self.stub = ranker_pb2_grpc.RankerServiceStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
@@ -65,8 +64,12 @@ class Ranker:
 
     async def __aexit__(self, *exc):
         await self.channel.close()
-        await self.server.stop(0)
-        self.executor.shutdown(wait=True)
+        await self._running.__aexit__(*exc)
+
+    async def load_model(self) -> None:
+        """The published bundle loaded (by this call or by the start-up poll)."""
+        await self.holder.poll_once()
+        assert self.holder.current is not None
 
     async def status(self, service: str = "") -> int:
         return (await self.health.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)).status

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from services.common.model_bundle import INPUT_NAME, OUTPUT_NAME, write_bundle
+from services.common.bundle.files import INPUT_NAME, OUTPUT_NAME, write_bundle
 
 
 def sum_encoder(item_embeddings: np.ndarray) -> onnx.ModelProto:

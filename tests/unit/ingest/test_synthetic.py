@@ -1,6 +1,6 @@
 from collections import Counter
 
-from services.common.datasets import read_item_attributes, read_sequences
+from services.ingest.datasets import read_item_attributes, read_sequences
 from services.ingest.synthetic import SyntheticConfig, generate, write_dataset
 
 SMALL = SyntheticConfig(users=300, items=200, categories=8, seed=3)

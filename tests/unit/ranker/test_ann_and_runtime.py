@@ -6,7 +6,8 @@ import pytest
 
 from services.ranker.ann import IvfIndex, exact_top, probe_queries, recall_at_k
 from services.ranker.exact import NumpyExact, OnnxExact, scoring_graph
-from services.ranker.runtime import CUDA, plan_scoring, session_options
+from services.common.bundle.sessions import CUDA, session_options
+from services.ranker.runtime import plan_scoring
 
 
 def items(n=3000, dim=16, seed=0):
@@ -113,7 +114,7 @@ def test_session_options_are_tuned():
 
 
 def test_single_threaded_twin_only_where_the_session_has_a_pool_on_the_cpu():
-    import services.ranker.runtime as runtime
+    from services.common.bundle import sessions as runtime
 
     model = scoring_graph(items(n=20)).SerializeToString()
     cpu = ("CPUExecutionProvider",)

@@ -3,6 +3,7 @@ worker) and the small-batch session change the work, never a vector."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -10,7 +11,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from services.common.model_bundle import ENCODER_FILE, INPUT_NAME, OUTPUT_NAME, load_bundle
+from services.common.bundle.files import ENCODER_FILE, INPUT_NAME, OUTPUT_NAME
+from services.common.bundle.model import load_bundle
 from services.ranker.encoding import Encoder
 from support.toy_bundle import publish_toy_bundle
 
@@ -28,7 +30,7 @@ def encode_pool():
 def bundle(tmp_path_factory):
     path = tmp_path_factory.mktemp("bundles")
     version = publish_toy_bundle(path, IDS, np.random.default_rng(0).normal(size=(N, DIM)), max_len=MAX_LEN)
-    return load_bundle(path, version, prefer_gpu=False)
+    return load_bundle(path, version, prefer_gpu=False, intra_op_threads=1)  # as the ranker loads it on the CPU
 
 
 def histories(count: int, seed: int) -> list[list[str]]:
@@ -62,20 +64,19 @@ class RecordingSession:
         return getattr(self._session, name)
 
 
-def recording(encoder: Encoder) -> list[tuple[str, tuple[int, int]]]:
+def recording(bundle):
+    """``bundle`` on a recording session, and the list of calls it records."""
     calls: list[tuple[str, tuple[int, int]]] = []
-    encoder.session = RecordingSession(encoder.session, "session", calls)
-    return calls
+    return dataclasses.replace(bundle, session=RecordingSession(bundle.session, "session", calls)), calls
 
 
 @pytest.mark.parametrize("count", [1, 3, 4, 5, 31, 32, 47, 100])
 def test_vectors_equal_the_padded_max_len_call_whatever_the_batch(bundle, encode_pool, count):
-    encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2, pool=encode_pool,
-                      small_batch_max=4, bucket_rows=16)
-    assert encoder.session.get_session_options().intra_op_num_threads == 1 and encoder.threads == 2
-    calls = recording(encoder)
+    encoder = Encoder(on_cuda=False, intra_op_threads=2, pool=encode_pool, small_batch_max=4, bucket_rows=16)
+    assert bundle.session.get_session_options().intra_op_num_threads == 1 and encoder.threads == 2
+    recorded, calls = recording(bundle)
     hist = histories(count, seed=count)
-    got = encoder.encode(bundle, hist)
+    got = encoder.encode(recorded, hist)
     np.testing.assert_allclose(got, padded_reference(bundle, hist), rtol=1e-5, atol=1e-5)
     assert sum(shape[0] for _, shape in calls) == count
     longest = max(len(r) for r in bundle.index_rows(hist))
@@ -89,21 +90,24 @@ def test_vectors_equal_the_padded_max_len_call_whatever_the_batch(bundle, encode
 
 
 def test_chunks_run_concurrently_on_the_encoders_pool(bundle, encode_pool):
-    encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=2, pool=encode_pool)
+    encoder = Encoder(on_cuda=False, intra_op_threads=2, pool=encode_pool)
     threads: set[str] = set()
-    session = encoder.session
+    session = bundle.session
+
+    both_running = threading.Barrier(2, timeout=30)  # a chunk waits until the other worker runs one too
 
     class ThreadRecording:
         def run(self, outputs, feeds):
-            import threading
-            import time
-
-            threads.add(threading.current_thread().name)
-            time.sleep(0.01)  # long enough for the other worker to take the next chunk
+            name = threading.current_thread().name
+            if name not in threads:
+                threads.add(name)
+                both_running.wait()
             return session.run(outputs, feeds)
 
-    encoder.session = ThreadRecording()
-    encoder.encode(bundle, histories(40, seed=1))
+        def __getattr__(self, name):
+            return getattr(session, name)
+
+    encoder.encode(dataclasses.replace(bundle, session=ThreadRecording()), histories(40, seed=1))
     assert len(threads) == 2 and all(name.startswith("ranker-encode") for name in threads)
 
 
@@ -117,7 +121,7 @@ def test_the_bundle_itself_encodes_in_the_same_buckets(bundle):
 
 
 def test_empty_batch_and_all_unknown_histories(bundle):
-    encoder = Encoder(bundle.path / ENCODER_FILE, ("CPUExecutionProvider",), intra_op_threads=1)
+    encoder = Encoder(on_cuda=False, intra_op_threads=1)
     assert encoder.encode(bundle, []).shape == (0, DIM)
     out = encoder.encode(bundle, [["nope"], []])
     np.testing.assert_array_equal(out, np.zeros((2, DIM), dtype=np.float32))  # the sum of padding rows
@@ -132,8 +136,8 @@ def test_a_fixed_length_encoder_still_gets_max_len_columns(bundle, tmp_path):
     onnx.save(model, path)
     fixed = dataclasses.replace(bundle, session=ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]))
     assert not fixed.variable_length
-    encoder = Encoder(path, ("CPUExecutionProvider",), intra_op_threads=1)
-    calls = recording(encoder)
+    encoder = Encoder(on_cuda=False, intra_op_threads=1)
+    recorded, calls = recording(fixed)
     hist = histories(40, seed=7)
-    np.testing.assert_allclose(encoder.encode(fixed, hist), padded_reference(bundle, hist), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode(recorded, hist), padded_reference(bundle, hist), rtol=1e-5, atol=1e-5)
     assert [shape for _, shape in calls] == [(40, MAX_LEN)]

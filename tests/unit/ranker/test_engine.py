@@ -34,7 +34,7 @@ def models_dir(tmp_path_factory):
 
 def load(models_dir, **config):
     executor = ThreadPoolExecutor(1)
-    holder = ModelHolder(models_dir, executor, ranker_metrics(), prefer_gpu=False,
+    holder = ModelHolder(models_dir, executor, ranker_metrics(),
                          scoring=ScoringConfig(prefer_gpu=False, **config))
     holder._catalog = catalog()
     model = holder._load(open(models_dir / "LATEST").read().strip(), holder._catalog)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from services.common.datasets import write_sequences
-from services.common.model_bundle import BundleError, latest_version, load_bundle
+from services.ingest.datasets import write_sequences
+from services.common.bundle import BundleError, latest_version, load_bundle
 from services.training.cli import main
 from services.training.data import build_vocab, pad_left, split_leave_one_out
 from services.training.model import ModelConfig, SASRec
@@ -56,7 +56,7 @@ def test_publishes_a_verified_bundle_with_metadata(trained):
 
 
 def test_bundle_encode_matches_torch(trained, tmp_path):
-    from services.common.model_bundle import write_bundle
+    from services.common.bundle.files import write_bundle
     from services.training.evaluate import user_embeddings
     from services.training.export import export_onnx
     from services.training.train import TrainConfig, seed_everything, train
@@ -103,9 +103,9 @@ def test_onnx_matches_torch_model_trained_in_process(tmp_path):
     parity = check_parity(model, tmp_path / "enc.onnx", split.test_history())
     assert parity.ok and parity.max_abs_diff < 1e-4 and parity.top10_mismatched_users == 0
     # And the session numbers equal torch's directly.
-    from services.common.model_bundle import make_session
+    from services.common.bundle.sessions import make_session
     inputs = pad_left(split.test_history(), 10)
-    (onnx_emb,) = make_session(tmp_path / "enc.onnx", prefer_gpu=False).run(
+    (onnx_emb,) = make_session(tmp_path / "enc.onnx").run(
         ["user_emb"], {"item_seq": inputs})
     np.testing.assert_allclose(onnx_emb, model(torch.from_numpy(inputs)).detach().numpy(), atol=1e-4)
 

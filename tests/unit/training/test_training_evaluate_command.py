@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from services.common.datasets import write_sequences
+from services.ingest.datasets import write_sequences
 from services.training.evaluate_cli import aggregate, aggregate_runs, format_report
 from services.training.cli import main
 from services.training.data import hold_out_items, split_leave_one_out

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from services.common.datasets import (read_events_jsonl, read_item_attributes, read_sequences,
+from services.ingest.datasets import (read_events_jsonl, read_item_attributes, read_sequences,
                                       write_sequences)
 
 

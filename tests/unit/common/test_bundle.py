@@ -6,20 +6,19 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from services.common import model_bundle
-from services.common.model_bundle import (BundleError, latest_version, load_bundle, select_providers,
-                                          write_bundle, write_latest)
+from services.common.bundle import BundleError, latest_version, load_bundle, sessions, write_bundle, write_latest
+from services.common.bundle.sessions import select_providers
 
 
 def test_cuda_first_when_available(monkeypatch):
-    monkeypatch.setattr(model_bundle.ort, "get_available_providers",
+    monkeypatch.setattr(sessions.ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert select_providers() == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert select_providers(prefer_gpu=False) == ["CPUExecutionProvider"]
 
 
 def test_cpu_only_without_cuda(monkeypatch):
-    monkeypatch.setattr(model_bundle.ort, "get_available_providers",
+    monkeypatch.setattr(sessions.ort, "get_available_providers",
                         lambda: ["AzureExecutionProvider", "CPUExecutionProvider"])
     assert select_providers() == ["CPUExecutionProvider"]
 
