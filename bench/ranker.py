@@ -41,7 +41,7 @@ from services.common.bundle.sessions import make_session
 from services.ranker.encoding import session_threads
 from services.ranker.runtime import ScoringConfig, plan_scoring
 from services.ranker.scorers import build_scorer
-from services.ranker.scoring import CatalogMasks
+from services.common.filters import CatalogMasks
 from services.ranker.settings import RankerSettings
 from services.training.export import export_onnx
 from services.training.model import ModelConfig, SASRec

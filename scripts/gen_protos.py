@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import google.rpc
 import grpc_tools
 from grpc_tools import protoc
 
@@ -18,10 +19,13 @@ def generate(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     include = Path(grpc_tools.__file__).parent / "_proto"
+    # google/rpc/*.proto, from googleapis-common-protos (whose google.rpc modules the code imports).
+    googleapis = Path(next(iter(google.rpc.__path__))).parent.parent
     args = [
         "protoc",
         f"-I{PROTO_DIR}",
         f"-I{include}",
+        f"-I{googleapis}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",

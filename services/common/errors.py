@@ -20,10 +20,6 @@ class NotFound(DomainError):
     code = grpc.StatusCode.NOT_FOUND
 
 
-class FailedPrecondition(DomainError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
-
-
 class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
 

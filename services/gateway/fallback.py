@@ -14,11 +14,36 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Callable, Collection, Sequence
 
-from services.common.filters import ItemFilter
+import numpy as np
+
+from services.common.filters import CatalogMasks, ItemFilter, RowFilter
 from services.common.stores.catalog import CatalogSnapshot
 from services.common.stores.trending import TrendingStore
+
+PAD_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """Item ids in order, with their catalog facts compiled once (``CatalogMasks``);
+    each request then only compiles its filter (``RowFilter``, the one place the rules live)."""
+
+    ids: list[str]
+    index_of: dict[str, int]
+    masks: CatalogMasks
+
+    @classmethod
+    def build(cls, item_ids: Sequence[str], snapshot: CatalogSnapshot) -> Compiled:
+        ids = list(dict.fromkeys(item_ids))
+        return cls(ids, {item_id: n for n, item_id in enumerate(ids, start=1)}, CatalogMasks.build(ids, snapshot))
+
+    def allowed(self, item_filter: ItemFilter, excluded: Collection[str]) -> list[tuple[str, bool]]:
+        """(item id, allowed) in order, under this filter and the user's exclusions."""
+        row_filter = RowFilter.build(self.masks, self.index_of, item_filter, excluded)
+        return list(zip(self.ids, row_filter.allows(np.arange(1, len(self.ids) + 1)).tolist()))
 
 
 def select(
@@ -28,26 +53,32 @@ def select(
     excluded: Collection[str],
     k: int,
     catalog_order: Sequence[str] | None = None,
+    compiled: Compiled | None = None,
 ) -> list[tuple[str, float]]:
-    """Pure selection: the first k allowed trending items, then catalog padding."""
+    """Pure selection: the first k allowed trending items, then catalog padding.
+
+    ``compiled``: ``Compiled.build`` of the trending ids under ``snapshot``, when the caller keeps one.
+    """
     out: list[tuple[str, float]] = []
-    taken: set[str] = set()
-    for item_id, score in trending:
-        if len(out) >= k:
-            return out
-        if item_id in taken or item_id in excluded or not snapshot.allows(item_id, item_filter):
-            continue
-        out.append((item_id, score))
-        taken.add(item_id)
+    if k <= 0:
+        return out
+    scores = dict(trending)
+    compiled = compiled or Compiled.build(list(scores), snapshot)
+    for item_id, ok in compiled.allowed(item_filter, excluded):
+        if ok:
+            out.append((item_id, scores[item_id]))
+            if len(out) >= k:
+                return out
     if catalog_order is None:
         catalog_order = sorted(snapshot.items)
-    for item_id in catalog_order:
-        if len(out) >= k:
-            break
-        if item_id in taken or item_id in excluded or not snapshot.allows(item_id, item_filter):
-            continue
-        out.append((item_id, 0.0))
-        taken.add(item_id)
+    chunk = max(PAD_CHUNK, 2 * k)  # padding is compiled a chunk of the catalog at a time
+    for start in range(0, len(catalog_order), chunk):
+        padding = Compiled.build([i for i in catalog_order[start:start + chunk] if i not in scores], snapshot)
+        for item_id, ok in padding.allowed(item_filter, excluded):
+            if ok:
+                out.append((item_id, 0.0))
+                if len(out) >= k:
+                    return out
     return out
 
 
@@ -63,6 +94,8 @@ class TrendingFallback:
         self._cached: tuple[float, int, list[tuple[str, float]]] = (float("-inf"), 0, [])  # (read at, n, items)
         self._reading: asyncio.Future | None = None
         self._reading_n = 0
+        # The trending list compiled against the catalog: rebuilt when either changes.
+        self._compiled: tuple[list, int, Compiled | None] = ([], -1, None)
 
     def _catalog_order(self, snapshot: CatalogSnapshot) -> list[str]:
         # Sorting the catalog once per snapshot version, not once per request.
@@ -97,7 +130,15 @@ class TrendingFallback:
     async def recommend(self, k: int, item_filter: ItemFilter, excluded: Collection[str] = ()) -> list[tuple[str, float]]:
         top = await self.top(max(self._pool, k))
         snapshot = self._snapshot()
-        return select(top, snapshot, item_filter, excluded, k, self._catalog_order(snapshot))
+        return select(top, snapshot, item_filter, excluded, k, self._catalog_order(snapshot),
+                      self._compile(top, snapshot))
+
+    def _compile(self, top: list[tuple[str, float]], snapshot: CatalogSnapshot) -> Compiled:
+        cached_top, version, compiled = self._compiled
+        if compiled is None or cached_top is not top or version != snapshot.version:
+            compiled = Compiled.build([item_id for item_id, _ in top], snapshot)
+            self._compiled = (top, snapshot.version, compiled)
+        return compiled
 
     def category_of(self, item_id: str) -> str:
         return self._snapshot().category(item_id)

@@ -22,7 +22,8 @@ import numpy as np
 
 from services.common.filters import ItemFilter
 from services.ranker.model_holder import LoadedModel
-from services.ranker.scoring import RowFilter, pick_allowed_rows, top_k
+from services.common.filters import RowFilter
+from services.ranker.scoring import pick_allowed_rows, top_k
 
 
 @dataclass(frozen=True)

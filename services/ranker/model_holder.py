@@ -29,7 +29,8 @@ from services.ranker.items import ServingItems
 from services.ranker.metrics import RankerMetrics
 from services.ranker.runtime import ScoringConfig, ScoringPlan
 from services.ranker.scorers import CatalogScorer, build_scorer
-from services.ranker.scoring import CatalogMasks, eligible_mask, top_k, unit_rows, user_scores
+from services.common.filters import CatalogMasks, eligible_mask
+from services.ranker.scoring import top_k, unit_rows, user_scores
 
 logger = logging.getLogger(__name__)
 

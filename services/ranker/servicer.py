@@ -9,6 +9,7 @@ from concurrent.futures import Executor
 from typing import Sequence
 
 import grpc
+from google.rpc import status_pb2
 import numpy as np
 from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
@@ -21,7 +22,8 @@ from services.common.batching import MicroBatcher
 from services.ranker.engine import RankEngine, Ranked, RankJob
 from services.ranker.metrics import RankerMetrics
 from services.ranker.model_holder import LoadedModel, ModelHolder
-from services.ranker.scoring import eligible_mask, top_k
+from services.common.filters import eligible_mask
+from services.ranker.scoring import top_k
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +36,10 @@ def _scored(model: LoadedModel, indices: np.ndarray, scores: np.ndarray) -> list
 def _error_outcome(exc: BaseException) -> ranker_pb2.RankOutcome:
     """The status Rank would have returned for this error, as one RankBatch outcome."""
     if isinstance(exc, DomainError):
-        return ranker_pb2.RankOutcome(error=ranker_pb2.RankError(code=exc.code.value[0], message=exc.message))
+        return ranker_pb2.RankOutcome(error=status_pb2.Status(code=exc.code.value[0], message=exc.message))
     logger.error("unhandled error in RankBatch item", exc_info=exc)
-    return ranker_pb2.RankOutcome(error=ranker_pb2.RankError(code=grpc.StatusCode.INTERNAL.value[0],
-                                                             message="internal error"))
+    return ranker_pb2.RankOutcome(error=status_pb2.Status(code=grpc.StatusCode.INTERNAL.value[0],
+                                                          message="internal error"))
 
 
 class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):

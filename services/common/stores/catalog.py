@@ -12,7 +12,6 @@ from typing import Protocol, Sequence
 
 from shopstream.catalog.v1 import catalog_pb2
 
-from services.common.filters import ItemFilter
 from services.common.periodic import run_periodically
 from services.common.stores import keys
 
@@ -31,17 +30,6 @@ class CatalogSnapshot:
     def in_stock(self, item_id: str) -> bool:
         item = self.items.get(item_id)
         return True if item is None else item.in_stock
-
-    def allows(self, item_id: str, f: ItemFilter) -> bool:
-        """Catalog-level rules only (stock, categories, explicit excludes)."""
-        if item_id in f.exclude_item_ids:
-            return False
-        if f.in_stock_only and not self.in_stock(item_id):
-            return False
-        cat = self.category(item_id)
-        if f.include_categories and cat not in f.include_categories:
-            return False
-        return cat not in f.exclude_categories
 
 
 class CatalogStore(Protocol):

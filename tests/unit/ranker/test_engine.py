@@ -42,11 +42,21 @@ def load(models_dir, **config):
     return model
 
 
+def rules_allow(snap: CatalogSnapshot, item_id: str, f: ItemFilter) -> bool:
+    """The filter rules spelled out item by item (an oracle independent of RowFilter): items
+    absent from the catalog are in stock with no category."""
+    item = snap.items.get(item_id)
+    category, in_stock = (item.category, item.in_stock) if item is not None else ("", True)
+    return (item_id not in f.exclude_item_ids and (in_stock or not f.in_stock_only)
+            and (not f.include_categories or category in f.include_categories)
+            and category not in f.exclude_categories)
+
+
 def brute_force(model, vec, item_filter, history, purchased, k):
     snap = catalog()
     excluded = item_filter.user_exclusions(history, purchased)
     scores = model.items.embeddings @ vec
-    allowed = [i for i in range(1, N + 1) if snap.allows(IDS[i - 1], item_filter) and IDS[i - 1] not in excluded]
+    allowed = [i for i in range(1, N + 1) if rules_allow(snap, IDS[i - 1], item_filter) and IDS[i - 1] not in excluded]
     return sorted(allowed, key=lambda i: (-scores[i], i))[:k], scores
 
 

@@ -4,8 +4,8 @@ from shopstream.catalog.v1 import catalog_pb2
 
 from services.common.filters import ItemFilter
 from services.common.stores.catalog import CatalogSnapshot
-from services.ranker.scoring import (CatalogMasks, RowFilter, eligible_mask, in_sorted, pick_allowed, pick_allowed_rows,
-                                     top_k, unit_rows, user_scores)
+from services.common.filters import CatalogMasks, RowFilter, eligible_mask, in_sorted
+from services.ranker.scoring import pick_allowed, pick_allowed_rows, top_k, unit_rows, user_scores
 
 IDS = [f"i{n}" for n in range(1, 11)]  # index n <-> "i{n}"
 INDEX_OF = {item: i for i, item in enumerate(IDS, start=1)}

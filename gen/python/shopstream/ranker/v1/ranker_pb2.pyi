@@ -1,3 +1,4 @@
+from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -76,21 +77,13 @@ class RankBatchRequest(_message.Message):
     requests: _containers.RepeatedCompositeFieldContainer[RankRequest]
     def __init__(self, requests: _Optional[_Iterable[_Union[RankRequest, _Mapping]]] = ...) -> None: ...
 
-class RankError(_message.Message):
-    __slots__ = ("code", "message")
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    code: int
-    message: str
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
-
 class RankOutcome(_message.Message):
     __slots__ = ("response", "error")
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     response: RankResponse
-    error: RankError
-    def __init__(self, response: _Optional[_Union[RankResponse, _Mapping]] = ..., error: _Optional[_Union[RankError, _Mapping]] = ...) -> None: ...
+    error: _status_pb2.Status
+    def __init__(self, response: _Optional[_Union[RankResponse, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class RankBatchResponse(_message.Message):
     __slots__ = ("results",)
