@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from services.common.filters import ItemFilter
 from services.common.bundle.files import latest_version
 from services.common.bundle.model import ModelBundle, load_bundle
+from services.common.bundle.reload import ReloadPolicy
 from services.common.bundle.sessions import on_cuda
 from services.common.periodic import run_periodically
 from services.common.stores.catalog import CatalogSnapshot
@@ -90,8 +90,7 @@ class ModelHolder:
         self._metrics = metrics
         self._scoring = scoring
         self._reload_interval_s = reload_interval_s
-        self._failed_retry_s = failed_retry_s
-        self._failed: dict[str, float] = {}  # version -> monotonic time of the failure
+        self._policy = ReloadPolicy(failed_retry_s)
         self._catalog = CatalogSnapshot()
         self._listeners: list[Callable[[LoadedModel], Awaitable[None] | None]] = []
         self._rebuild: asyncio.Task | None = None
@@ -127,21 +126,18 @@ class ModelHolder:
         async with self._lock:
             version = latest_version(self._models_dir)
             current = self.current
-            if version is None or (current is not None and current.version == version):
-                return False
-            failed_at = self._failed.get(version)
-            if failed_at is not None and time.monotonic() - failed_at < self._failed_retry_s:
+            if not self._policy.due(version, current.version if current else None):
                 return False
             loop = asyncio.get_running_loop()
             try:
                 model = await loop.run_in_executor(self._executor, self._load, version, self._catalog)
             except Exception:
-                self._failed[version] = time.monotonic()
+                self._policy.failed(version)
                 self._metrics.model_load_failures.inc()
                 logger.exception("model bundle %s failed to load; still serving %s", version,
                                  current.version if current else "nothing")
                 return False
-            self._failed.pop(version, None)
+            self._policy.loaded(version)
             if model.masks.catalog_version != self._catalog.version:  # catalog moved while loading
                 model = await loop.run_in_executor(self._executor, self._refresh_catalog, model, self._catalog)
             self.current = model
