@@ -14,26 +14,16 @@ from services.common.stores.trending import TrendingStore
 from services.common.stores.user_state import UserStateStore
 from services.features.agents import register_agents
 from services.features.embeddings import EmbeddingRefresher
+from services.features.health import WorkerHealth
 from services.features.metrics import FeaturesMetrics
 from services.features.models import ModelHolder
 from services.features.processing import CatalogBatchProcessor, EventBatchProcessor
 from services.features.settings import FeaturesSettings
 from services.features.timers import register_timers
 from services.features.topics import TopicDeadLetters, define_topics
-from services.features.transport import transport_with_fetch_wait
+from services.features.transport import FetchWaitTransport
 
 logger = logging.getLogger(__name__)
-
-
-class FeaturesApp(faust.App):
-    """A faust App on the transport given (``_new_transport`` is faust's hook for it)."""
-
-    def __init__(self, *args: Any, transport: type, **kwargs: Any) -> None:
-        self._transport_class = transport  # before super(): defining topics builds the transport
-        super().__init__(*args, **kwargs)
-
-    def _new_transport(self):
-        return self._transport_class(self.conf.broker_consumer, self)
 
 
 @dataclass
@@ -45,14 +35,14 @@ class FeaturesDeps:
     models: ModelHolder
     metrics: FeaturesMetrics
     executor: Executor  # model loading and encoding, off the event loop
+    health: WorkerHealth
 
 
 def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
     brokers = [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap_servers.split(",") if h.strip()]
     settings.datadir.mkdir(parents=True, exist_ok=True)
-    app = FeaturesApp(
+    app = faust.App(
         settings.app_id,
-        transport=transport_with_fetch_wait(settings.fetch_max_wait_ms),
         broker=brokers,
         store="memory://",
         web_enabled=False,
@@ -69,6 +59,8 @@ def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
         consumer_max_fetch_size=settings.max_fetch_bytes,
         stream_buffer_maxsize=settings.stream_buffer,
     )
+    # Before anything asks for it (defining topics does): the consumer's transport, see transport.py.
+    app.transport = FetchWaitTransport(app.conf.broker_consumer, app, fetch_max_wait_ms=settings.fetch_max_wait_ms)
     topics = define_topics(app)
     dead_letters = TopicDeadLetters(topics.dead_letter)
     embeddings = EmbeddingRefresher(deps.users, deps.models, deps.executor, deps.metrics,
@@ -76,8 +68,12 @@ def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
                                     max_duty=settings.embedding_max_duty)
     events = EventBatchProcessor(deps.users, deps.trending, embeddings, dead_letters, deps.metrics)
     catalog = CatalogBatchProcessor(deps.catalog, dead_letters, deps.metrics)
-    register_agents(app, topics, settings, events, catalog)
+    register_agents(app, topics, settings, events, catalog, deps.health, deps.metrics)
     register_timers(app, settings, deps)
+
+    @app.task
+    async def watch_health():  # the probes run their checks on this loop, against this consumer
+        deps.health.bind(asyncio.get_running_loop(), app.consumer.assignment)
 
     @app.on_partitions_assigned.connect
     async def count_assigned(app, assigned, **kwargs):  # readiness: the worker consumes once assigned

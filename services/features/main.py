@@ -1,6 +1,15 @@
-"""Composition root of the features worker: settings, logging, clients, metrics, faust worker."""
+"""Composition root of the features worker: ``build`` wires it, ``main`` is the command.
+
+``build(settings)`` is the only place the worker's dependencies are made (Redis and
+the stores on it, the model holder and its executor, metrics, health); ``main`` builds
+them, creates the faust app on them (``app.create_app``), serves metrics and probes
+(``http_endpoint``) and runs faust's worker, which handles SIGTERM/SIGINT: it stops
+the agents once their batches are written, commits and closes the clients.
+Every test that starts the worker runs this command (``python -m services.features``).
+"""
 from __future__ import annotations
 
+import argparse
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -8,12 +17,13 @@ import faust
 
 from services.common.infra import connect_redis
 from services.common.logs import configure_logging
-from services.common.metrics_http import serve_metrics
-from services.common.settings import load
+from services.common.settings import env_name, load
 from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import RedisUserStateStore
 from services.features.app import FeaturesDeps, create_app
+from services.features.health import WorkerHealth
+from services.features.http_endpoint import HttpEndpoint
 from services.features.metrics import FeaturesMetrics
 from services.features.models import ModelHolder
 from services.features.settings import FeaturesSettings
@@ -21,7 +31,9 @@ from services.features.settings import FeaturesSettings
 logger = logging.getLogger(__name__)
 
 
-def build_deps(settings: FeaturesSettings, metrics: FeaturesMetrics) -> FeaturesDeps:
+def build(settings: FeaturesSettings) -> FeaturesDeps:
+    """The worker's dependencies; nothing connects yet (Redis connects on first use)."""
+    metrics = FeaturesMetrics()
     redis = connect_redis(settings.redis_url)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-model")
     return FeaturesDeps(
@@ -33,16 +45,38 @@ def build_deps(settings: FeaturesSettings, metrics: FeaturesMetrics) -> Features
                            intra_op_threads=settings.encode_threads, failed_retry_s=settings.failed_retry_s),
         metrics=metrics,
         executor=executor,
+        health=WorkerHealth(redis),
+    )
+
+
+def _env_help() -> str:
+    lines = ["environment:"]
+    for field, info in FeaturesSettings.model_fields.items():
+        default = "required" if info.is_required() else f"default {info.default!r}"
+        about = f"{info.description}; " if info.description else ""
+        lines.append(f"  {env_name(FeaturesSettings, field):<44} {about}{default}")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog="shopstream features",
+        description="Run the features worker (faust): events from Kafka into user state, trending and "
+                    "embeddings in Redis, catalog records into the catalog. Serves /metrics, /healthz/live "
+                    "and /healthz/ready on the metrics port. Settings come from the environment only.",
+        epilog=_env_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    _parser().parse_args(argv)
     settings = load(FeaturesSettings)
     configure_logging(settings.log_level, json_format=settings.log_json)
-    deps = build_deps(settings, FeaturesMetrics())
+    deps = build(settings)
     app = create_app(settings, deps)
-    port = serve_metrics(settings.metrics_port)
-    logger.info("features worker starting", extra={"app_id": settings.app_id, "metrics_port": port,
+    http = HttpEndpoint(settings.metrics_port, deps.health)
+    logger.info("features worker starting", extra={"app_id": settings.app_id, "metrics_port": http.port,
                                                    "models_dir": str(settings.models_dir)})
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)
     try:
@@ -50,5 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     finally:
+        http.close()
         deps.executor.shutdown(wait=False, cancel_futures=True)
     return 0

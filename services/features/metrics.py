@@ -34,6 +34,9 @@ class FeaturesMetrics:
         self.freshness = Histogram(p + "freshness_seconds", "Kafka message timestamp to Redis write",
                                    buckets=FRESHNESS_BUCKETS, registry=r)
         self.store_retries = Counter(p + "store_retries_total", "Batches retried after a Redis error", registry=r)
+        self.batch_failures = Counter(p + "batch_failures_total",
+                                      "Batches that failed otherwise (retried, unacked; not live meanwhile)",
+                                      ["agent"], registry=r)
         self.consumer_lag = Gauge(p + "consumer_lag_messages", "Highwater minus position",
                                   ["topic", "partition"], registry=r)
         self.assigned_partitions = Gauge(p + "assigned_partitions", "Partitions this worker consumes (0 = not ready)",

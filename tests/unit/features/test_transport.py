@@ -1,59 +1,64 @@
-"""The consumer's inline delivery: a coroutine started by hand, then awaited from where it stopped."""
+"""The consumer's fetch wait: faust hard-codes 1500 ms, the worker's transport sets its own.
+
+These build the aiokafka client the consumer thread would start (no broker needed)
+and read back the one value the transport changes.
+"""
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
-import pytest
+import faust
+from prometheus_client import CollectorRegistry
 
-from services.features.transport import _Continue
-
-
-async def _waits_on(fut: asyncio.Future, log: list) -> str:
-    log.append("started")
-    value = await fut
-    log.append(value)
-    return f"got {value}"
-
-
-def _start(coro):
-    """What the consumer does: run to the first suspension; the yielded future comes back."""
-    return coro.send(None)
+from services.common.stores.memory import MemoryCatalogStore, MemoryTrendingStore, MemoryUserStateStore
+from services.features.app import FeaturesDeps, create_app
+from services.features.health import WorkerHealth
+from services.features.metrics import FeaturesMetrics
+from services.features.models import ModelHolder
+from services.features.settings import FeaturesSettings
+from services.features.transport import FetchWaitTransport
 
 
-async def test_completed_inline_never_needs_a_task():
-    async def quick() -> int:
-        return 7
-
-    with pytest.raises(StopIteration) as done:
-        _start(quick())
-    assert done.value.value == 7
-
-
-async def test_a_suspended_delivery_resumes_with_the_result():
-    fut, log = asyncio.get_running_loop().create_future(), []
-    coro = _waits_on(fut, log)
-    task = asyncio.ensure_future(_Continue(coro, _start(coro)))
-    await asyncio.sleep(0)
-    assert log == ["started"] and not task.done()
-    fut.set_result("x")
-    assert await task == "got x"
-    assert log == ["started", "x"]
+async def _worker_client_fetch_wait(app: faust.App) -> int:
+    client = app.consumer._thread._create_consumer(loop=asyncio.get_running_loop())
+    try:
+        return client._fetch_max_wait_ms
+    finally:
+        await client.stop()
 
 
-async def test_cancelling_a_suspended_delivery_cancels_the_coroutine():
-    fut, log = asyncio.get_running_loop().create_future(), []
-    coro = _waits_on(fut, log)
-    task = asyncio.ensure_future(_Continue(coro, _start(coro)))
-    await asyncio.sleep(0)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert fut.cancelled() and log == ["started"]
+def _app() -> faust.App:
+    return faust.App("fetch-wait-test", broker="kafka://127.0.0.1:1", autodiscover=False, web_enabled=False)
 
 
-async def test_a_bare_yield_is_passed_through():
-    async def twice() -> str:
-        await asyncio.sleep(0)  # a bare yield: the loop reschedules it
-        await asyncio.sleep(0)
-        return "done"
+async def test_faust_still_hard_codes_the_fetch_wait():
+    # When this fails, faust has changed how it builds the consumer: transport.py may be unnecessary.
+    assert await _worker_client_fetch_wait(_app()) == 1500
 
-    coro = twice()
-    assert await _Continue(coro, _start(coro)) == "done"
+
+async def test_the_transport_sets_the_fetch_wait_and_nothing_else():
+    plain, ours = _app(), _app()
+    ours.transport = FetchWaitTransport(ours.conf.broker_consumer, ours, fetch_max_wait_ms=7)
+    assert await _worker_client_fetch_wait(ours) == 7
+    plain_client = plain.consumer._thread._create_consumer(loop=asyncio.get_running_loop())
+    our_client = ours.consumer._thread._create_consumer(loop=asyncio.get_running_loop())
+    try:
+        differ = {k for k, v in vars(our_client).items()
+                  if k in vars(plain_client) and isinstance(v, (int, float, str, bool)) and vars(plain_client)[k] != v}
+        assert differ == {"_fetch_max_wait_ms"}
+    finally:
+        await plain_client.stop()
+        await our_client.stop()
+
+
+async def test_the_worker_app_consumes_through_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOPSTREAM_FEATURES_FETCH_MAX_WAIT_MS", "12")
+    settings = FeaturesSettings(datadir=tmp_path / "faust", models_dir=tmp_path / "models")
+    metrics = FeaturesMetrics(CollectorRegistry())
+    executor = ThreadPoolExecutor(1)
+    deps = FeaturesDeps(redis=None, users=MemoryUserStateStore(), trending=MemoryTrendingStore(),
+                        catalog=MemoryCatalogStore(), models=ModelHolder(tmp_path / "models", executor, metrics),
+                        metrics=metrics, executor=executor, health=WorkerHealth(None))
+    app = create_app(settings, deps)
+    assert isinstance(app.transport, FetchWaitTransport)
+    assert await _worker_client_fetch_wait(app) == 12
+    executor.shutdown()
