@@ -7,13 +7,19 @@ from services.common.stores.user_state import UserState
 
 
 class CountingStore:
+    """Records every call; a call stays in flight until ``release`` is set (set by default)."""
+
     def __init__(self, fail: bool = False) -> None:
         self.calls: list[list[str]] = []
         self.fail = fail
+        self.release = asyncio.Event()
+        self.release.set()
+        self.in_flight = asyncio.Event()
 
     async def get_states(self, user_ids, history_len, *, with_embedding=True):
         self.calls.append(list(user_ids))
-        await asyncio.sleep(0.01)
+        self.in_flight.set()
+        await self.release.wait()
         if self.fail:
             raise ConnectionError("redis down")
         return [UserState(user_id=u, history=[f"{u}-item"] * history_len) for u in user_ids]
@@ -30,10 +36,14 @@ async def test_concurrent_reads_share_one_call_and_get_their_own_state():
 
 async def test_calls_arriving_during_a_round_trip_go_in_the_next_one():
     store = CountingStore()
+    store.release.clear()
     reader = CoalescingStateReader(store, history_len=1, max_batch=4)
     first = asyncio.ensure_future(reader.get("a"))
-    await asyncio.sleep(0.001)  # "a" is in flight
-    rest = await asyncio.gather(*(reader.get(u) for u in "bcdefg"))
+    await store.in_flight.wait()  # "a" is in flight
+    rest = asyncio.gather(*(reader.get(u) for u in "bcdefg"))
+    await asyncio.sleep(0)  # the other six are queued behind it
+    store.release.set()
+    rest = await rest
     assert (await first).user_id == "a"
     assert [s.user_id for s in rest] == list("bcdefg")
     assert store.calls == [["a"], ["b", "c", "d", "e"], ["f", "g"]]
