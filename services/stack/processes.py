@@ -6,6 +6,7 @@ would in a container, and is stopped with SIGTERM so its graceful shutdown runs.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.stack.embedded import die_with_parent
 
@@ -48,13 +50,22 @@ def metrics_text(port: int, timeout: float = 0.5, names: Sequence[str] = ()) -> 
 
 
 def metric_value(text: str, name: str) -> float | None:
-    """Sum of all samples of one metric (any labels) in Prometheus text format."""
-    total, found = 0.0, False
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            total += float(line.rsplit(" ", 1)[1])
-            found = True
-    return total if found else None
+    """Sum of every sample named ``name`` (any labels) in Prometheus text format, or None when
+    there is none. ``name`` is a sample name: a counter's is ``..._total``, a histogram's
+    ``..._count`` / ``..._sum`` / ``..._bucket``."""
+    values = [sample.value
+              for family in text_string_to_metric_families(text)
+              for sample in family.samples if sample.name == name]
+    return math.fsum(values) if values else None
+
+
+def http_ok(port: int, path: str, timeout: float = 0.5) -> bool:
+    """True when ``GET http://127.0.0.1:{port}{path}`` answers 2xx (a readiness endpoint)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+            return 200 <= resp.status < 300
+    except OSError:  # refused, timed out, or an HTTP error status (HTTPError is an OSError)
+        return False
 
 
 @dataclass
@@ -62,6 +73,8 @@ class ServiceProcess:
     name: str  # features | ranker | gateway
     env: dict[str, str]
     log_dir: Path
+    # Default ``python -m services.<name>``; e.g. ``["shopstream", name]`` to run it through the CLI.
+    command: Sequence[str] | None = None
     proc: subprocess.Popen | None = field(default=None, init=False)
 
     @property
@@ -70,12 +83,12 @@ class ServiceProcess:
 
     def start(self) -> "ServiceProcess":
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                list(self.command or [sys.executable, "-m", f"services.{self.name}"]),
+                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
+            )
         logger.info("started %s (pid %d), log %s", self.name, self.proc.pid, self.log_path)
         return self
 
@@ -98,9 +111,11 @@ class ServiceProcess:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout``; returns the exit status (None if never started,
+        negative for the signal that ended it, so -9 when it had to be killed)."""
         if not self.alive():
-            return
+            return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=timeout)
@@ -108,3 +123,4 @@ class ServiceProcess:
             logger.warning("%s did not stop within %ss; killing", self.name, timeout)
             self.proc.kill()
             self.proc.wait()
+        return self.proc.returncode
