@@ -27,19 +27,25 @@ COMMANDS = {
 def _usage() -> str:
     lines = ["usage: shopstream COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`shopstream COMMAND --help` shows a command's options (and its environment variables)."]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(_usage(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    rest = argv[1:]
-    if argv[0] == "evaluate":  # a subcommand of the training CLI
+    """Dispatch to ``COMMANDS[argv[0]]``'s ``main(rest)``; only the named module is imported,
+    so a command's ``--help`` costs no more than that module's imports."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(_usage())
+        return 0
+    if not argv or argv[0] not in COMMANDS:
+        problem = f"unknown command {argv[0]!r}" if argv else "a command is required"
+        print(f"shopstream: {problem}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "evaluate":  # a subcommand of the training CLI
         rest = ["evaluate", *rest]
-    return module.main(rest) or 0
+    return importlib.import_module(COMMANDS[command][0]).main(rest) or 0
 
 
 if __name__ == "__main__":
