@@ -2,50 +2,36 @@
 
 With dropout 0.5 and Adam the raw weights after any one step are a noisy sample around
 where training is heading; their average over the last ~1,000 steps generalises better
-and makes the validation curve (which picks the checkpoint) smoother. Only parameters
-are averaged (buffers such as the item → attribute table are constant).
+and makes the validation curve (which picks the checkpoint) smoother.
 
+The average is torch's ``AveragedModel`` (a copy of the model: validate and export that
+copy, the raw model keeps training) updated by torch's EMA function. Only parameters are
+averaged; the copy's buffers (such as the item → attribute table) follow the model's.
 The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (as in
 TensorFlow's ``ExponentialMovingAverage(num_updates=...)``), so a small dataset with a
 few dozen steps per epoch is not averaged over many epochs of stale weights.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 
-class WeightAverage:
-    """EMA of ``model``'s parameters: ``update()`` after each optimizer step, ``applied()`` to use it."""
+def warmed_up_decay(decay: float, updates: int) -> float:
+    """The decay of the update that follows ``updates`` earlier ones."""
+    return min(decay, (1 + updates) / (10 + updates))
 
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        self.decay = decay
-        self.updates = 0
-        self._params = [p for p in model.parameters() if p.requires_grad]
-        self._average = [p.detach().clone() for p in self._params]
 
-    def current_decay(self) -> float:
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """The EMA of ``model``'s weights: ``update_parameters(model)`` after each optimizer
+    step; ``.module`` is the averaged model. It starts from the weights ``model`` has now."""
+    if not 0.0 <= decay < 1.0:
+        raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
 
-    @torch.no_grad()
-    def update(self) -> None:
-        """average ← decay · average + (1 − decay) · weights, one fused pass over every parameter."""
-        weight = 1.0 - self.current_decay()
-        self.updates += 1
-        torch._foreach_lerp_(self._average, [p.detach() for p in self._params], weight)
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        # num_averaged counts the starting weights too (the first update_parameters copies).
+        get_ema_multi_avg_fn(warmed_up_decay(decay, int(num_averaged) - 1))(averaged, current, num_averaged)
 
-    @contextmanager
-    def applied(self) -> Iterator[None]:
-        """The model holds the averaged weights inside the block and its own weights again after."""
-        with torch.no_grad():
-            saved = [p.detach().clone() for p in self._params]
-            torch._foreach_copy_(self._params, self._average)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                torch._foreach_copy_(self._params, saved)
+    average = AveragedModel(model, multi_avg_fn=update)
+    average.update_parameters(model)  # the starting point: a copy of the current weights
+    return average

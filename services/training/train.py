@@ -1,7 +1,6 @@
 """The training loop: Adam on full softmax CE, early stopping on validation NDCG@10."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import random
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from services.training.averaging import WeightAverage
+from services.training.averaging import weight_average
 from services.training.data import PrefixBatches, Split, TrainBatches
 from services.training.dropout import seed_masks
 from services.training.evaluate import evaluate_model
@@ -69,7 +68,8 @@ def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
     # fused: one kernel over all parameters instead of ~10 elementwise passes per tensor (the
     # two [N+1, dim] item tables make the optimizer step a fifth of a CPU step otherwise).
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None  # bad values fail fast
+    average = weight_average(model, cfg.ema_decay) if cfg.ema_decay else None  # bad values fail fast
+    validated = model if average is None else average.module  # the weights validated and kept
     best_ndcg, best_epoch, best_state, best_valid = -1.0, 0, None, {}
     history: list[dict[str, float]] = []
     stopped_by, epoch, train_seconds = "max_epochs", 0, 0.0
@@ -85,17 +85,16 @@ def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
             loss.backward()
             optimizer.step()
             if average is not None:
-                average.update()
+                average.update_parameters(model)
             total, n = total + loss.item(), n + 1
         train_seconds += time.monotonic() - t0
         row = {"epoch": epoch, "loss": total / max(n, 1), "epoch_seconds": time.monotonic() - t0}
         if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
-            with average.applied() if average is not None else contextlib.nullcontext():
-                valid = evaluate_model(model, split, "valid")
-                row.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
-                if valid["ndcg@10"] > best_ndcg:
-                    best_ndcg, best_epoch, best_valid = valid["ndcg@10"], epoch, valid
-                    best_state = copy.deepcopy(model.state_dict())
+            valid = evaluate_model(validated, split, "valid")
+            row.update({f"valid_{k}": v for k, v in valid.items() if k != "users"})
+            if valid["ndcg@10"] > best_ndcg:
+                best_ndcg, best_epoch, best_valid = valid["ndcg@10"], epoch, valid
+                best_state = copy.deepcopy(validated.state_dict())
         history.append(row)
         logger.info("epoch %d loss %.4f (%.1fs) valid ndcg@10 %s best %.4f@%d", epoch, row["loss"],
                     row["epoch_seconds"], f"{row.get('valid_ndcg@10', float('nan')):.4f}",
