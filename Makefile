@@ -4,14 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: check-deploy run test test-unit test-integration test-e2e protos bench bench-full train-beauty lint clean
+.PHONY: check-deploy run test test-unit test-integration test-e2e protos bench train-beauty clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch is pinned: 2.13.0 is the CPU wheel; any other spec pulls GBs of CUDA wheels.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	# train: torch, for `shopstream train` and the tests; the serving images leave it out (Dockerfile).
+	$(BIN)/pip install -q -e '.[dev,train]'
 	touch $(STAMP)
 
 ## Run the whole system: embedded Kafka + Redis (unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL),
