@@ -51,6 +51,21 @@ class Split:
         return counts
 
 
+def attribute_index(attributes: dict[str, list[str]], item_ids: list[str]):
+    """(int64 tensor [N+1, A] of 1-based attribute indices, the attribute vocabulary list).
+
+    The vocabulary lists attributes in first-seen order over ``item_ids``; attribute
+    ``vocab[j-1]`` has index ``j``. Only attributes of items in ``item_ids`` get an index.
+    """
+    index: dict[str, int] = {}
+    rows = [[index.setdefault(a, len(index) + 1) for a in dict.fromkeys(attributes.get(item, []))]
+            for item in item_ids]
+    table = torch.zeros(len(item_ids) + 1, max(1, max(map(len, rows), default=0)), dtype=torch.int64)
+    for i, row in enumerate(rows, start=1):
+        table[i, :len(row)] = torch.tensor(row, dtype=torch.int64)
+    return table, list(index)
+
+
 def split_leave_one_out(sequences: Mapping[str, list[str]], item_ids: list[str]) -> Split:
     """Last item = test, second to last = validation, the rest = train (users with >= 3 items)."""
     index_of = {item: i for i, item in enumerate(item_ids, start=1)}

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from services.common.logs import configure_logging
-from services.training.cli import (
+from services.training.inputs import (
     METRIC_KEYS,
     add_data_args,
     add_model_args,

@@ -127,17 +127,17 @@ def test_corrupted_or_missing_file_is_rejected(trained, tmp_path, victim):
 
 
 def test_onnx_parity_with_attribute_inputs(tmp_path):
-    from services.training.cli import attribute_table
+    from services.training.data import attribute_index
     from services.training.export import check_parity, export_onnx
 
     seqs = synthetic_sequences(users=30)
     item_ids = build_vocab(seqs)
     split = split_leave_one_out(seqs, item_ids)
     attrs = {item: [f"cat{int(item.split('-')[1]) % 3}", "all"] for item in item_ids}
-    table, count = attribute_table(attrs, item_ids)
+    table, vocab = attribute_index(attrs, item_ids)
     torch.manual_seed(0)
     model = SASRec(ModelConfig(num_items=len(item_ids), max_len=10, dim=16, ffn_dim=32,
-                               num_attributes=count), table).eval()
+                               num_attributes=len(vocab)), table).eval()
     export_onnx(model, tmp_path / "enc.onnx")
     parity = check_parity(model, tmp_path / "enc.onnx", split.test_history())
     assert parity.ok and parity.max_abs_diff < 1e-4

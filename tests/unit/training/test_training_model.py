@@ -78,14 +78,14 @@ def test_loss_ignores_padded_positions():
     assert torch.allclose(model.loss(inputs, targets), model.loss(other_pad[:, -2:], targets[:, -2:]))
 
 
-def test_attribute_table_and_attribute_inputs_change_item_inputs():
-    from services.training.cli import attribute_table
+def test_attribute_index_and_attribute_inputs_change_item_inputs():
+    from services.training.data import attribute_index
 
-    table, count = attribute_table({"a": ["x", "y"], "b": ["y"]}, ["a", "b", "c"])
-    assert count == 2
+    table, vocab = attribute_index({"a": ["x", "y"], "b": ["y"]}, ["a", "b", "c"])
+    assert vocab == ["x", "y"]
     assert table.tolist() == [[0, 0], [1, 2], [2, 0], [0, 0]]
     torch.manual_seed(0)
-    cfg = ModelConfig(num_items=3, max_len=4, dim=8, ffn_dim=16, num_attributes=count)
+    cfg = ModelConfig(num_items=3, max_len=4, dim=8, ffn_dim=16, num_attributes=len(vocab))
     model = SASRec(cfg, table).eval()
     seq = torch.tensor([[0, 1, 2, 3]])
     before = model(seq)
@@ -122,11 +122,11 @@ def test_causal_filter_keeps_causality_and_padding_invariance():
 
 
 def test_output_attribute_tower_and_attribute_only_embeddings():
-    from services.training.cli import attribute_table
+    from services.training.data import attribute_index
 
-    table, count = attribute_table({"a": ["x", "y"], "b": ["y"]}, ["a", "b", "c"])
+    table, vocab = attribute_index({"a": ["x", "y"], "b": ["y"]}, ["a", "b", "c"])
     torch.manual_seed(0)
-    model = SASRec(ModelConfig(num_items=3, max_len=4, dim=8, ffn_dim=16, num_attributes=count,
+    model = SASRec(ModelConfig(num_items=3, max_len=4, dim=8, ffn_dim=16, num_attributes=len(vocab),
                                id_dropout=0.5), table).eval()
     attr = model.attribute_output_embeddings()
     full = model.output_embeddings()
