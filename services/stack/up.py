@@ -19,7 +19,7 @@ from pathlib import Path
 
 from services.ingest.datasets import read_sequences
 from services.common.logs import configure_logging
-from services.common.bundle.files import latest_version
+from services.common.bundle import BundleError, latest_version, load_bundle
 from services.ingest.catalog import catalog_from_attributes, catalog_from_jsonl
 from services.contract.producer import EventProducer, ensure_topics
 from services.ingest.replay import replay
@@ -28,6 +28,18 @@ from services.stack.client import describe, fetch
 from services.stack.local import ServiceStack, infrastructure
 
 logger = logging.getLogger(__name__)
+
+
+def _usable_model(models_dir: Path) -> bool:
+    """Whether ``models_dir`` has a published bundle the services will accept."""
+    if latest_version(models_dir) is None:
+        return False
+    try:
+        load_bundle(models_dir, prefer_gpu=False, intra_op_threads=1)
+    except BundleError as exc:
+        print(f"==> the published model is not usable ({exc}): training a new one", flush=True)
+        return False
+    return True
 
 SAMPLE_USERS = 3
 
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> Kafka at {kafka}, Redis at {redis}", flush=True)
         ensure_topics(kafka, args.partitions)
         data, attributes, catalog = _prepare_data(args)
-        if args.retrain or latest_version(models_dir) is None:
+        if args.retrain or not _usable_model(models_dir):
             _train(data, attributes, models_dir, args.train_minutes)
         print(f"==> model {latest_version(models_dir)}", flush=True)
 

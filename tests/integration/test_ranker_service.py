@@ -2,6 +2,7 @@
 and real model bundles published through the bundle writer."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import grpc
@@ -11,7 +12,7 @@ from grpc_health.v1 import health_pb2
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.ranker.v1 import ranker_pb2
 
-from services.common.bundle.files import write_latest
+from services.common.bundle.files import sha256_file, write_latest
 from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.user_state import EmbeddingWrite
 from services.ranker.metrics import ranker_metrics
@@ -174,6 +175,20 @@ async def test_hot_reload_swaps_versions_and_survives_a_broken_bundle(ranker, tm
     assert ranker_metrics().model_load_failures._value.get() == failures + 1
     resp = await ranker.stub.Rank(ranker_pb2.RankRequest(user_id="u4", k=1), timeout=5)
     assert resp.model_version == old and ids(resp) == ["b4"]
+
+    # Consistent checksums, NaN scores: refused by validation, not served.
+    poisoned = tmp_path / "v-nan"
+    shutil.copytree(tmp_path / old, poisoned)
+    np.save(poisoned / "item_embeddings.npy", np.full((len(ITEMS) + 1, 4), np.nan, dtype=np.float32))
+    meta = json.loads((poisoned / "metadata.json").read_text())
+    meta["files"]["item_embeddings.npy"] = sha256_file(poisoned / "item_embeddings.npy")
+    (poisoned / "metadata.json").write_text(json.dumps(meta))
+    write_latest(tmp_path, "v-nan")
+    assert not await ranker.holder.poll_once()
+    assert ranker.holder.current.version == old
+    assert ranker_metrics().model_load_failures._value.get() == failures + 2
+    resp = await ranker.stub.Rank(ranker_pb2.RankRequest(user_id="u4", k=1), timeout=5)
+    assert resp.model_version == old and ids(resp) == ["b4"] and np.isfinite(resp.items[0].score)
 
     new = publish_toy_bundle(tmp_path, ITEMS, vectors(boost={"b2": 5.0}))
     assert new != old

@@ -12,8 +12,9 @@ from concurrent.futures import Executor
 import numpy as np
 import onnxruntime as ort
 
-from services.common.bundle.files import INPUT_NAME, OUTPUT_NAME
-
+# The encoder's input (int64 [B, L] left-padded item indices) and output (float32 [B, dim]).
+INPUT_NAME = "item_seq"
+OUTPUT_NAME = "user_emb"
 # Rows per length bucket when a large batch is encoded (chosen in docs/performance.md).
 ENCODE_BUCKET_ROWS = 16
 

@@ -12,7 +12,9 @@ Layout of ``<models_dir>/<version>/`` (see docs/model.md):
   (row 0 padding).
 
 ``<models_dir>/LATEST`` names the current version. Publishing is atomic (a temp dir
-renamed, then LATEST replaced); reading verifies every checksum. No onnxruntime here.
+renamed, then LATEST replaced) and records a golden input and its output
+(``golden.py``); reading verifies every checksum, the version name and the arrays
+(``validation.py``).
 """
 from __future__ import annotations
 
@@ -29,6 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from services.common.bundle.encoding import INPUT_NAME, OUTPUT_NAME  # noqa: F401 -- the format's names
+from services.common.bundle.errors import BundleError
+from services.common.bundle.golden import record_golden
+from services.common.bundle.validation import check_arrays, check_version_name
+
 logger = logging.getLogger(__name__)
 
 ENCODER_FILE = "encoder.onnx"
@@ -36,15 +43,9 @@ EMBEDDINGS_FILE = "item_embeddings.npy"
 VOCAB_FILE = "vocab.json"
 METADATA_FILE = "metadata.json"
 LATEST_FILE = "LATEST"
-INPUT_NAME = "item_seq"
-OUTPUT_NAME = "user_emb"
 ATTRIBUTE_VOCAB_FILE = "attribute_vocab.json"
 ATTRIBUTE_EMBEDDINGS_FILE = "attribute_embeddings.npy"
 CHECKSUMMED_FILES = (ENCODER_FILE, EMBEDDINGS_FILE, VOCAB_FILE)
-
-
-class BundleError(RuntimeError):
-    """A bundle is missing, incomplete or fails its checksums."""
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -91,7 +92,7 @@ def read_bundle_files(models_dir: str | os.PathLike[str], version: str | None = 
     version = version or latest_version(models_dir)
     if version is None:
         raise BundleError(f"no model published in {models_dir} (no {LATEST_FILE} file)")
-    path = Path(models_dir) / version
+    path = check_version_name(models_dir, version)
     meta_path = path / METADATA_FILE
     if not meta_path.is_file():
         raise BundleError(f"bundle {path} has no {METADATA_FILE}")
@@ -110,24 +111,15 @@ def read_bundle_files(models_dir: str | os.PathLike[str], version: str | None = 
                 f"bundle {path}: checksum mismatch for {name} (expected {sha}, got {actual})"
             )
     item_ids = json.loads((path / VOCAB_FILE).read_text(encoding="utf-8"))
-    item_embeddings = np.load(path / EMBEDDINGS_FILE).astype(np.float32, copy=False)
-    if item_embeddings.shape[0] != len(item_ids) + 1:
-        raise BundleError(
-            f"bundle {path}: {EMBEDDINGS_FILE} has {item_embeddings.shape[0]} rows,"
-            f" vocab has {len(item_ids)} items (+1 padding row expected)"
-        )
+    item_embeddings = np.load(path / EMBEDDINGS_FILE, allow_pickle=False).astype(np.float32, copy=False)
     attribute_ids, attribute_embeddings = None, None
     if ATTRIBUTE_EMBEDDINGS_FILE in expected and ATTRIBUTE_VOCAB_FILE in expected:
-        attribute_ids = [str(a) for a in
-                         json.loads((path / ATTRIBUTE_VOCAB_FILE).read_text(encoding="utf-8"))]
-        attribute_embeddings = np.load(path / ATTRIBUTE_EMBEDDINGS_FILE).astype(np.float32, copy=False)
-        if attribute_embeddings.shape != (len(attribute_ids) + 1, item_embeddings.shape[1]):
-            raise BundleError(
-                f"bundle {path}: {ATTRIBUTE_EMBEDDINGS_FILE} has shape {attribute_embeddings.shape},"
-                f" expected ({len(attribute_ids) + 1}, {item_embeddings.shape[1]})"
-            )
-    return BundleFiles(version, path, metadata, [str(i) for i in item_ids], item_embeddings,
-                       attribute_ids, attribute_embeddings)
+        attribute_ids = json.loads((path / ATTRIBUTE_VOCAB_FILE).read_text(encoding="utf-8"))
+        attribute_embeddings = np.load(path / ATTRIBUTE_EMBEDDINGS_FILE, allow_pickle=False).astype(np.float32,
+                                                                                                      copy=False)
+    files = BundleFiles(version, path, metadata, item_ids, item_embeddings, attribute_ids, attribute_embeddings)
+    check_arrays(files)
+    return files
 
 
 def make_version(onnx_sha256: str, now: datetime | None = None) -> str:
@@ -193,6 +185,7 @@ def write_bundle(
         version = make_version(files[ENCODER_FILE], now)
         meta = {
             **metadata,
+            "golden": record_golden(tmp / ENCODER_FILE, len(item_ids), int(metadata["max_len"])),
             "version": version,
             "created_at": now.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
             "dim": int(item_embeddings.shape[1]),

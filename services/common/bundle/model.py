@@ -12,7 +12,9 @@ import numpy as np
 import onnxruntime as ort
 
 from services.common.bundle.encoding import ENCODE_BUCKET_ROWS, encode_rows, pad_rows, variable_length
-from services.common.bundle.files import BundleError, read_bundle_files
+from services.common.bundle.errors import BundleError
+from services.common.bundle.files import read_bundle_files
+from services.common.bundle.golden import check_golden
 from services.common.bundle.sessions import make_session, select_providers
 
 logger = logging.getLogger(__name__)
@@ -116,10 +118,13 @@ def load_bundle(
     allow_spinning: bool = False,
 ) -> ModelBundle:
     """Load and verify ``<models_dir>/<version>`` (default: the LATEST one) with one encoder
-    session (``intra_op_threads``: 0 = every core). Raises BundleError (files.read_bundle_files)."""
+    session (``intra_op_threads``: 0 = every core). Raises BundleError when the files, their
+    checksums or their validation fail, or the session does not reproduce the golden output."""
     files = read_bundle_files(models_dir, version)
     session = make_session(files.encoder_path, select_providers(prefer_gpu),
                            intra_op_threads=intra_op_threads, allow_spinning=allow_spinning)
+    check_golden(session, files.metadata, int(files.metadata["max_len"]), int(files.item_embeddings.shape[1]),
+                 str(files.path))
     bundle = ModelBundle(
         version=files.version,
         path=files.path,
