@@ -26,8 +26,6 @@ from services.training.inputs import (
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("all", "new_item_targets", "known_item_targets")
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shopstream train evaluate", description=__doc__)

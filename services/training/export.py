@@ -18,10 +18,6 @@ logger = logging.getLogger(__name__)
 OPSET = 17
 
 
-class ParityError(RuntimeError):
-    """The exported encoder does not reproduce the torch model."""
-
-
 @dataclass
 class Parity:
     users: int
