@@ -117,9 +117,8 @@ def read_bundle_files(models_dir: str | os.PathLike[str], version: str | None = 
         attribute_ids = json.loads((path / ATTRIBUTE_VOCAB_FILE).read_text(encoding="utf-8"))
         attribute_embeddings = np.load(path / ATTRIBUTE_EMBEDDINGS_FILE, allow_pickle=False).astype(np.float32,
                                                                                                       copy=False)
-    files = BundleFiles(version, path, metadata, item_ids, item_embeddings, attribute_ids, attribute_embeddings)
-    check_arrays(files)
-    return files
+    check_arrays(path, metadata, item_ids, item_embeddings, attribute_ids, attribute_embeddings)
+    return BundleFiles(version, path, metadata, item_ids, item_embeddings, attribute_ids, attribute_embeddings)
 
 
 def make_version(onnx_sha256: str, now: datetime | None = None) -> str:

@@ -4,15 +4,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from services.common.bundle.errors import BundleError
 from services.contract.limits import MAX_ID_CHARS
-
-if TYPE_CHECKING:
-    from services.common.bundle.files import BundleFiles
 
 # What make_version writes, and anything an operator may name a hand-made bundle: a plain
 # directory name, never a path.
@@ -46,15 +41,15 @@ def _check_matrix(matrix: np.ndarray, what: str, rows: int, dim: int | None, whe
         raise BundleError(f"bundle {where}: {what} has {int((~np.isfinite(matrix)).sum())} non-finite values")
 
 
-def check_arrays(files: BundleFiles) -> None:
+def check_arrays(where: Path, metadata: dict, item_ids: object, item_embeddings: np.ndarray,
+                 attribute_ids: object = None, attribute_embeddings: np.ndarray | None = None) -> None:
     """Vocabularies, shapes and finite values of a bundle's tables, and its ``max_len``."""
-    where = files.path
-    max_len = files.metadata.get("max_len")
+    max_len = metadata.get("max_len")
     if not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1:
         raise BundleError(f"bundle {where}: metadata max_len must be a positive integer, got {max_len!r}")
-    _check_ids(files.item_ids, "vocab.json", where)
-    _check_matrix(files.item_embeddings, "item_embeddings.npy", len(files.item_ids) + 1, None, where)
-    if files.attribute_embeddings is not None:
-        _check_ids(files.attribute_ids, "attribute_vocab.json", where)
-        _check_matrix(files.attribute_embeddings, "attribute_embeddings.npy", len(files.attribute_ids or []) + 1,
-                      files.item_embeddings.shape[1], where)
+    _check_ids(item_ids, "vocab.json", where)
+    _check_matrix(item_embeddings, "item_embeddings.npy", len(item_ids) + 1, None, where)
+    if attribute_embeddings is not None:
+        _check_ids(attribute_ids, "attribute_vocab.json", where)
+        _check_matrix(attribute_embeddings, "attribute_embeddings.npy", len(attribute_ids) + 1,
+                      item_embeddings.shape[1], where)
