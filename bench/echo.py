@@ -32,7 +32,7 @@ class EchoGateway(gateway_pb2_grpc.GatewayServiceServicer):
 async def create_server(addr: str) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(interceptors=[ServerInterceptor(make_rpc_metrics("echo"))])
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(EchoGateway(), server)
-    health = add_health_and_reflection(server, SERVICE_NAMES)
+    health = await add_health_and_reflection(server, SERVICE_NAMES)
     port = server.add_insecure_port(addr)
     await server.start()
     await set_health(health, SERVICE_NAMES, True)

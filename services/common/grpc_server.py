@@ -89,12 +89,20 @@ def _metadata_value(metadata, key: str) -> str | None:
     return None
 
 
-def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.aio.HealthServicer:
-    """Registers grpc.health.v1 (every service NOT_SERVING until set_serving) and reflection."""
+# A health "service" that is SERVING as long as the process answers at all: Check is served
+# on the event loop, so it tells a live server from a wedged one without turning a
+# server that is merely not ready (no model yet, Redis down) into a restart.
+LIVENESS = "liveness"
+
+
+async def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.aio.HealthServicer:
+    """Registers grpc.health.v1 (every service NOT_SERVING until set_health, ``liveness``
+    SERVING) and reflection."""
     servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     names = list(service_names)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    await servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     return servicer
 
 

@@ -63,7 +63,7 @@ async def create_server(settings: GatewaySettings, deps: GatewayDeps) -> Gateway
                         deps.executor, deps.metrics),
         server,
     )
-    health_servicer = add_health_and_reflection(server, SERVICE_NAMES)
+    health_servicer = await add_health_and_reflection(server, SERVICE_NAMES)
     await set_health(health_servicer, SERVICE_NAMES, False)
     port = server.add_insecure_port(settings.addr)
     return GatewayServer(server, port, health_servicer)

@@ -76,7 +76,7 @@ async def create_server(settings: RankerSettings, deps: RankerDeps) -> RankerSer
                        max_batch_requests=settings.rank_batch_max_requests, batcher=deps.batcher),
         server,
     )
-    health_servicer = add_health_and_reflection(server, SERVICE_NAMES)
+    health_servicer = await add_health_and_reflection(server, SERVICE_NAMES)
     await set_health(health_servicer, SERVICE_NAMES, deps.holder.current is not None)
 
     async def serving(_model) -> None:

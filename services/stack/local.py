@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.stack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
-from services.stack.processes import ServiceProcess, grpc_serving, metric_value, metrics_text
+from services.stack.processes import ServiceProcess, grpc_serving, http_ok
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +116,5 @@ class ServiceStack:
 
 
 def _features_ready(metrics_port: int) -> bool:
-    """The worker is ready once its consumer has partitions assigned (a gauge it exports)."""
-    text = metrics_text(metrics_port)
-    if text is None:
-        return False
-    assigned = metric_value(text, "shopstream_features_assigned_partitions")
-    return bool(assigned)
+    """The worker's readiness endpoint: partitions assigned and Redis answering."""
+    return http_ok(metrics_port, "/healthz/ready")

@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shopstream train evaluate", description=__doc__)
+    p = argparse.ArgumentParser(prog="shopstream evaluate", description=__doc__)
     add_data_args(p)
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one model each")
     p.add_argument("--report", help="write all per-seed metrics and the aggregate as JSON here")

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.ranker.v1 import ranker_pb2
 
+from services.common.grpc_server import LIVENESS
 from services.common.bundle.files import sha256_file, write_latest
 from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.user_state import EmbeddingWrite
@@ -36,6 +37,7 @@ async def test_health_not_serving_until_a_model_is_loaded(tmp_path, redis_client
     async with Ranker(tmp_path, redis_client, redis_url) as r:
         assert await r.status() == health_pb2.HealthCheckResponse.NOT_SERVING
         assert await r.status(SERVICE_NAMES[0]) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert await r.status(LIVENESS) == health_pb2.HealthCheckResponse.SERVING  # alive, not ready: no restart
         assert not await r.holder.poll_once()  # no bundle yet: keep polling, stay NOT_SERVING
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await r.stub.Rank(ranker_pb2.RankRequest(user_id="u", k=3), timeout=2)

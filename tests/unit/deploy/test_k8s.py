@@ -7,6 +7,8 @@ from __future__ import annotations
 import kubernetes_validate
 import pytest
 
+from services.common.grpc_server import LIVENESS
+
 # gRPC probes are GA from 1.27; the newest schemas bundled with kubernetes-validate as well.
 KUBERNETES_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
 
@@ -53,9 +55,10 @@ def test_grpc_services_are_ready_by_grpc_health(manifests, name):
     grpc_probe = container["readinessProbe"]["grpc"]
     assert grpc_probe["port"] == addr_port == _port(container, "grpc")
     assert grpc_probe.get("service", "") == ""  # the server's overall status
-    # NOT_SERVING (no model yet, Redis down) is not a reason to restart: liveness is not the health check.
-    assert "grpc" not in container["livenessProbe"]
-    assert _port(container, container["livenessProbe"]["tcpSocket"]["port"]) == addr_port
+    # NOT_SERVING (no model yet, Redis down) is not a reason to restart: liveness asks the
+    # always-SERVING "liveness" name, which only a wedged or dead server fails.
+    live = container["livenessProbe"]["grpc"]
+    assert live["port"] == addr_port and live["service"] == LIVENESS
 
 
 @pytest.mark.parametrize("name", ["features", "ranker", "gateway"])
