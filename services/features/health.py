@@ -84,11 +84,12 @@ class WorkerHealth:
         if loop is None:
             if which == LIVE:  # starting up: a liveness probe must not restart it for that
                 return True, {"live": True, "reasons": [], "state": "starting"}
-            return False, {"ready": False, "reasons": ["starting"]}
-        check = self.live if which == LIVE else self.ready
+            return False, {"ready": False, "partitions": 0, "reasons": ["starting"]}
+        check = (self.live if which == LIVE else self.ready)()
         try:
-            future = asyncio.run_coroutine_threadsafe(check(), loop)
+            future = asyncio.run_coroutine_threadsafe(check, loop)
         except RuntimeError as exc:  # the loop is closed: the worker has stopped
+            check.close()
             return False, {which: False, "reasons": [f"event loop closed ({exc})"]}
         timeout = self._loop_timeout_s + (self._ping_timeout_s if which == READY else 0.0)
         try:
