@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Iterable
 from concurrent.futures import Executor
+from typing import Protocol
 
 from services.common.periodic import raise_if_cancelling
 from services.common.stores.user_state import EmbeddingWrite, UserState, UserStateStore
@@ -39,10 +40,32 @@ from services.features.models import ModelHolder
 logger = logging.getLogger(__name__)
 
 
+class Clock(Protocol):
+    """The refresher's time: its pacing reads ``now`` and waits with ``wait`` (tests pass a manual one)."""
+
+    def now(self) -> float: ...
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> None:
+        """Until ``event`` is set or ``timeout`` seconds have passed, whichever comes first."""
+
+
+class LoopClock:
+    """The running event loop's monotonic time."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
 class EmbeddingRefresher:
     def __init__(self, store: UserStateStore, models: ModelHolder, executor: Executor,
                  metrics: FeaturesMetrics, min_interval_s: float = 0.0, max_duty: float = 1.0,
-                 idle_s: float = 0.03) -> None:
+                 idle_s: float = 0.03, clock: Clock | None = None) -> None:
         self._store = store
         self._models = models
         self._executor = executor
@@ -50,8 +73,9 @@ class EmbeddingRefresher:
         self._min_interval_s = min_interval_s
         self._rest_per_busy = 1.0 / max_duty - 1.0
         self._idle_s = idle_s
+        self._clock = clock if clock is not None else LoopClock()
         self._applying = 0  # batches in progress
-        self._last_active = 0.0  # loop time a batch last started or ended, or users came in
+        self._last_active = 0.0  # clock time a batch last started or ended, or users came in
         self._pending: dict[str, UserState] = {}
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()  # set by flush(): skip the pause
@@ -75,18 +99,18 @@ class EmbeddingRefresher:
     def apply_started(self) -> None:
         """Apply began a batch: a pause in progress lasts (the encoder must not starve apply)."""
         self._applying += 1
-        self._last_active = asyncio.get_running_loop().time()
+        self._last_active = self._clock.now()
 
     def apply_done(self) -> None:
         """A batch is over; with none for ``idle_s``, a pause in progress ends early."""
         self._applying -= 1
-        self._last_active = asyncio.get_running_loop().time()
+        self._last_active = self._clock.now()
 
     def submit(self, states: Iterable[UserState]) -> None:
         """Queue these users for re-encoding; returns immediately (no model: dropped)."""
         if self._models.bundle is None:
             return
-        self._last_active = asyncio.get_running_loop().time()
+        self._last_active = self._clock.now()
         pending = self._pending
         for state in states:
             held = pending.get(state.user_id)
@@ -102,31 +126,28 @@ class EmbeddingRefresher:
             await asyncio.shield(self._task)
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
+        clock = self._clock
         while self._pending:
             states, self._pending = list(self._pending.values()), {}
-            started = loop.time()
+            started = clock.now()
             try:
                 await self.refresh_states(states)
             except Exception:  # the ranker encodes on request while an embedding is stale
                 raise_if_cancelling()
                 self._metrics.embedding_refresh_failures.inc()
                 logger.warning("embedding refresh failed for %d users", len(states), exc_info=True)
-            busy = loop.time() - started
+            busy = clock.now() - started
             pause = max(self._min_interval_s - busy, busy * self._rest_per_busy)
-            await self._pause(loop, loop.time() + pause)
+            await self._pause(clock.now() + pause)
         self._wake.clear()
 
-    async def _pause(self, loop: asyncio.AbstractEventLoop, until: float) -> None:
+    async def _pause(self, until: float) -> None:
         """Until ``until``, flush() or apply going idle; meanwhile later batches coalesce."""
         while not self._wake.is_set():
-            now = loop.time()
+            now = self._clock.now()
             if now >= until or (not self._applying and now - self._last_active >= self._idle_s):
                 return
-            try:
-                await asyncio.wait_for(self._wake.wait(), min(until - now, self._idle_s))
-            except TimeoutError:
-                pass
+            await self._clock.wait(self._wake, min(until - now, self._idle_s))
 
     async def refresh_states(self, states: list[UserState]) -> int:
         """Encode these states with the current model and write them; returns how many."""
