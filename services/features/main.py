@@ -14,6 +14,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import faust
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.common.infra import connect_redis
 from services.common.logs import configure_logging
@@ -31,9 +32,10 @@ from services.features.settings import FeaturesSettings
 logger = logging.getLogger(__name__)
 
 
-def build(settings: FeaturesSettings) -> FeaturesDeps:
-    """The worker's dependencies; nothing connects yet (Redis connects on first use)."""
-    metrics = FeaturesMetrics()
+def build(settings: FeaturesSettings, registry: CollectorRegistry = REGISTRY) -> FeaturesDeps:
+    """The worker's dependencies; nothing connects yet (Redis connects on first use).
+    ``registry``: where the metrics go (the process's default one; a test passes its own)."""
+    metrics = FeaturesMetrics(registry)
     redis = connect_redis(settings.redis_url)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-model")
     return FeaturesDeps(

@@ -15,16 +15,21 @@ How it is set, the least private way found:
   ``faust.transports`` setuptools entry point), and ``App.transport`` is a public,
   settable property of ``AppT``. The app installs :class:`FetchWaitTransport`
   through that property (``app.transport = ...``, see ``app.create_app``), so
-  there is no App subclass, no global registry entry and no packaging step; the
-  producer keeps faust's own transport. Registering the class under a URL
+  there is no App subclass, no global registry entry and no packaging step (the
+  producer it makes is faust's own class). Registering the class under a URL
   scheme instead would change only how it is found, not the overrides below.
 - A transport chooses its consumer through the ``Transport.Consumer`` class
-  attribute (public). The consumer's thread and the thread's
-  ``_create_worker_consumer`` are faust's factory methods for the aiokafka
-  client: the one override here calls faust's own method and changes only the
-  fetch wait on the client it returns, before the client starts (aiokafka reads
-  it when ``start()`` builds its fetcher). No faust code is copied: every other
-  consumer option, delivery, acks and commits stay faust's.
+  attribute (public). Two of faust's factory methods for the aiokafka client are
+  overridden, both underscored but neither copied: the consumer's
+  ``_new_consumer_thread`` returns the thread subclass, whose
+  ``_create_worker_consumer`` calls faust's own and changes only the fetch wait
+  on the client it returns, before the client starts (aiokafka reads its
+  ``_fetch_max_wait_ms`` when ``start()`` builds the fetcher; the client has no
+  public setter). Every other consumer option, delivery, acks and commits stay
+  faust's.
+- No public alternative was found: no faust setting reaches the value (faust
+  0.15.3's settings list has none), aiokafka takes it only as a constructor
+  argument, and the broker cannot be told to answer early.
 
 tests/unit/features/test_transport.py pins both ends: faust's own transport
 still builds the consumer with 1500 ms (when that test fails, faust has changed

@@ -4,16 +4,12 @@ These build the aiokafka client the consumer thread would start (no broker neede
 and read back the one value the transport changes.
 """
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 import faust
 from prometheus_client import CollectorRegistry
 
-from services.common.stores.memory import MemoryCatalogStore, MemoryTrendingStore, MemoryUserStateStore
-from services.features.app import FeaturesDeps, create_app
-from services.features.health import WorkerHealth
-from services.features.metrics import FeaturesMetrics
-from services.features.models import ModelHolder
+from services.features.app import create_app
+from services.features.main import build
 from services.features.settings import FeaturesSettings
 from services.features.transport import FetchWaitTransport
 
@@ -53,12 +49,11 @@ async def test_the_transport_sets_the_fetch_wait_and_nothing_else():
 async def test_the_worker_app_consumes_through_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SHOPSTREAM_FEATURES_FETCH_MAX_WAIT_MS", "12")
     settings = FeaturesSettings(datadir=tmp_path / "faust", models_dir=tmp_path / "models")
-    metrics = FeaturesMetrics(CollectorRegistry())
-    executor = ThreadPoolExecutor(1)
-    deps = FeaturesDeps(redis=None, users=MemoryUserStateStore(), trending=MemoryTrendingStore(),
-                        catalog=MemoryCatalogStore(), models=ModelHolder(tmp_path / "models", executor, metrics),
-                        metrics=metrics, executor=executor, health=WorkerHealth(None))
-    app = create_app(settings, deps)
-    assert isinstance(app.transport, FetchWaitTransport)
-    assert await _worker_client_fetch_wait(app) == 12
-    executor.shutdown()
+    deps = build(settings, registry=CollectorRegistry())  # as main wires it; nothing connects yet
+    try:
+        app = create_app(settings, deps)
+        assert isinstance(app.transport, FetchWaitTransport)
+        assert await _worker_client_fetch_wait(app) == 12
+    finally:
+        deps.executor.shutdown()
+        await deps.redis.aclose()
