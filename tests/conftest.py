@@ -21,11 +21,12 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
+def redis_url(tmp_path_factory) -> str:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
-    with EmbeddedRedis() as server:
+    # Durable as in `shopstream up` (AOF, a password in the URL), on a directory of this run.
+    with EmbeddedRedis(data_dir=tmp_path_factory.mktemp("redis")) as server:
         yield server.url
 
 
