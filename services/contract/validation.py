@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from google.protobuf import json_format
@@ -17,7 +19,9 @@ from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
 
 from services.common.errors import InvalidArgument
-from services.contract.limits import MAX_ATTRIBUTES, MAX_EVENT_BYTES, MAX_ID_CHARS, MAX_TEXT_CHARS
+from services.contract.limits import (
+    MAX_ATTRIBUTES, MAX_EVENT_BYTES, MAX_FUTURE_SKEW_S, MAX_ID_CHARS, MAX_TEXT_CHARS, MIN_OCCURRED_AT_S,
+)
 
 _EVENT_TYPES = {v.number for v in events_pb2.EventType.DESCRIPTOR.values if v.number != 0}
 
@@ -35,8 +39,11 @@ def _check_len(value: str, limit: int, name: str) -> None:
         raise InvalidEvent("field_too_long", f"{name} is {len(value)} characters, at most {limit} allowed")
 
 
-def validate_event(ev: events_pb2.Event) -> None:
-    """Raise InvalidEvent unless ``ev`` has ids, a known type and a timestamp within limits."""
+def validate_event(ev: events_pb2.Event, *, now: float | None = None,
+                   max_future_skew_s: float = MAX_FUTURE_SKEW_S) -> None:
+    """Raise InvalidEvent unless ``ev`` has ids, a known type and a timestamp within limits:
+    not before ``MIN_OCCURRED_AT``, at most ``max_future_skew_s`` ahead of ``now`` (the
+    receiver's clock, ``time.time()`` by default)."""
     if not ev.event_id:
         raise InvalidEvent("missing_event_id", "event_id is required")
     if not ev.user_id:
@@ -45,12 +52,30 @@ def validate_event(ev: events_pb2.Event) -> None:
         raise InvalidEvent("missing_item_id", "item_id is required")
     if ev.type not in _EVENT_TYPES:
         raise InvalidEvent("unknown_type", f"type {ev.type} is not a known event type")
-    if not ev.HasField("occurred_at") or (ev.occurred_at.seconds <= 0 and ev.occurred_at.nanos <= 0):
+    if not ev.HasField("occurred_at") or (ev.occurred_at.seconds == 0 and ev.occurred_at.nanos == 0):
         raise InvalidEvent("missing_occurred_at", "occurred_at is required")
+    _check_occurred_at(ev.occurred_at.seconds, time.time() if now is None else now, max_future_skew_s)
     for name in ("event_id", "user_id", "item_id", "session_id"):
         _check_len(getattr(ev, name), MAX_ID_CHARS, name)
     if ev.HasField("context"):
         _check_len(ev.context.page, MAX_TEXT_CHARS, "context.page")
+
+
+def _iso(seconds: float) -> str:
+    try:
+        return datetime.fromtimestamp(seconds, timezone.utc).isoformat().replace("+00:00", "Z")
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds:.0f} s since the epoch"
+
+
+def _check_occurred_at(seconds: int, now: float, max_future_skew_s: float) -> None:
+    if seconds < MIN_OCCURRED_AT_S:
+        raise InvalidEvent("occurred_at_too_old",
+                           f"occurred_at {_iso(seconds)} is before {_iso(MIN_OCCURRED_AT_S)}")
+    if seconds > now + max_future_skew_s:
+        raise InvalidEvent("occurred_at_in_future",
+                           f"occurred_at {_iso(seconds)} is more than {max_future_skew_s:g} s ahead of "
+                           f"the receiver's clock ({_iso(now)})")
 
 
 def validate_catalog_item(item: catalog_pb2.CatalogItem) -> None:
@@ -111,14 +136,14 @@ def _is_json(raw: bytes) -> bool:
     return raw.lstrip()[:1] == b"{"
 
 
-def decode_event(raw: bytes) -> events_pb2.Event:
+def decode_event(raw: bytes, *, now: float | None = None, max_future_skew_s: float = MAX_FUTURE_SKEW_S) -> events_pb2.Event:
     """Decode protobuf binary, or proto3 JSON when the payload starts with ``{``, then validate.
 
     JSON accepts both field spellings (``user_id``/``userId``) and short enum
     names (``"type": "view"``, ``"device": "mobile"``) for hand-typed records.
     """
     ev = _decode(raw, events_pb2.Event(), _normalise_event_enums)
-    validate_event(ev)
+    validate_event(ev, now=now, max_future_skew_s=max_future_skew_s)
     return ev
 
 

@@ -5,6 +5,7 @@ from shopstream.gateway.v1 import gateway_pb2
 
 from services.common.errors import InvalidArgument
 from services.common.filters import ItemFilter
+from services.contract.limits import check_filter
 
 # Defaults when the storefront leaves an optional filter unset.
 DEFAULT_IN_STOCK_ONLY = True
@@ -23,9 +24,7 @@ def resolve_k(k: int, default_k: int, max_k: int) -> int:
 
 def item_filter(filters: gateway_pb2.RecommendFilters, max_exclude_ids: int) -> ItemFilter:
     """RecommendFilters with the defaults applied to whatever is unset."""
-    if len(filters.exclude_item_ids) > max_exclude_ids:
-        raise InvalidArgument(
-            f"filters.exclude_item_ids has {len(filters.exclude_item_ids)} ids, at most {max_exclude_ids} allowed")
+    check_filter("filters", filters, max_item_ids=max_exclude_ids)
     return ItemFilter(
         include_categories=frozenset(filters.include_categories),
         exclude_categories=frozenset(filters.exclude_categories),

@@ -15,7 +15,7 @@ from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
 from services.common.errors import DomainError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from services.common.filters import ItemFilter
-from services.contract.limits import check_id
+from services.contract.limits import check_filter, check_id
 from services.common.stores.coalescing import CoalescingStateReader
 from services.common.stores.user_state import UserState, UserStateStore
 from services.common.batching import MicroBatcher
@@ -71,6 +71,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
 
     def _checked_filter(self, request: ranker_pb2.RankRequest) -> ItemFilter:
         self._validate("user_id", request.user_id, request.k)
+        check_filter("filter", request.filter)
         return ItemFilter.from_proto(request.filter)
 
     def _model(self) -> LoadedModel:
@@ -155,6 +156,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
 
     async def Similar(self, request: ranker_pb2.SimilarRequest, context) -> ranker_pb2.SimilarResponse:
         self._validate("item_id", request.item_id, request.k)
+        check_filter("filter", request.filter)
         model = self._model()
         index = model.items.index_of.get(request.item_id)
         if index is None:

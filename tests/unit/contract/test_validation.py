@@ -99,3 +99,38 @@ def test_catalog_validation():
     assert reason_of(validate_catalog_item, catalog_pb2.CatalogItem(item_id="i", price=float("nan"))) == "bad_price"
     assert reason_of(validate_catalog_item, catalog_pb2.CatalogItem(item_id="i", title="x" * 2000)) == "field_too_long"
     assert reason_of(decode_catalog_item, b"{nope") == "bad_json"
+
+
+NOW = 1_800_000_000.0  # the receiver's clock in the timestamp tests
+
+
+@pytest.mark.parametrize("seconds, reason", [
+    (1_000_000_000_000, "occurred_at_in_future"),  # the year 33658
+    (int(NOW) + 3601, "occurred_at_in_future"),  # just over the default skew
+    (-100 * 365 * 86400, "occurred_at_too_old"),  # a century before the epoch
+    (946_684_799, "occurred_at_too_old"),  # one second before 2000-01-01
+])
+def test_occurred_at_out_of_bounds(seconds, reason):
+    ev = make_event(occurred_at=Timestamp(seconds=seconds))
+    with pytest.raises(InvalidEvent) as info:
+        validate_event(ev, now=NOW)
+    assert info.value.reason == reason and "occurred_at" in info.value.message
+
+
+@pytest.mark.parametrize("seconds", [946_684_800, int(NOW), int(NOW) + 3600])
+def test_occurred_at_within_bounds(seconds):
+    validate_event(make_event(occurred_at=Timestamp(seconds=seconds)), now=NOW)
+
+
+def test_the_future_skew_is_the_callers_to_choose():
+    ev = make_event(occurred_at=Timestamp(seconds=int(NOW) + 600))
+    validate_event(ev, now=NOW)
+    with pytest.raises(InvalidEvent, match="more than 60 s ahead"):
+        validate_event(ev, now=NOW, max_future_skew_s=60)
+
+
+def test_decoded_records_get_the_same_timestamp_bounds():
+    raw = b'{"event_id":"e","user_id":"u","item_id":"i","type":"view","occurred_at":"1999-12-31T23:59:59Z"}'
+    assert reason_of(decode_event, raw) == "occurred_at_too_old"
+    future = make_event(occurred_at=Timestamp(seconds=1_000_000_000_000))
+    assert reason_of(decode_event, future.SerializeToString()) == "occurred_at_in_future"

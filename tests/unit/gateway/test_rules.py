@@ -25,7 +25,7 @@ def test_explicit_false_overrides_a_true_default():
 
 
 def test_too_many_exclude_ids():
-    with pytest.raises(InvalidArgument, match="exclude_item_ids has 3 ids, at most 2"):
+    with pytest.raises(InvalidArgument, match="filters.exclude_item_ids has 3 entries, at most 2 allowed"):
         rules.item_filter(gateway_pb2.RecommendFilters(exclude_item_ids=["a", "b", "c"]), max_exclude_ids=2)
 
 
