@@ -8,13 +8,13 @@ import logging
 import os
 import signal
 import time
-from typing import Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.common.errors import DomainError
+from services.common.errors import DomainError, InvalidArgument
 from services.common.gc_tuning import freeze_startup_heap
 from services.common.logs import request_id
 from services.common.rpc_metrics import RpcMetrics
@@ -24,14 +24,58 @@ logger = logging.getLogger(__name__)
 REQUEST_ID_METADATA = "x-request-id"
 
 
+class MethodGuard(Protocol):
+    """Who may call one method, and how often (services/common/auth.py is the implementation)."""
+
+    def authenticate(self, metadata) -> Any:
+        """The caller (a principal) from the call's metadata; raises a DomainError to refuse
+        (UNAUTHENTICATED, PERMISSION_DENIED). Runs before the request is looked at."""
+
+    def admit(self, principal: Any, request) -> None:
+        """Raises a DomainError (RESOURCE_EXHAUSTED) when the caller's rate limit is spent."""
+
+
+class CallGuard(Protocol):
+    def for_method(self, method: str) -> MethodGuard | None:
+        """The guard of ``method`` (a full path, ``/package.Service/Method``), None if it is open."""
+
+
+class _Undecodable:
+    """What the request deserializer returns for bytes that are not the request message, so
+    that the handler can answer INVALID_ARGUMENT (a deserializer that raises gives UNKNOWN)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _tolerant(deserializer, method: str):
+    if deserializer is None:
+        return None
+    message = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    what = message.full_name if message is not None else f"{method} request"
+
+    def deserialize(raw: bytes):
+        try:
+            return deserializer(raw)
+        except Exception as exc:  # protobuf's DecodeError, or whatever a custom deserializer raises
+            return _Undecodable(f"the request is not a valid {what} message ({exc or type(exc).__name__})")
+
+    return deserialize
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Per unary call: request id in context, domain errors mapped to status codes, metrics.
+    """Per unary call: request id in context, the call's guard (authentication, rate limits),
+    undecodable requests as INVALID_ARGUMENT, domain errors mapped to status codes (with their
+    trailing metadata), metrics.
 
     The wrapped handler is built once per method and cached: nothing per call but the call itself.
     """
 
-    def __init__(self, metrics: RpcMetrics) -> None:
+    def __init__(self, metrics: RpcMetrics, guard: CallGuard | None = None) -> None:
         self._metrics = metrics
+        self._guard = guard
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(self, continuation, handler_call_details):
@@ -42,27 +86,38 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
+        name = method.rsplit("/", 1)[-1]
+        guard = self._guard.for_method(method) if self._guard is not None else None
         wrapped = grpc.unary_unary_rpc_method_handler(
-            self._wrap(method.rsplit("/", 1)[-1], handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            self._wrap(name, handler.unary_unary, guard),
+            request_deserializer=_tolerant(handler.request_deserializer, name),
             response_serializer=handler.response_serializer,
         )
         self._wrapped[method] = wrapped
         return wrapped
 
-    def _wrap(self, method: str, inner):
+    def _wrap(self, method: str, inner, guard: MethodGuard | None):
         requests = self._metrics.requests
         latency = self._metrics.latency.labels(method)
 
         async def wrapper(request, context: grpc.aio.ServicerContext):
-            rid = _metadata_value(context.invocation_metadata(), REQUEST_ID_METADATA) or os.urandom(8).hex()
+            metadata = context.invocation_metadata()
+            rid = _metadata_value(metadata, REQUEST_ID_METADATA) or os.urandom(8).hex()
             token = request_id.set(rid)
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                # Who calls comes first: an unauthenticated caller learns nothing about its bytes.
+                principal = guard.authenticate(metadata) if guard is not None else None
+                if type(request) is _Undecodable:
+                    raise InvalidArgument(request.error)
+                if guard is not None:
+                    guard.admit(principal, request)
                 return await inner(request, context)
             except DomainError as exc:
                 code = exc.code
+                if exc.trailing_metadata:
+                    context.set_trailing_metadata(exc.trailing_metadata)
                 await context.abort(exc.code, exc.message)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
@@ -104,6 +159,18 @@ async def add_health_and_reflection(server: grpc.aio.Server, service_names: Iter
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     await servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     return servicer
+
+
+async def health_only_server(addr: str, servicer: health.aio.HealthServicer) -> tuple[grpc.aio.Server, int]:
+    """A plaintext server with nothing but ``servicer`` (not started), for probes that cannot
+    speak TLS (the kubelet's gRPC probes) when the service's own port requires it. It shares
+    the service's health servicer, so both ports tell the same status; it answers nothing else."""
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port(addr)
+    if port == 0:
+        raise RuntimeError(f"could not bind {addr}")
+    return server, port
 
 
 async def set_health(servicer: health.aio.HealthServicer, service_names: Iterable[str], serving: bool) -> None:

@@ -63,8 +63,10 @@ def load(cls: type[S], **overrides) -> S:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else ""
-            lines.append(f"  {env_name(cls, field)}: {err['msg']}")
+            if not err["loc"]:  # a check across settings: its message names the variables itself
+                lines.append(f"  {err['msg'].removeprefix('Value error, ')}")
+                continue
+            lines.append(f"  {env_name(cls, str(err['loc'][0]))}: {err['msg']}")
         raise SettingsError(f"invalid {cls.__name__}:\n" + "\n".join(lines)) from None
 
 
