@@ -26,7 +26,9 @@ from services.common.settings import load, service_command
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import RedisUserStateStore
+from services.common.tls import channel as grpc_channel
 from services.gateway.fallback import TrendingFallback
+from services.gateway.guard import make_guard
 from services.gateway.metrics import gateway_metrics
 from services.gateway.publisher import LazyProducer
 from services.gateway.ranker_client import RankerClient
@@ -50,7 +52,8 @@ def build(settings: GatewaySettings) -> GatewayDeps:
     metrics = gateway_metrics()
     redis = connect_redis(settings.redis_url)
     catalog = CatalogCache(RedisCatalogStore(redis), settings.catalog_refresh_s)
-    channel = grpc.aio.insecure_channel(settings.ranker_addr, options=RANKER_CHANNEL_OPTIONS)
+    # Mutual TLS when the ranker's CA is configured (settings.ranker_tls), else plaintext.
+    channel = grpc_channel(settings.ranker_addr, settings.ranker_tls(), RANKER_CHANNEL_OPTIONS)
     kafka_timeout_ms = int(settings.kafka_timeout_s * 1000)
     return GatewayDeps(
         redis=redis,
@@ -64,6 +67,7 @@ def build(settings: GatewaySettings) -> GatewayDeps:
                                bootstrap_timeout_ms=kafka_timeout_ms, max_block_ms=kafka_timeout_ms),
         executor=ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="gateway-publish"),
         metrics=metrics,
+        guard=make_guard(settings.api_clients(), metrics),
     )
 
 
@@ -73,6 +77,7 @@ class RunningGateway:
     deps: GatewayDeps
     server: grpc.aio.Server
     health: health.aio.HealthServicer
+    health_port: int | None = None  # the plaintext health-only port, with settings.health_addr
 
 
 @contextlib.asynccontextmanager
@@ -93,6 +98,9 @@ async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) ->
         catalog_refresh = asyncio.create_task(deps.catalog.run(), name="catalog-refresh")
         stack.push_async_callback(cancel_tasks, [catalog_refresh])
         built = await create_server(settings, deps)
+        if built.health_server is not None:  # stopped after the server: probes see its grace out
+            await built.health_server.start()
+            stack.push_async_callback(built.health_server.stop, 0)
         await built.server.start()
         stack.push_async_callback(built.server.stop, settings.grace_s)
         stack.push_async_callback(set_health, built.health, SERVICE_NAMES, False)
@@ -100,8 +108,16 @@ async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) ->
         readiness = asyncio.create_task(watch_readiness(deps, built.health, settings.readiness_interval_s),
                                         name="readiness")
         stack.push_async_callback(cancel_tasks, [readiness])
-        logger.info("gateway listening on port %d", built.port, extra={"ranker_addr": settings.ranker_addr})
-        yield RunningGateway(built.port, deps, built.server, built.health)
+        logger.info("gateway listening on port %d", built.port,
+                    extra={"ranker_addr": settings.ranker_addr, "tls": settings.tls_cert_file is not None,
+                           "ranker_tls": settings.ranker_tls_ca_file is not None, "auth": settings.auth})
+        if settings.auth == "disabled":
+            logger.warning("API authentication is disabled (SHOPSTREAM_GATEWAY_AUTH=disabled): anyone who reaches "
+                           "port %d can call every method; for development only", built.port)
+        elif settings.tls_cert_file is None:
+            logger.warning("API tokens travel in plaintext: set SHOPSTREAM_GATEWAY_TLS_CERT_FILE and "
+                           "SHOPSTREAM_GATEWAY_TLS_KEY_FILE unless TLS ends in front of the gateway")
+        yield RunningGateway(built.port, deps, built.server, built.health, built.health_port)
         logger.info("gateway stopping")
     logger.info("gateway stopped")
 
@@ -111,7 +127,7 @@ async def serve(settings: GatewaySettings) -> None:
     a daemon thread), so it is started here rather than in ``running``."""
     async with contextlib.AsyncExitStack() as stack:
         async def start() -> None:
-            serve_metrics(settings.metrics_port)
+            serve_metrics(settings.metrics_port, settings.metrics_host)
             await stack.enter_async_context(running(settings))
 
         await run_until_signalled(start, stack.aclose)

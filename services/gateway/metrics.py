@@ -24,6 +24,7 @@ class GatewayMetrics:
     ranker_latency: Histogram
     ranker_batch_requests: Histogram
     events_tracked: Counter
+    rate_limited: Counter
 
 
 @functools.cache
@@ -50,5 +51,11 @@ def gateway_metrics() -> GatewayMetrics:
         events_tracked=Counter(
             "shopstream_gateway_events_tracked_total",
             "Events accepted by TrackEvents and published to Kafka",
+        ),
+        # client: the name from the token configuration (operator-chosen, bounded), never the token.
+        rate_limited=Counter(
+            "shopstream_gateway_rate_limited_total",
+            "Calls refused with RESOURCE_EXHAUSTED because the client's rate limit was spent, by client and method",
+            ["client", "method"],
         ),
     )

@@ -3,6 +3,7 @@ trending (marked degraded) when it does not; a ranker outage is never an error."
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from concurrent.futures import Executor
 from typing import Protocol, Sequence
@@ -12,7 +13,7 @@ from shopstream.events.v1 import events_pb2
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from shopstream.ranker.v1 import ranker_pb2
 
-from services.common.errors import InvalidArgument, Unavailable
+from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.common.filters import ItemFilter
 from services.common.stores.user_state import UserStateStore
 from services.gateway import metrics as m
@@ -100,20 +101,32 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         return gateway_pb2.RecommendResponse(items=items, strategy=gateway_pb2.STRATEGY_PERSONALIZED,
                                              model_version=ranked.model_version)
 
-    def _store_timeout(self, context) -> float:
-        """Redis calls get the smaller of their own bound and what the client has left."""
+    def _store_timeout(self, context) -> tuple[float, bool]:
+        """Redis calls get the smaller of their own bound and what the client has left; the
+        flag says which one it is (True: the client's deadline)."""
         timeout = self._s.redis_timeout_s
         remaining = context.time_remaining() if context is not None else None
-        if remaining is not None:
-            timeout = min(timeout, max(0.0, remaining))
-        return timeout
+        if remaining is not None and remaining < timeout:
+            return max(0.0, remaining), True
+        return timeout, False
 
     async def _store_call(self, awaitable, context, unavailable: str):
-        """Await a store read under a deadline; any failure is UNAVAILABLE (retryable)."""
+        """Await a store read under a deadline. Running out of the client's own deadline is
+        DEADLINE_EXCEEDED (the store may be fine); any other failure is UNAVAILABLE (retryable)."""
+        timeout, client_bound = self._store_timeout(context)
+        if client_bound and timeout <= 0:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise DeadlineExceeded("the client's deadline passed before the answer was ready")
         try:
-            async with asyncio.timeout(self._store_timeout(context)):
+            async with asyncio.timeout(timeout):
                 return await awaitable
-        except Exception as exc:  # TimeoutError, RedisError, OSError
+        except TimeoutError:
+            if client_bound:
+                raise DeadlineExceeded("the client's deadline passed before the answer was ready") from None
+            logger.warning("%s: no answer within %.3f s", unavailable, timeout)
+            raise Unavailable(unavailable) from None
+        except Exception as exc:  # RedisError, OSError
             logger.warning("%s: %s", unavailable, exc or type(exc).__name__)
             raise Unavailable(unavailable) from None
 
@@ -180,7 +193,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             raise InvalidArgument(f"at most {self._s.max_events_per_request} events per request, got {len(events)}")
         for i, event in enumerate(events):  # all or nothing: validate before publishing any
             try:
-                validate_event(event)
+                validate_event(event, max_future_skew_s=self._s.max_event_skew_s)
             except InvalidEvent as exc:
                 raise InvalidArgument(f"events[{i}] is invalid ({exc.reason}): {exc.message}") from None
         if not events:

@@ -60,6 +60,7 @@ class RunningRanker:
     deps: RankerDeps
     server: grpc.aio.Server
     health: health.aio.HealthServicer
+    health_port: int | None = None  # the plaintext health-only port, with settings.health_addr
 
 
 @contextlib.asynccontextmanager
@@ -77,14 +78,18 @@ async def running(settings: RankerSettings, deps: RankerDeps | None = None) -> A
         stack.callback(deps.executor.shutdown, wait=True, cancel_futures=True)
         stack.push_async_callback(deps.batcher.close)
         built = await create_server(settings, deps)
+        if built.health_server is not None:  # stopped after the server: probes see its grace out
+            await built.health_server.start()
+            stack.push_async_callback(built.health_server.stop, 0)
         await built.server.start()
         stack.push_async_callback(built.server.stop, settings.grace_s)
         stack.push_async_callback(set_health, built.health, SERVICE_NAMES, False)
         tasks = [asyncio.create_task(deps.catalog.run(), name="catalog-refresh"),
                  asyncio.create_task(deps.holder.run(), name="model-reload")]
         stack.push_async_callback(cancel_tasks, tasks)
-        logger.info("ranker listening on port %d", built.port, extra={"models_dir": str(settings.models_dir)})
-        yield RunningRanker(built.port, deps, built.server, built.health)
+        logger.info("ranker listening on port %d", built.port,
+                    extra={"models_dir": str(settings.models_dir), "mtls": settings.tls_cert_file is not None})
+        yield RunningRanker(built.port, deps, built.server, built.health, built.health_port)
         logger.info("ranker stopping")
     logger.info("ranker stopped")
 
@@ -94,7 +99,7 @@ async def serve(settings: RankerSettings) -> None:
     a daemon thread), so it is started here rather than in ``running``."""
     async with contextlib.AsyncExitStack() as stack:
         async def start() -> None:
-            serve_metrics(settings.metrics_port)
+            serve_metrics(settings.metrics_port, settings.metrics_host)
             await stack.enter_async_context(running(settings))
 
         await run_until_signalled(start, stack.aclose)

@@ -10,7 +10,8 @@ import grpc
 from grpc_health.v1 import health
 from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
-from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, set_health
+from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, health_only_server, set_health
+from services.common.tls import bind
 from services.common.stores.catalog import CatalogCache
 from services.common.stores.user_state import UserStateStore
 from services.common.batching import MicroBatcher
@@ -45,6 +46,8 @@ class RankerServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    health_server: grpc.aio.Server | None = None  # plaintext, health only (settings.health_addr)
+    health_port: int | None = None
 
 
 def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMetrics) -> MicroBatcher[RankJob, Ranked]:
@@ -68,7 +71,8 @@ def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMe
 
 
 async def create_server(settings: RankerSettings, deps: RankerDeps) -> RankerServer:
-    """The ranker's gRPC server on ``settings.addr`` (port 0 picks a free one), not started."""
+    """The ranker's gRPC server on ``settings.addr`` (port 0 picks a free one; mutual TLS when a
+    certificate is configured), not started."""
     server = grpc.aio.server(interceptors=[ServerInterceptor(deps.metrics.rpc)])
     ranker_pb2_grpc.add_RankerServiceServicer_to_server(
         RankerServicer(deps.holder, deps.user_states, deps.executor, deps.metrics,
@@ -83,7 +87,8 @@ async def create_server(settings: RankerSettings, deps: RankerDeps) -> RankerSer
         await set_health(health_servicer, SERVICE_NAMES, True)
 
     deps.holder.on_swap(serving)
-    port = server.add_insecure_port(settings.addr)
-    if port == 0:
-        raise RuntimeError(f"could not bind {settings.addr}")
-    return RankerServer(server, port, health_servicer)
+    port = bind(server, settings.addr, settings.server_tls())
+    if not settings.health_addr:
+        return RankerServer(server, port, health_servicer)
+    health_server, health_port = await health_only_server(settings.health_addr, health_servicer)
+    return RankerServer(server, port, health_servicer, health_server, health_port)

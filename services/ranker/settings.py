@@ -5,11 +5,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from services.common.infra import redis_field
+from services.common.metrics_http import DEFAULT_METRICS_HOST
 from services.common.settings import check_addr, service_config
+from services.common.tls import ServerTls, check_pair, check_readable
 
 
 class RankerSettings(BaseSettings):
@@ -27,6 +29,15 @@ class RankerSettings(BaseSettings):
     prefer_gpu: bool = True
     executor_threads: int = Field(2, ge=1, description="threads that run batches, Similar and model loads")
     metrics_port: int = Field(9103, ge=0, le=65535)
+    metrics_host: str = Field(DEFAULT_METRICS_HOST, description="address /metrics listens on (0.0.0.0: every interface)")
+    # Mutual TLS: with a certificate, callers (the gateway) must present one signed by the client CA.
+    tls_cert_file: Path | None = Field(None, description="PEM certificate (chain) of the gRPC port; mutual TLS "
+                                                         "when set")
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(None, description="PEM CA that signs the callers' (gateway's) "
+                                                              "client certificates; required with TLS")
+    health_addr: str = Field("", description="extra plaintext host:port serving only grpc.health.v1 (for "
+                                             "probes that cannot speak TLS); empty = none")
     max_k: int = Field(500, ge=1)
     history_len: int = Field(200, ge=1, description="history items read per request")
     catalog_refresh_s: float = Field(1.0, gt=0)
@@ -85,3 +96,28 @@ class RankerSettings(BaseSettings):
     @classmethod
     def _check_addr(cls, value: str) -> str:
         return check_addr(value)
+
+    @field_validator("health_addr")
+    @classmethod
+    def _check_optional_addr(cls, value: str) -> str:
+        return check_addr(value) if value else value
+
+    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file")
+    @classmethod
+    def _readable(cls, value: Path | None) -> Path | None:
+        return check_readable(value)
+
+    @model_validator(mode="after")
+    def _mutual_tls(self) -> "RankerSettings":
+        check_pair(self.tls_cert_file, self.tls_key_file, "SHOPSTREAM_RANKER_TLS_CERT_FILE",
+                   "SHOPSTREAM_RANKER_TLS_KEY_FILE")
+        if (self.tls_cert_file is None) != (self.tls_client_ca_file is None):
+            raise ValueError("SHOPSTREAM_RANKER_TLS_CLIENT_CA_FILE goes with SHOPSTREAM_RANKER_TLS_CERT_FILE and "
+                             "SHOPSTREAM_RANKER_TLS_KEY_FILE: the ranker's TLS is mutual (only callers with a "
+                             "certificate the CA signed get in)")
+        return self
+
+    def server_tls(self) -> ServerTls | None:
+        if self.tls_cert_file is None:
+            return None
+        return ServerTls(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)

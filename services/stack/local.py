@@ -16,6 +16,10 @@ from services.stack.processes import ServiceProcess, grpc_serving, http_ok
 
 logger = logging.getLogger(__name__)
 
+# The local stack is a development system: its gateway takes calls without API tokens.
+# ``shopstream up`` says so in its output; ``extra_env`` can set tokens and "required" instead.
+DEV_GATEWAY_ENV = {"SHOPSTREAM_GATEWAY_AUTH": "disabled"}
+
 
 @contextlib.contextmanager
 def infrastructure(kafka: str | None = None, redis: str | None = None):
@@ -78,6 +82,7 @@ class ServiceStack:
                 "SHOPSTREAM_GATEWAY_ADDR": self.gateway_addr,
                 "SHOPSTREAM_GATEWAY_RANKER_ADDR": self.ranker_addr,
                 "SHOPSTREAM_GATEWAY_METRICS_PORT": str(self.ports["gateway_metrics"]),
+                **DEV_GATEWAY_ENV,
             },
         }[name]
         return {**common, **per_service, **self.extra_env}

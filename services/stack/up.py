@@ -25,7 +25,7 @@ from services.contract.producer import EventProducer, ensure_topics
 from services.ingest.replay import replay
 from services.ingest.synthetic import SyntheticConfig, generate, write_dataset
 from services.stack.client import describe, fetch
-from services.stack.local import ServiceStack, infrastructure
+from services.stack.local import DEV_GATEWAY_ENV, ServiceStack, infrastructure
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         exit_stack.enter_context(stack)
         print(f"==> services up: gateway {stack.gateway_addr}, ranker {stack.ranker_addr}; logs in {log_dir}/",
               flush=True)
+        dev_env = " ".join(f"{k}={v}" for k, v in DEV_GATEWAY_ENV.items())
+        print(f"==> development mode: {dev_env} (no API tokens, plaintext, everything on 127.0.0.1); "
+              "a deployment sets SHOPSTREAM_GATEWAY_TOKENS_FILE and TLS, see docs/security.md", flush=True)
 
         sequences = read_sequences(data)
         live = [u for u, seq in sequences.items() if len(seq) >= 5][: args.users]

@@ -123,7 +123,9 @@ class CountingRanker:
 def gateway_settings(ranker_addr: str, redis_url: str, **overrides) -> GatewaySettings:
     # Redis reads get a bound that only a hang reaches (a loaded machine must not turn a
     # slow read into UNAVAILABLE); no test here is about Redis timeouts.
-    overrides = {"readiness_interval_s": 0.05, "grace_s": 0.0, "redis_timeout_s": 5.0, **overrides}
+    # No API tokens here (tests/integration/test_gateway_security.py has them).
+    overrides = {"readiness_interval_s": 0.05, "grace_s": 0.0, "redis_timeout_s": 5.0, "auth": "disabled",
+                 **overrides}
     return GatewaySettings(addr="127.0.0.1:0", ranker_addr=ranker_addr, redis_url=redis_url, **overrides)
 
 
@@ -327,6 +329,11 @@ async def test_similar_items_and_validation(world, redis_client, redis_url):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="no-such-item", k=3), timeout=HANG_GUARD_S)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await gw.SimilarItems(gateway_pb2.SimilarItemsRequest(item_id="b1", filters=gateway_pb2.RecommendFilters(
+                include_categories=["bags"] * 101)), timeout=HANG_GUARD_S)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "filters.include_categories has 101 entries" in err.value.details()
 
         for request, message in [
             (gateway_pb2.RecommendRequest(user_id="", k=3), "user_id is required"),
@@ -334,6 +341,11 @@ async def test_similar_items_and_validation(world, redis_client, redis_url):
             (gateway_pb2.RecommendRequest(user_id="u", k=101), "k must be between 1 and 100"),
             (gateway_pb2.RecommendRequest(user_id="u", filters=gateway_pb2.RecommendFilters(
                 exclude_item_ids=[str(i) for i in range(501)])), "at most 500 allowed"),
+            (gateway_pb2.RecommendRequest(user_id="u", filters=gateway_pb2.RecommendFilters(
+                include_categories=["shoes"] * 100_000)),
+             "filters.include_categories has 100000 entries, at most 100 allowed"),
+            (gateway_pb2.RecommendRequest(user_id="u", filters=gateway_pb2.RecommendFilters(
+                exclude_categories=["x" * 2000])), "filters.exclude_categories entries must be at most 1024"),
         ]:
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await gw.Recommend(request, timeout=HANG_GUARD_S)
@@ -386,3 +398,41 @@ async def test_track_events_kafka_down_is_unavailable(world, redis_client, redis
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await gw.TrackEvents(gateway_pb2.TrackEventsRequest(events=[event(9)]), timeout=HANG_GUARD_S)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_undecodable_request_bytes_are_invalid_argument(world, redis_client, redis_url):
+    settings = gateway_settings(closed_port_addr(), redis_url)
+    async with running(settings, without_kafka(settings)) as gateway, \
+            grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as channel:
+        for method in ("Recommend", "SimilarItems", "TrackEvents"):
+            call = channel.unary_unary(f"/shopstream.gateway.v1.GatewayService/{method}")
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call(b"\x0a\xff\xff", timeout=HANG_GUARD_S)  # a field whose length runs past the end
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+            assert err.value.details().startswith(f"the request is not a valid shopstream.gateway.v1.{method}")
+
+
+async def test_track_events_bounds_occurred_at(world, redis_client, redis_url):
+    async with gateway_server(gateway_settings(closed_port_addr(), redis_url)) as gw:  # NoKafka: nothing published
+        for seconds, reason in [(1_000_000_000_000, "occurred_at_in_future"),  # the year 33658
+                                (-100 * 365 * 86400, "occurred_at_too_old")]:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await gw.TrackEvents(gateway_pb2.TrackEventsRequest(
+                    events=[event(1), event(2, occurred_at=Timestamp(seconds=seconds))]), timeout=HANG_GUARD_S)
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "events[1]" in err.value.details() and reason in err.value.details()
+
+
+async def test_a_5ms_client_deadline_is_never_unavailable(world, redis_client, redis_url):
+    # Too short for the ranker (less than the deadline margin) and for most reads: the answer is
+    # a degraded trending list when the reads make it in time, else DEADLINE_EXCEEDED: the
+    # stores are fine, the client ran out of time (tests/unit/gateway/test_servicer.py pins
+    # the mapping itself).
+    async with ranker_server(world, redis_url) as addr, gateway_server(gateway_settings(addr, redis_url)) as gw:
+        for _ in range(20):
+            try:
+                resp = await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=0.005)
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.details()
+            else:
+                assert resp.degraded and resp.degraded_reason == "client deadline too short for the ranker"

@@ -94,6 +94,8 @@ async def test_unknown_user_is_reported_not_ranked(ranker):
 
 @pytest.mark.parametrize("request_, message", [
     (ranker_pb2.RankRequest(user_id="", k=5), "user_id is required"),
+    (ranker_pb2.RankRequest(user_id="u", k=5, filter=ranker_pb2.ItemFilter(include_categories=["c"] * 100_000)),
+     "filter.include_categories has 100000 entries, at most 100 allowed"),
     (ranker_pb2.RankRequest(user_id="u", k=0), "k must be between 1 and 50, got 0"),
     (ranker_pb2.RankRequest(user_id="u", k=51), "k must be between 1 and 50, got 51"),
 ])
@@ -198,3 +200,13 @@ async def test_hot_reload_swaps_versions_and_survives_a_broken_bundle(ranker, tm
     resp = await ranker.stub.Rank(ranker_pb2.RankRequest(user_id="u4", k=1), timeout=5)
     assert resp.model_version == new and ids(resp) == ["b2"]
     assert await ranker.status() == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("method", ["Rank", "RankBatch", "Similar"])
+async def test_undecodable_request_bytes_are_invalid_argument(ranker, method):
+    call = ranker.channel.unary_unary(f"/shopstream.ranker.v1.RankerService/{method}",
+                                      request_serializer=None, response_deserializer=None)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(b"\xff\xff\xff", timeout=5)  # a truncated varint: not a protobuf message
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("the request is not a valid shopstream.ranker.v1.")

@@ -8,6 +8,8 @@ def test_defaults(monkeypatch):
     monkeypatch.delenv("REDIS_URL", raising=False)
     s = load(RankerSettings)
     assert s.addr == "127.0.0.1:50051"
+    assert s.metrics_host == "127.0.0.1"  # internal: loopback unless a deployment says otherwise
+    assert s.server_tls() is None and s.health_addr == ""
     assert s.max_k >= 100
 
 
@@ -51,3 +53,18 @@ def test_the_batching_settings_reach_the_rank_batcher(monkeypatch):
     with ThreadPoolExecutor(1) as executor:
         batcher = make_batcher(load(RankerSettings), executor, ranker_metrics())
     assert (batcher.max_in_flight, batcher.max_batch_size) == (3, 16)
+
+
+def test_ranker_tls_is_mutual_or_absent(monkeypatch, tmp_path):
+    pem = tmp_path / "x.pem"
+    pem.write_text("x")
+    monkeypatch.setenv("SHOPSTREAM_RANKER_TLS_CERT_FILE", str(pem))
+    monkeypatch.setenv("SHOPSTREAM_RANKER_TLS_KEY_FILE", str(pem))
+    with pytest.raises(SettingsError, match="SHOPSTREAM_RANKER_TLS_CLIENT_CA_FILE goes with"):
+        load(RankerSettings)
+    monkeypatch.setenv("SHOPSTREAM_RANKER_TLS_CLIENT_CA_FILE", str(pem))
+    tls = load(RankerSettings).server_tls()
+    assert tls.client_ca == pem  # callers must present a certificate the CA signed
+    monkeypatch.delenv("SHOPSTREAM_RANKER_TLS_KEY_FILE")
+    with pytest.raises(SettingsError, match="set both or neither"):
+        load(RankerSettings)
