@@ -51,14 +51,89 @@ def test_features_probes_are_its_health_endpoints_on_the_metrics_port(manifests)
 @pytest.mark.parametrize("name", ["ranker", "gateway"])
 def test_grpc_services_are_ready_by_grpc_health(manifests, name):
     container = _container(manifests, name)
-    addr_port = int(_env(container)[f"SHOPSTREAM_{name.upper()}_ADDR"].rpartition(":")[2])
+    # The gRPC port speaks TLS, which the kubelet's gRPC probes cannot: they ask the plaintext
+    # health-only port (HEALTH_ADDR), which shares the server's health servicer.
+    health_port = int(_env(container)[f"SHOPSTREAM_{name.upper()}_HEALTH_ADDR"].rpartition(":")[2])
     grpc_probe = container["readinessProbe"]["grpc"]
-    assert grpc_probe["port"] == addr_port == _port(container, "grpc")
+    assert grpc_probe["port"] == health_port == _port(container, "health")
     assert grpc_probe.get("service", "") == ""  # the server's overall status
     # NOT_SERVING (no model yet, Redis down) is not a reason to restart: liveness asks the
     # always-SERVING "liveness" name, which only a wedged or dead server fails.
     live = container["livenessProbe"]["grpc"]
-    assert live["port"] == addr_port and live["service"] == LIVENESS
+    assert live["port"] == health_port and live["service"] == LIVENESS
+
+
+@pytest.mark.parametrize("name", ["ranker", "gateway"])
+def test_bind_addresses_are_explicit_where_the_pod_needs_them(manifests, name):
+    # The services' defaults are loopback (docs/security.md): a pod says 0.0.0.0 for what
+    # other pods (the gateway, Prometheus, the kubelet) must reach.
+    env = _env(_container(manifests, name))
+    prefix = f"SHOPSTREAM_{name.upper()}_"
+    assert env[prefix + "ADDR"].startswith("0.0.0.0:") and env[prefix + "HEALTH_ADDR"].startswith("0.0.0.0:")
+    assert env[prefix + "METRICS_HOST"] == "0.0.0.0"
+    assert "SHOPSTREAM_GATEWAY_AUTH" not in env  # authentication stays on in a deployment
+
+
+def _secret_file(manifests, name: str, path: str) -> tuple[str, str]:
+    """(Secret name, key) that the file at ``path`` in ``name``'s container comes from."""
+    deployment = manifests[("Deployment", name)]
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"].get("volumes", [])}
+    for mount in _container(manifests, name).get("volumeMounts", []):
+        directory = mount["mountPath"].rstrip("/") + "/"
+        if path.startswith(directory):
+            assert mount.get("readOnly") is True, f"{mount['name']} is mounted writable"
+            secret = volumes[mount["name"]].get("secret")
+            assert secret is not None, f"{path} is not on a Secret volume"
+            return secret["secretName"], path[len(directory):]
+    pytest.fail(f"{name}: nothing is mounted at {path}")
+
+
+@pytest.mark.parametrize("name, files", [
+    ("gateway", ["TOKENS_FILE", "TLS_CERT_FILE", "TLS_KEY_FILE", "RANKER_TLS_CA_FILE", "RANKER_TLS_CERT_FILE",
+                 "RANKER_TLS_KEY_FILE"]),
+    ("ranker", ["TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE"]),  # a client CA: mutual TLS
+])
+def test_tokens_and_tls_material_are_files_from_secrets(manifests, name, files):
+    env = _env(_container(manifests, name))
+    for setting in files:
+        secret_name, key = _secret_file(manifests, name, env[f"SHOPSTREAM_{name.upper()}_{setting}"])
+        secret = manifests[("Secret", secret_name)]
+        assert key in {**secret.get("data", {}), **secret.get("stringData", {})}, f"{secret_name} has no {key}"
+
+
+def _ingress_rules(manifests, name: str) -> list[dict]:
+    policy = manifests[("NetworkPolicy", name)]
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    return policy["spec"]["ingress"]
+
+
+def _sources(manifests, name: str, port: int) -> list:
+    """Who may reach ``name``'s ``port``: each rule's ``from`` (None: anyone)."""
+    return [rule.get("from") for rule in _ingress_rules(manifests, name)
+            if any(p["port"] == port for p in rule["ports"])]
+
+
+PROMETHEUS = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]
+
+
+def test_only_the_gateway_reaches_the_ranker_and_only_prometheus_the_metrics(manifests):
+    ranker = _container(manifests, "ranker")
+    assert _sources(manifests, "ranker", _port(ranker, "grpc")) == [
+        [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]]
+    assert manifests[("Deployment", "gateway")]["spec"]["template"]["metadata"]["labels"][
+        "app.kubernetes.io/name"] == "gateway"
+    gateway = _container(manifests, "gateway")
+    assert _sources(manifests, "gateway", _port(gateway, "grpc")) == [None]  # the public API
+    for name in ("features", "ranker", "gateway"):
+        assert _sources(manifests, name, _port(_container(manifests, name), "metrics")) == [PROMETHEUS], name
+        # nothing else is open: every rule's port is one of the above
+        opened = {p["port"] for rule in _ingress_rules(manifests, name) for p in rule["ports"]}
+        wanted = {_port(_container(manifests, name), "metrics")}
+        if name != "features":
+            wanted.add(_port(_container(manifests, name), "grpc"))
+        assert opened == wanted, name
 
 
 @pytest.mark.parametrize("name", ["features", "ranker", "gateway"])
