@@ -25,7 +25,9 @@ it (``Stream.ack``) after ``process`` has written it. So:
 - a write is retried until it succeeds (``write_batch``): Redis errors inside the
   processors, anything else (a dead-letter send that fails, a bug) here, with
   backoff, counted in ``batch_failures_total`` and reported by the liveness
-  probe, which turns 503 while a batch fails; a restart then redelivers it;
+  probe, which turns 503 while a batch fails; a restart then redelivers it. Should
+  the writer itself die, its events stay unacked and the probe stays 503 until the
+  process restarts (a restarted agent does not get them back);
 - faust waits for every event handed to a stream to be acked before it stops
   the agents or finishes a rebalance (``Consumer.wait_empty``), so the writer
   drains before it is cancelled; a worker killed earlier never acked, so the
@@ -121,6 +123,8 @@ class BatchWriter:
         except BaseException as exc:
             self._stopped = exc
             self._changed.set()
+            if not isinstance(exc, asyncio.CancelledError):
+                self._health.writer_stopped(self._name, exc)
             raise
 
     async def _run(self) -> None:

@@ -31,6 +31,7 @@ class WorkerHealth:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._assignment: Callable[[], Collection] = lambda: ()
         self._crashed: dict[str, str] = {}  # agent -> why it stopped
+        self._lost: dict[str, str] = {}  # agent -> why it holds unacked events no restart of it frees
         self._failing: dict[str, tuple[float, str]] = {}  # agent -> (since, last error)
 
     def bind(self, loop: asyncio.AbstractEventLoop, assignment: Callable[[], Collection]) -> None:
@@ -46,6 +47,10 @@ class WorkerHealth:
     def agent_crashed(self, name: str, exc: BaseException) -> None:
         self._crashed[name] = repr(exc)
 
+    def writer_stopped(self, name: str, exc: BaseException) -> None:
+        """The agent's writer died holding events: only a process restart redelivers them."""
+        self._lost[name] = repr(exc)
+
     def batch_failed(self, name: str, exc: BaseException) -> None:
         since = self._failing.get(name, (self._clock(), ""))[0]
         self._failing[name] = (since, repr(exc))
@@ -57,6 +62,8 @@ class WorkerHealth:
     # The checks (on the loop).
     async def live(self) -> tuple[bool, dict]:
         reasons = [f"agent {name} crashed: {why}" for name, why in sorted(self._crashed.items())]
+        reasons += [f"agent {name}: writer stopped with events unacked, restart to redeliver: {why}"
+                    for name, why in sorted(self._lost.items())]
         now = self._clock()
         reasons += [f"agent {name}: batch failing for {now - since:.1f}s, unacked: {why}"
                     for name, (since, why) in sorted(self._failing.items())]

@@ -99,3 +99,12 @@ def test_check_from_the_http_thread_runs_on_the_loop():
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+async def test_a_writer_that_died_holding_events_keeps_the_worker_not_live():
+    health = WorkerHealth(Redis())
+    health.writer_stopped("process_events", RuntimeError("ack failed"))
+    health.agent_started("process_events")  # faust restarted the agent: the held events stay unacked
+    ok, body = await health.live()
+    assert not ok and body["reasons"] == [
+        "agent process_events: writer stopped with events unacked, restart to redeliver: RuntimeError('ack failed')"]
