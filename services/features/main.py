@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, json_format=settings.log_json)
     deps = build(settings)
     app = create_app(settings, deps)
-    http = HttpEndpoint(settings.metrics_port, deps.health)
+    http = HttpEndpoint(settings.metrics_port, deps.health, addr=settings.metrics_host)
     logger.info("features worker starting", extra={"app_id": settings.app_id, "metrics_port": http.port,
                                                    "models_dir": str(settings.models_dir)})
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False)

@@ -52,7 +52,9 @@ class FeaturesSettings(BaseSettings):
     rebalance_timeout_s: float = Field(10.0, gt=0)
     heartbeat_interval_s: float = Field(3.0, gt=0)
 
-    metrics_port: int = Field(9102, ge=0, le=65535, description="0 picks a free port")
+    metrics_port: int = Field(9102, ge=0, le=65535,
+                              description="/metrics, /healthz/live and /healthz/ready; 0 picks a free port")
+    metrics_host: str = Field("0.0.0.0", description="address that port listens on (the kubelet's probes use it)")
     datadir: Path = Field(Path("./var/faust"), description="faust's local state directory")
     log_level: str = "INFO"
     log_json: bool = True
