@@ -11,7 +11,11 @@ from collections.abc import Sequence
 
 from google.protobuf import json_format
 
+from kafka.errors import KafkaError
+
+from services.contract.producer import DEFAULT_TIMEOUT_S
 from services.contract.validation import InvalidEvent, decode_event
+from services.ingest.replay import DEFAULT_MAX_OUTAGE_S
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +30,7 @@ def _bootstrap(args) -> str:
 def _producer(args):
     from services.contract.producer import EventProducer
 
-    return EventProducer(_bootstrap(args))
+    return EventProducer(_bootstrap(args), timeout_s=args.timeout)
 
 
 def _synthetic_config(args):
@@ -91,7 +95,7 @@ def cmd_replay(args) -> int:
         raise SystemExit("replay needs a dataset path or --synthetic")
     with _producer(args) as producer:
         sent = replay(producer, sequences, rate=args.rate, users=args.users, holdout=args.holdout,
-                      type_mix=args.types, batch_size=args.batch_size)
+                      type_mix=args.types, batch_size=args.batch_size, max_outage_s=args.max_outage)
     print(f"replayed {sent} events")
     return 0
 
@@ -124,6 +128,8 @@ def cmd_topics(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopstream ingest", description=__doc__)
     parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--timeout", type=_positive, default=DEFAULT_TIMEOUT_S,
+                        help="seconds each send may take before it fails (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def synthetic_opts(p):
@@ -156,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=int, default=0, help="keep back the last N items per user")
     p.add_argument("--types", default="view", help='event type mix, e.g. "view=0.8,click=0.15,purchase=0.05"')
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--max-outage", type=float, default=DEFAULT_MAX_OUTAGE_S,
+                   help="seconds of broker failures to ride out (a restart) before giving up (default: %(default)s)")
     synthetic_opts(p)
     p.set_defaults(func=cmd_replay)
 
@@ -174,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _positive(value: str) -> float:
+    seconds = float(value)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return seconds
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
@@ -182,3 +197,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidEvent as exc:
         print(f"invalid event ({exc.reason}): {exc.message}", file=sys.stderr)
         return 2
+    except (KafkaError, ConnectionError) as exc:
+        print(f"Kafka unavailable: {exc}", file=sys.stderr)
+        return 1

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from kafka.errors import KafkaError
 from shopstream.events.v1 import events_pb2
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TYPE_MIX = {"view": 1.0}
 _TYPE_CODES = {"view": 1, "click": 2, "add_to_cart": 3, "purchase": 4}
@@ -130,12 +134,56 @@ def paced_batches(items: Iterable, rate: float | None, batch_size: int = 100,
         yield batch
 
 
+DEFAULT_MAX_OUTAGE_S = 60.0
+FLUSH_EVERY = 10  # batches between deliveries checked: what a failure sends again is at most this many
+
+
 def replay(producer, sequences: Mapping[str, Sequence[str]], rate: float | None = None, users: int | None = None,
-           holdout: int = 0, type_mix: Mapping[str, float] | str | None = None, batch_size: int = 100) -> int:
-    """Publish the dataset through ``producer.send_events``; returns the number of events sent."""
+           holdout: int = 0, type_mix: Mapping[str, float] | str | None = None, batch_size: int = 100,
+           max_outage_s: float = DEFAULT_MAX_OUTAGE_S, flush_every: int = FLUSH_EVERY,
+           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
+    """Publish the dataset through ``producer.send_events``; returns the number of events sent.
+
+    A broker outage (a restart, say) pauses the replay instead of ending it: sends and
+    flushes that fail are tried again until they succeed or the broker has been failing
+    for ``max_outage_s``, when the last error is raised. The contract's producer
+    reconnects and sends again what was not delivered; a batch that was queued before its
+    send failed may go out twice, which the stable event ids make harmless downstream.
+    """
     chosen = select(sequences, users=users, holdout=holdout)
+    retry = _OutageRetry(max_outage_s, clock, sleep)
     sent = 0
-    for batch in paced_batches(to_events(chosen, parse_type_mix(type_mix)), rate, batch_size):
-        sent += producer.send_events(batch, wait=False)
-    producer.flush()
+    for n, batch in enumerate(paced_batches(to_events(chosen, parse_type_mix(type_mix)), rate, batch_size), 1):
+        retry(lambda: producer.send_events(batch, wait=False))
+        sent += len(batch)
+        if n % flush_every == 0:
+            retry(producer.flush)
+    retry(producer.flush)
     return sent
+
+
+class _OutageRetry:
+    """Runs an action until it succeeds, for at most ``max_outage_s`` of consecutive failures."""
+
+    def __init__(self, max_outage_s: float, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self._max_outage_s = max_outage_s
+        self._clock = clock
+        self._sleep = sleep
+
+    def __call__(self, action: Callable[[], object]) -> None:
+        failing_since = None
+        backoff = 0.05
+        while True:
+            try:
+                action()
+                if failing_since is not None:
+                    logger.warning("the broker answers again after %.1f s", self._clock() - failing_since)
+                return
+            except (KafkaError, ConnectionError) as exc:
+                now = self._clock()
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since >= self._max_outage_s:
+                    raise
+                logger.warning("publishing failed (%s): trying again, for up to %.0f s", exc, self._max_outage_s)
+                self._sleep(backoff)  # the producer's own timeout paces the attempts; this only spaces quick failures
+                backoff = min(1.0, backoff * 2)

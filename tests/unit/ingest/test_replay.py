@@ -1,4 +1,5 @@
 import pytest
+from kafka.errors import KafkaTimeoutError
 from shopstream.events.v1 import events_pb2
 
 from services.ingest.replay import (
@@ -79,3 +80,41 @@ def test_replay_sends_everything_in_order():
     producer = RecordingProducer()
     assert replay(producer, SEQS, rate=None, holdout=1, batch_size=2) == 3
     assert [(e.user_id, e.item_id) for e in producer.events] == [("a", "1"), ("c", "5"), ("a", "2")]
+
+
+class FlakyProducer(RecordingProducer):
+    """Fails ``failures`` calls (sends and flushes alike) with a broker error, then works."""
+
+    def __init__(self, failures: int, clock: FakeClock, seconds_per_failure: float = 1.0):
+        super().__init__()
+        self.failures, self.clock, self.seconds = failures, clock, seconds_per_failure
+        self.calls = 0
+
+    def _maybe_fail(self):
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            self.clock.now += self.seconds  # a failing send takes the producer's timeout
+            raise KafkaTimeoutError("broker down")
+
+    def send_events(self, events, wait=True):
+        self._maybe_fail()
+        return super().send_events(events, wait)
+
+    def flush(self):
+        self._maybe_fail()
+
+
+def test_replay_rides_out_a_broker_outage():
+    clock = FakeClock()
+    producer = FlakyProducer(failures=5, clock=clock)
+    assert replay(producer, SEQS, batch_size=2, max_outage_s=30, clock=clock, sleep=clock.sleep) == 6
+    assert [e.event_id for e in producer.events] == [e.event_id for e in to_events(SEQS)]  # none lost or reordered
+
+
+def test_replay_gives_up_after_max_outage():
+    clock = FakeClock()
+    producer = FlakyProducer(failures=1000, clock=clock)
+    with pytest.raises(KafkaTimeoutError):
+        replay(producer, SEQS, batch_size=2, max_outage_s=10, clock=clock, sleep=clock.sleep)
+    assert 10 <= clock.now < 13 and producer.events == []
