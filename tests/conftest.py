@@ -39,3 +39,11 @@ async def redis_client(redis_url):
     await client.flushdb()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def restartable_kafka():
+    """An embedded broker of the test's own, which it may ``kill()`` and ``start()`` again on
+    the same port (the session broker is shared and must stay up)."""
+    with EmbeddedKafka() as broker:
+        yield broker
