@@ -436,3 +436,45 @@ async def test_a_5ms_client_deadline_is_never_unavailable(world, redis_client, r
                 assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED, err.details()
             else:
                 assert resp.degraded and resp.degraded_reason == "client deadline too short for the ranker"
+
+
+def recommend_codes() -> dict[str, float]:
+    """The gateway's server-side Recommend status codes so far in this process."""
+    out: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == "shopstream_gateway_rpc_requests_total" and sample.labels["method"] == "Recommend":
+                out[sample.labels["code"]] = sample.value
+    return out
+
+
+async def test_reads_cut_short_by_the_client_deadline_are_not_store_outages(world, redis_client, redis_url):
+    # The gateway's user state reads are held, so every call runs into the client's deadline
+    # (the ranker is down: trending, which needs the buyer's purchases). The server must end
+    # them as DEADLINE_EXCEEDED (or CANCELLED when gRPC's own deadline fires first), never
+    # as UNAVAILABLE: Redis is fine, the client ran out of time.
+    settings = gateway_settings(closed_port_addr(), redis_url, redis_timeout_s=HANG_GUARD_S)
+    deps = without_kafka(settings)
+    held = deps.user_states = HeldStates(deps.user_states)
+    try:
+        async with gateway_server(settings, deps) as gw:
+            held.hold()
+            before = recommend_codes()
+            calls = 5
+            for _ in range(calls):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await gw.Recommend(gateway_pb2.RecommendRequest(user_id="buyer", k=3), timeout=0.2)
+                assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+            def ended() -> float:
+                return sum(recommend_codes().values()) - sum(before.values())
+
+            async with asyncio.timeout(HANG_GUARD_S):  # the server side may finish just after the client
+                while ended() < calls:
+                    await asyncio.sleep(0.01)
+            after = recommend_codes()
+            assert after.get("UNAVAILABLE", 0) == before.get("UNAVAILABLE", 0)
+            assert (after.get("DEADLINE_EXCEEDED", 0) + after.get("CANCELLED", 0)
+                    - before.get("DEADLINE_EXCEEDED", 0) - before.get("CANCELLED", 0)) == calls
+    finally:
+        held.release.set()
