@@ -14,6 +14,7 @@ import pytest
 import trustme
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from prometheus_client import REGISTRY
 from shopstream.events.v1 import events_pb2
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -178,6 +179,13 @@ async def test_gateway_tls_tokens_rate_limits_and_mtls_to_the_ranker(world, tmp_
                 err = await code_of(track(gateway_pb2.TrackEventsRequest(events=events[3:]),
                                           metadata=bearer(INGEST), timeout=HANG_GUARD_S))
                 assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+            # Reflection needs no token either (a blocking client: in a thread, the server is on this loop).
+            def reflected_services() -> list[str]:
+                with grpc.secure_channel(target, creds) as sync_channel:
+                    return ProtoReflectionDescriptorDatabase(sync_channel).get_services()
+
+            assert "shopstream.gateway.v1.GatewayService" in await asyncio.to_thread(reflected_services)
 
             # Plaintext to a TLS port: no answer at all.
             async with grpc.aio.insecure_channel(target) as plain:
