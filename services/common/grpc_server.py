@@ -84,10 +84,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if cached is not None:
             return cached
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
+            return handler
+        guard = self._guard.for_method(method) if self._guard is not None else None
+        if handler.unary_unary is None:
+            if guard is not None:  # fail closed: the guard only knows unary calls
+                raise RuntimeError(f"{method} is a streaming method, which the call guard cannot check")
             return handler
         name = method.rsplit("/", 1)[-1]
-        guard = self._guard.for_method(method) if self._guard is not None else None
         wrapped = grpc.unary_unary_rpc_method_handler(
             self._wrap(name, handler.unary_unary, guard),
             request_deserializer=_tolerant(handler.request_deserializer, name),
