@@ -16,7 +16,7 @@ from services.features.agents import register_agents
 from services.features.embeddings import EmbeddingRefresher
 from services.features.health import WorkerHealth
 from services.features.metrics import FeaturesMetrics
-from services.features.models import ModelHolder
+from services.features.models import EncoderHolder
 from services.features.processing import CatalogBatchProcessor, EventBatchProcessor
 from services.features.settings import FeaturesSettings
 from services.features.timers import register_timers
@@ -32,7 +32,7 @@ class FeaturesDeps:
     users: UserStateStore
     trending: TrendingStore
     catalog: CatalogStore
-    models: ModelHolder
+    models: EncoderHolder
     metrics: FeaturesMetrics
     executor: Executor  # model loading and encoding, off the event loop
     health: WorkerHealth

@@ -35,7 +35,7 @@ from typing import Protocol
 from services.common.periodic import raise_if_cancelling
 from services.common.stores.user_state import EmbeddingWrite, UserState, UserStateStore
 from services.features.metrics import FeaturesMetrics
-from services.features.models import ModelHolder
+from services.features.models import EncoderHolder
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class LoopClock:
 
 
 class EmbeddingRefresher:
-    def __init__(self, store: UserStateStore, models: ModelHolder, executor: Executor,
+    def __init__(self, store: UserStateStore, models: EncoderHolder, executor: Executor,
                  metrics: FeaturesMetrics, min_interval_s: float = 0.0, max_duty: float = 1.0,
                  idle_s: float = 0.03, clock: Clock | None = None) -> None:
         self._store = store

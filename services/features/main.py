@@ -26,7 +26,7 @@ from services.features.app import FeaturesDeps, create_app
 from services.features.health import WorkerHealth
 from services.features.http_endpoint import HttpEndpoint
 from services.features.metrics import FeaturesMetrics
-from services.features.models import ModelHolder
+from services.features.models import EncoderHolder
 from services.features.settings import FeaturesSettings
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def build(settings: FeaturesSettings, registry: CollectorRegistry = REGISTRY) ->
         users=RedisUserStateStore(redis, history_cap=settings.history_cap, dedup_cap=settings.dedup_window),
         trending=RedisTrendingStore(redis),
         catalog=RedisCatalogStore(redis),
-        models=ModelHolder(settings.models_dir, executor, metrics, prefer_gpu=settings.prefer_gpu,
+        models=EncoderHolder(settings.models_dir, executor, metrics, prefer_gpu=settings.prefer_gpu,
                            intra_op_threads=settings.encode_threads, failed_retry_s=settings.failed_retry_s),
         metrics=metrics,
         executor=executor,

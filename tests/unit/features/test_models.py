@@ -10,7 +10,7 @@ from services.features.metrics import FeaturesMetrics
 
 
 class _Bundles:
-    """A model_bundle module stand-in: LATEST is "v1", loading fails ``fail`` times."""
+    """Stand-ins for latest_version and load_bundle: LATEST is "v1", loading fails ``fail`` times."""
 
     def __init__(self, fail: int) -> None:
         self.fail, self.loads = fail, 0
@@ -27,10 +27,11 @@ class _Bundles:
 
 async def test_failed_version_is_retried_after_failed_retry_s(monkeypatch, tmp_path):
     bundles, now = _Bundles(fail=1), [0.0]
-    monkeypatch.setattr(models, "_bundle_module", lambda: bundles)
+    monkeypatch.setattr(models, "latest_version", bundles.latest_version)
+    monkeypatch.setattr(models, "load_bundle", bundles.load_bundle)
     with ThreadPoolExecutor(1) as pool:
-        holder = models.ModelHolder(tmp_path, pool, FeaturesMetrics(CollectorRegistry()),
-                                    failed_retry_s=30.0, clock=lambda: now[0])
+        holder = models.EncoderHolder(tmp_path, pool, FeaturesMetrics(CollectorRegistry()),
+                                      failed_retry_s=30.0, clock=lambda: now[0])
         assert not await holder.reload_if_changed() and bundles.loads == 1
         now[0] = 29.0
         assert not await holder.reload_if_changed() and bundles.loads == 1  # not yet
