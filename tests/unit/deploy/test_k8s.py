@@ -74,6 +74,10 @@ def test_bind_addresses_are_explicit_where_the_pod_needs_them(manifests, name):
     assert "SHOPSTREAM_GATEWAY_AUTH" not in env  # authentication stays on in a deployment
 
 
+def test_the_features_metrics_port_is_bound_explicitly(manifests):
+    assert _env(_container(manifests, "features"))["SHOPSTREAM_FEATURES_METRICS_HOST"] == "0.0.0.0"
+
+
 def _secret_file(manifests, name: str, path: str) -> tuple[str, str]:
     """(Secret name, key) that the file at ``path`` in ``name``'s container comes from."""
     deployment = manifests[("Deployment", name)]
