@@ -58,6 +58,7 @@ FROM runtime AS features
 COPY --from=serving-build /opt/venv /opt/venv
 ENV SHOPSTREAM_FEATURES_MODELS_DIR=/models \
     SHOPSTREAM_FEATURES_METRICS_PORT=9102 \
+    SHOPSTREAM_FEATURES_METRICS_HOST=0.0.0.0 \
     SHOPSTREAM_FEATURES_DATADIR=/var/lib/shopstream/faust
 EXPOSE 9102
 # Ready = partitions assigned and the stores answer (GET /healthz/ready on the metrics port).
@@ -70,9 +71,11 @@ COPY --from=serving-build /opt/venv /opt/venv
 ENV SHOPSTREAM_RANKER_ADDR=0.0.0.0:50051 \
     SHOPSTREAM_RANKER_MODELS_DIR=/models \
     SHOPSTREAM_RANKER_METRICS_PORT=9103 \
+    SHOPSTREAM_RANKER_METRICS_HOST=0.0.0.0 \
     SHOPSTREAM_RANKER_PREFER_GPU=false
 EXPOSE 50051 9103
-# grpc.health.v1: SERVING once a model is loaded and warmed.
+# grpc.health.v1: SERVING once a model is loaded and warmed. With TLS configured, point it at
+# the plaintext health-only port (SHOPSTREAM_RANKER_HEALTH_ADDR) instead.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD python -c "import os, sys; from services.stack.processes import grpc_serving; sys.exit(not grpc_serving('127.0.0.1:' + os.environ['SHOPSTREAM_RANKER_ADDR'].rpartition(':')[2], 2))"
 CMD ["shopstream", "ranker"]
@@ -80,9 +83,12 @@ CMD ["shopstream", "ranker"]
 FROM runtime AS gateway
 COPY --from=serving-build /opt/venv /opt/venv
 ENV SHOPSTREAM_GATEWAY_ADDR=0.0.0.0:50052 \
-    SHOPSTREAM_GATEWAY_METRICS_PORT=9104
+    SHOPSTREAM_GATEWAY_METRICS_PORT=9104 \
+    SHOPSTREAM_GATEWAY_METRICS_HOST=0.0.0.0
 EXPOSE 50052 9104
-# grpc.health.v1: SERVING once Redis answers and the catalog is loaded.
+# grpc.health.v1: SERVING once Redis answers and the catalog is loaded. With TLS configured, point it
+# at the plaintext health-only port (SHOPSTREAM_GATEWAY_HEALTH_ADDR) instead. API tokens come from
+# SHOPSTREAM_GATEWAY_TOKENS_FILE (docs/security.md); the gateway does not start without them.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD python -c "import os, sys; from services.stack.processes import grpc_serving; sys.exit(not grpc_serving('127.0.0.1:' + os.environ['SHOPSTREAM_GATEWAY_ADDR'].rpartition(':')[2], 2))"
 CMD ["shopstream", "gateway"]

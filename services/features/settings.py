@@ -6,6 +6,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings
 
+from services.common.metrics_http import DEFAULT_METRICS_HOST
+
 from services.common.infra import kafka_field, redis_field
 from services.common.settings import service_config
 
@@ -54,7 +56,8 @@ class FeaturesSettings(BaseSettings):
 
     metrics_port: int = Field(9102, ge=0, le=65535,
                               description="/metrics, /healthz/live and /healthz/ready; 0 picks a free port")
-    metrics_host: str = Field("0.0.0.0", description="address that port listens on (the kubelet's probes use it)")
+    metrics_host: str = Field(DEFAULT_METRICS_HOST, description="address that port (metrics and probes) listens on; "
+                                                            "0.0.0.0 in a pod, for Prometheus and the kubelet")
     datadir: Path = Field(Path("./var/faust"), description="faust's local state directory")
     log_level: str = "INFO"
     log_json: bool = True

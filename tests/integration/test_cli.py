@@ -178,6 +178,7 @@ def test_shopstream_gateway_serves_then_stops_on_sigterm(service, redis_url, kaf
         # No ranker: the gateway is ready without one (it serves trending instead).
         "SHOPSTREAM_GATEWAY_RANKER_ADDR": f"127.0.0.1:{free_port()}",
         "SHOPSTREAM_GATEWAY_METRICS_PORT": "0",
+        "SHOPSTREAM_GATEWAY_AUTH": "disabled",  # development: no API tokens (docs/security.md)
     })
     proc.wait_until(lambda: grpc_serving(addr), START_TIMEOUT_S, "SERVING")
     _assert_image_healthcheck_passes("gateway", {"SHOPSTREAM_GATEWAY_ADDR": f"0.0.0.0:{addr.rpartition(':')[2]}"})

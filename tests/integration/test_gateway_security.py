@@ -26,6 +26,7 @@ from services.common.errors import RETRY_AFTER_METADATA
 from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.user_state import RedisUserStateStore
 from services.contract.producer import ensure_topics
+from services.stack.client import describe, fetch
 from services.gateway.main import running as gateway_running
 from services.gateway.settings import GatewaySettings
 from services.ranker.main import build as ranker_build
@@ -179,6 +180,11 @@ async def test_gateway_tls_tokens_rate_limits_and_mtls_to_the_ranker(world, tmp_
                 err = await code_of(track(gateway_pb2.TrackEventsRequest(events=events[3:]),
                                           metadata=bearer(INGEST), timeout=HANG_GUARD_S))
                 assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+            # `shopstream recommend` with --token and --ca (a blocking client: in a thread).
+            described = await asyncio.to_thread(
+                lambda: describe(fetch(target, "buyer", 2, timeout=HANG_GUARD_S, token=STOREFRONT, ca_file=public.ca_file)))
+            assert described.startswith("[personalized") and described.endswith("h4, h3")
 
             # Reflection needs no token either (a blocking client: in a thread, the server is on this loop).
             def reflected_services() -> list[str]:
