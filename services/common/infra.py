@@ -5,6 +5,8 @@ Kafka/Redis estate does: ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL``.
 """
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from pydantic import AliasChoices, Field
 
 from redis.asyncio import Redis, RedisCluster
@@ -22,8 +24,19 @@ def redis_field():
     return Field(
         default="redis://127.0.0.1:6379/0",
         validation_alias=AliasChoices("REDIS_URL", "redis_url"),
-        description="redis://host:port/db, or redis+cluster://host:port for Redis Cluster",
+        description="redis://[:password@]host:port/db, or redis+cluster://host:port for Redis Cluster",
     )
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for logs and messages: ``redis://:***@127.0.0.1:6379/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def connect_redis(url: str) -> Redis | RedisCluster:
