@@ -9,7 +9,6 @@ Every test that starts the worker runs this command (``python -m services.featur
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +17,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from services.common.infra import connect_redis
 from services.common.logs import configure_logging
-from services.common.settings import env_name, load
+from services.common.settings import load, service_command
 from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import RedisUserStateStore
@@ -51,28 +50,11 @@ def build(settings: FeaturesSettings, registry: CollectorRegistry = REGISTRY) ->
     )
 
 
-def _env_help() -> str:
-    lines = ["environment:"]
-    for field, info in FeaturesSettings.model_fields.items():
-        default = "required" if info.is_required() else f"default {info.default!r}"
-        about = f"{info.description}; " if info.description else ""
-        lines.append(f"  {env_name(FeaturesSettings, field):<44} {about}{default}")
-    return "\n".join(lines)
-
-
-def _parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
-        prog="shopstream features",
-        description="Run the features worker (faust): events from Kafka into user state, trending and "
-                    "embeddings in Redis, catalog records into the catalog. Serves /metrics, /healthz/live "
-                    "and /healthz/ready on the metrics port. Settings come from the environment only.",
-        epilog=_env_help(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    _parser().parse_args(argv)
+    service_command("shopstream features",
+                    "Run the features worker (faust): events from Kafka into user state, trending and "
+                    "embeddings in Redis, catalog records into the catalog. Serves /metrics, /healthz/live "
+                    "and /healthz/ready on the metrics port.", FeaturesSettings).parse_args(argv)
     settings = load(FeaturesSettings)
     configure_logging(settings.log_level, json_format=settings.log_json)
     deps = build(settings)

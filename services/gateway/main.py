@@ -18,11 +18,9 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health
 
-from services.common.grpc_server import cancel_tasks, run_until_signalled, set_health
+from services.common.grpc_server import cancel_tasks, set_health
 from services.common.infra import connect_redis
-from services.common.logs import configure_logging
-from services.common.metrics_http import serve_metrics
-from services.common.settings import load, service_command
+from services.common.service_main import run_service
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import RedisUserStateStore
@@ -122,23 +120,7 @@ async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) ->
     logger.info("gateway stopped")
 
 
-async def serve(settings: GatewaySettings) -> None:
-    """Run until SIGTERM/SIGINT. The /metrics endpoint belongs to the process (one registry,
-    a daemon thread), so it is started here rather than in ``running``."""
-    async with contextlib.AsyncExitStack() as stack:
-        async def start() -> None:
-            serve_metrics(settings.metrics_port, settings.metrics_host)
-            await stack.enter_async_context(running(settings))
-
-        await run_until_signalled(start, stack.aclose)
-
-
 def main(argv: list[str] | None = None) -> int:
-    service_command("shopstream gateway",
-                    "Run the gateway gRPC server (GatewayService, grpc.health.v1, reflection): recommendations "
-                    "from the ranker, trending when it cannot answer, events to Kafka.",
-                    GatewaySettings).parse_args(argv)
-    settings = load(GatewaySettings)
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
-    return 0
+    return run_service(argv, prog="shopstream gateway", settings_cls=GatewaySettings, running=running,
+                       description="Run the gateway gRPC server (GatewayService, grpc.health.v1, reflection): recommendations "
+                       "from the ranker, trending when it cannot answer, events to Kafka.")

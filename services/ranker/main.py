@@ -18,11 +18,9 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health
 
-from services.common.grpc_server import cancel_tasks, run_until_signalled, set_health
+from services.common.grpc_server import cancel_tasks, set_health
 from services.common.infra import connect_redis
-from services.common.logs import configure_logging
-from services.common.metrics_http import serve_metrics
-from services.common.settings import load, service_command
+from services.common.service_main import run_service
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
 from services.common.stores.user_state import RedisUserStateStore
 from services.ranker.metrics import ranker_metrics
@@ -94,23 +92,7 @@ async def running(settings: RankerSettings, deps: RankerDeps | None = None) -> A
     logger.info("ranker stopped")
 
 
-async def serve(settings: RankerSettings) -> None:
-    """Run until SIGTERM/SIGINT. The /metrics endpoint belongs to the process (one registry,
-    a daemon thread), so it is started here rather than in ``running``."""
-    async with contextlib.AsyncExitStack() as stack:
-        async def start() -> None:
-            serve_metrics(settings.metrics_port, settings.metrics_host)
-            await stack.enter_async_context(running(settings))
-
-        await run_until_signalled(start, stack.aclose)
-
-
 def main(argv: list[str] | None = None) -> int:
-    service_command("shopstream ranker",
-                    "Run the ranker gRPC server (RankerService, grpc.health.v1, reflection): the model "
-                    "bundle in the models directory scores the whole catalog, hot-reloaded when LATEST moves.",
-                    RankerSettings).parse_args(argv)
-    settings = load(RankerSettings)
-    configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
-    return 0
+    return run_service(argv, prog="shopstream ranker", settings_cls=RankerSettings, running=running,
+                       description="Run the ranker gRPC server (RankerService, grpc.health.v1, reflection): the model "
+                       "bundle in the models directory scores the whole catalog, hot-reloaded when LATEST moves.")
