@@ -24,6 +24,7 @@ from services.gateway.main import build, running
 from services.gateway.settings import GatewaySettings
 from services.ingest.replay import replay, to_events
 from services.stack.embedded import free_port
+from support.helpers import wait_for
 from support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
@@ -54,6 +55,13 @@ def fails_on_time(send) -> None:
     assert time.monotonic() - started < TIMEOUT_S + SLACK_S
 
 
+def old_producers_closed() -> None:
+    """Waits until the producers dropped during the outage are closed (they close in the
+    background): one still retrying could reach the restarted broker first and have it
+    create the topic with its own default count, which the tests below check is not used."""
+    wait_for(lambda: not any(t.name == "shopstream-producer-close" for t in threading.enumerate()), timeout=20.0)
+
+
 def event_ids(bootstrap: str) -> list[str]:
     return [events_pb2.Event.FromString(r.value).event_id for r in read_topic(bootstrap, topics.EVENTS)]
 
@@ -68,6 +76,7 @@ def test_event_producer_publishes_again_after_the_broker_restarts(restartable_ka
         fails_on_time(lambda: producer.send_events([event("u", 2)]))  # its connection: no ack in time
         fails_on_time(lambda: producer.send_events([event("u", 3)]))  # a fresh one: no bootstrap in time
 
+        old_producers_closed()
         broker.start()  # same port, nothing kept
         assert producer.send_events([event("u", 4)]) == 1  # the same object, no restart
         assert producer.send_raw(topics.EVENTS, b"u", event("u", 5).SerializeToString()).offset >= 0
@@ -141,6 +150,7 @@ async def test_gateway_track_events_fails_fast_then_recovers_without_a_restart(r
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE  # its own bound, not the client's deadline
             assert time.monotonic() - started < TIMEOUT_S + SLACK_S
 
+        await asyncio.to_thread(old_producers_closed)
         await asyncio.to_thread(broker.start)
         assert (await track(4)).accepted == 1  # the same gateway process
     assert (await asyncio.to_thread(partition_counts, broker.bootstrap_servers))[topics.EVENTS] == 2
