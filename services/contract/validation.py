@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
@@ -107,23 +108,104 @@ def _enum_name(value: Any, prefix: str, reason: str, field: str) -> Any:
 
 
 def _parse_json(raw: bytes) -> dict:
+    """Strict JSON: no NaN/Infinity, no number that overflows a double, no key twice (which of
+    two values counts differs between parsers); nesting deep enough to exhaust the parser's
+    recursion is ``bad_json`` like any other malformed payload."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidEvent("bad_encoding", f"JSON payload is not UTF-8: {exc.reason}") from None
     try:
-        doc = json.loads(text)
-    except ValueError as exc:
+        doc = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float,
+                         object_pairs_hook=_unique_keys)
+    except InvalidEvent:
+        raise
+    except RecursionError:
+        raise InvalidEvent("bad_json", "payload is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and integers past int_max_str_digits
         raise InvalidEvent("bad_json", f"payload is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise InvalidEvent("bad_json", "payload must be a JSON object")
     return doc
 
 
+def _reject_constant(name: str) -> Any:
+    raise InvalidEvent("bad_json", f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise InvalidEvent("bad_json", f"number {text[:40]} is out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise InvalidEvent("bad_json", f"key {twice[:80]!r} appears more than once")
+    return doc
+
+
+_JSON_KINDS = {  # proto3 JSON mapping: the JSON values a field of each type takes (null: the default)
+    FieldDescriptor.TYPE_STRING: ((str,), "a string"),
+    FieldDescriptor.TYPE_BYTES: ((str,), "a base64 string"),
+    FieldDescriptor.TYPE_BOOL: ((bool,), "a boolean"),
+    FieldDescriptor.TYPE_ENUM: ((str, int), "an enum name or an integer"),
+    FieldDescriptor.TYPE_DOUBLE: ((int, float, str), "a number"),
+    FieldDescriptor.TYPE_FLOAT: ((int, float, str), "a number"),
+}
+_JSON_INTEGER = ((int, str), "an integer")  # every integer type; a string for 64-bit ones
+_JSON_STRING_MESSAGES = {"google.protobuf.Timestamp", "google.protobuf.Duration"}
+
+
+def _check_json_types(doc: dict, descriptor, path: str = "") -> None:
+    """Each known field's JSON value is of a kind its proto type takes: ``"type": true`` or
+    ``"context": "mobile"`` is ``bad_json``, not an event with a default put in its place.
+    Unknown fields are ignored, as the parser ignores them."""
+    for key, value in doc.items():
+        field = descriptor.fields_by_name.get(key) or descriptor.fields_by_camelcase_name.get(key)
+        if field is None or value is None:
+            continue
+        name = path + field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            if not isinstance(value, dict):
+                raise InvalidEvent("bad_json", f"{name} must be an object, not {_json_kind(value)}")
+        elif field.is_repeated:
+            if not isinstance(value, list):
+                raise InvalidEvent("bad_json", f"{name} must be a JSON array, not {_json_kind(value)}")
+            for element in value:
+                _check_json_value(field, element, f"{name}[]")
+        else:
+            _check_json_value(field, value, name)
+
+
+def _check_json_value(field, value: Any, name: str) -> None:
+    if field.type == FieldDescriptor.TYPE_MESSAGE:
+        if field.message_type.full_name in _JSON_STRING_MESSAGES:
+            kinds, expected = (str,), "a string"
+        elif isinstance(value, dict):
+            _check_json_types(value, field.message_type, name + ".")
+            return
+        else:
+            kinds, expected = (dict,), "an object"
+    else:
+        kinds, expected = _JSON_KINDS.get(field.type, _JSON_INTEGER)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise InvalidEvent("bad_json", f"{name} must be {expected}, not {_json_kind(value)}")
+
+
+def _json_kind(value: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a fractional number", str: "a string",
+            dict: "an object", list: "an array"}.get(type(value), type(value).__name__)
+
+
 def _json_to(doc: dict, message: Message) -> None:
     try:
         json_format.ParseDict(doc, message, ignore_unknown_fields=True)
-    except (json_format.ParseError, ValueError, TypeError) as exc:
+    except (json_format.ParseError, ValueError, TypeError, ArithmeticError, RecursionError) as exc:
         raise InvalidEvent("bad_json", f"payload does not match {message.DESCRIPTOR.full_name}: {exc}") from None
 
 
@@ -136,7 +218,7 @@ def _is_json(raw: bytes) -> bool:
     return raw.lstrip()[:1] == b"{"
 
 
-def decode_event(raw: bytes, *, now: float | None = None, max_future_skew_s: float = MAX_FUTURE_SKEW_S) -> events_pb2.Event:
+def decode_event(raw: bytes | None, *, now: float | None = None, max_future_skew_s: float = MAX_FUTURE_SKEW_S) -> events_pb2.Event:
     """Decode protobuf binary, or proto3 JSON when the payload starts with ``{``, then validate.
 
     JSON accepts both field spellings (``user_id``/``userId``) and short enum
@@ -156,23 +238,34 @@ def _normalise_event_enums(doc: dict) -> None:
         ctx["device"] = _enum_name(ctx["device"], "DEVICE_", "bad_json", "context.device")
 
 
-def _decode(raw: bytes, message: Message, normalise_json=None) -> Message:
-    """Protobuf binary, or the proto3 JSON mapping when the payload starts with ``{``."""
+def _decode(raw: bytes | None, message: Message, normalise_json=None) -> Message:
+    """Protobuf binary, or the proto3 JSON mapping when the payload starts with ``{``.
+
+    Whatever ``raw`` is (a tombstone's None, garbage, a huge or deeply nested payload), the
+    result is the message or an InvalidEvent with a reason: never another exception.
+    """
+    if raw is None:
+        raise InvalidEvent("null_value", "the record has no value (a tombstone)")
+    if not isinstance(raw, bytes):
+        if not isinstance(raw, (bytearray, memoryview)):
+            raise InvalidEvent("bad_encoding", f"payload is {type(raw).__name__}, not bytes")
+        raw = bytes(raw)
     _check_size(raw)
     if _is_json(raw):
         doc = _parse_json(raw)
+        _check_json_types(doc, message.DESCRIPTOR)
         if normalise_json is not None:
             normalise_json(doc)
         _json_to(doc, message)
     else:
         try:
             message.ParseFromString(raw)
-        except DecodeError as exc:
+        except (DecodeError, RecursionError) as exc:
             raise InvalidEvent("bad_encoding", f"payload is neither protobuf nor JSON: {exc}") from None
     return message
 
 
-def decode_catalog_item(raw: bytes) -> catalog_pb2.CatalogItem:
+def decode_catalog_item(raw: bytes | None) -> catalog_pb2.CatalogItem:
     """Like :func:`decode_event`, for catalog records."""
     item = _decode(raw, catalog_pb2.CatalogItem())
     validate_catalog_item(item)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
@@ -35,7 +35,7 @@ class Record(Protocol):
     offset: int
     timestamp: float  # Kafka message timestamp, seconds since the epoch
     key: bytes | None
-    value: bytes
+    value: bytes | None  # None: a tombstone
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,20 @@ async def _retrying(what: str, fn, metrics: FeaturesMetrics, max_backoff_s: floa
             return await fn()
 
 
+def _decode(decode: Callable[[bytes | None], Any], rec: Record) -> Any:
+    """``decode(rec.value)``, any failure an InvalidEvent: whatever a record holds, it goes to the
+    dead-letter topic and the rest of its batch is applied. The decoders raise InvalidEvent
+    for every bad value they know of; anything else is a decoder bug, logged with its trace
+    and dead-lettered as ``undecodable`` rather than stopping the partition."""
+    try:
+        return decode(rec.value)
+    except InvalidEvent:
+        raise
+    except Exception as exc:
+        logger.error("decoder failed on %s", source_of(rec), exc_info=True)
+        raise InvalidEvent("undecodable", f"the decoder failed: {type(exc).__name__}") from None
+
+
 async def _dead_letter(dlq: DeadLetterSink, metrics: FeaturesMetrics, rec: Record, exc: InvalidEvent) -> None:
     metrics.records_invalid.labels(rec.topic, exc.reason).inc()
     logger.info("dead-lettering record", extra={"reason": exc.reason, "source": source_of(rec),
@@ -124,7 +138,7 @@ class EventBatchProcessor:
         dead_lettered = False
         for rec in records:
             try:
-                ev = decode_event(rec.value)
+                ev = _decode(decode_event, rec)
             except InvalidEvent as exc:
                 await _dead_letter(self._dlq, self._metrics, rec, exc)
                 dead_lettered = True
@@ -178,7 +192,7 @@ class CatalogBatchProcessor:
         items = {}
         for rec in records:
             try:
-                item = decode_catalog_item(rec.value)
+                item = _decode(decode_catalog_item, rec)
             except InvalidEvent as exc:
                 await _dead_letter(self._dlq, self._metrics, rec, exc)
                 continue
