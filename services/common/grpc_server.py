@@ -4,11 +4,13 @@ and a run loop that shuts down gracefully on SIGTERM/SIGINT.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import time
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Generic, Iterable, Protocol, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -175,6 +177,55 @@ async def health_only_server(addr: str, servicer: health.aio.HealthServicer) -> 
     if port == 0:
         raise RuntimeError(f"could not bind {addr}")
     return server, port
+
+
+@dataclass(frozen=True)
+class BoundServer:
+    """A bound, not yet started server, the port it bound, and its health servicer; with a
+    health address, a plaintext health-only server sharing that servicer, and its port."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+
+    @classmethod
+    async def with_health(cls, server: grpc.aio.Server, port: int, servicer: health.aio.HealthServicer,
+                          health_addr: str | None) -> BoundServer:
+        if not health_addr:
+            return cls(server, port, servicer)
+        health_server, health_port = await health_only_server(health_addr, servicer)
+        return cls(server, port, servicer, health_server, health_port)
+
+    async def start(self, stack: contextlib.AsyncExitStack, service_names: Iterable[str], grace_s: float) -> None:
+        """Start serving; ``stack`` undoes it on exit: health NOT_SERVING first, then
+        ``stop(grace_s)``, then the health-only server (so probes see the grace out)."""
+        if self.health_server is not None:
+            await self.health_server.start()
+            stack.push_async_callback(self.health_server.stop, 0)
+        await self.server.start()
+        stack.push_async_callback(self.server.stop, grace_s)
+        stack.push_async_callback(set_health, self.health, list(service_names), False)
+
+
+D = TypeVar("D")
+
+
+@dataclass(frozen=True)
+class RunningServer(Generic[D]):
+    """A service started by its ``running``: the port actually bound (the address may say 0),
+    its dependencies, the server and its health servicer."""
+
+    port: int
+    deps: D
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    health_port: int | None = None  # the plaintext health-only port, with a health address
+
+    @classmethod
+    def of(cls, bound: BoundServer, deps: D) -> RunningServer[D]:
+        return cls(bound.port, deps, bound.server, bound.health, bound.health_port)
 
 
 async def set_health(servicer: health.aio.HealthServicer, service_names: Iterable[str], serving: bool) -> None:

@@ -13,12 +13,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import grpc
-from grpc_health.v1 import health
 
-from services.common.grpc_server import cancel_tasks, set_health
+from services.common.grpc_server import RunningServer, cancel_tasks
 from services.common.infra import connect_redis
 from services.common.service_main import run_service
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
@@ -69,17 +66,8 @@ def build(settings: GatewaySettings) -> GatewayDeps:
     )
 
 
-@dataclass(frozen=True)
-class RunningGateway:
-    port: int  # the port actually bound (settings.addr may say 0)
-    deps: GatewayDeps
-    server: grpc.aio.Server
-    health: health.aio.HealthServicer
-    health_port: int | None = None  # the plaintext health-only port, with settings.health_addr
-
-
 @contextlib.asynccontextmanager
-async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) -> AsyncIterator[RunningGateway]:
+async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) -> AsyncIterator[RunningServer[GatewayDeps]]:
     """The gateway serving on ``settings.addr`` (NOT_SERVING until its stores answer), with its
     catalog refresher and readiness watcher; stopped and closed, in reverse order, on exit.
 
@@ -96,12 +84,7 @@ async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) ->
         catalog_refresh = asyncio.create_task(deps.catalog.run(), name="catalog-refresh")
         stack.push_async_callback(cancel_tasks, [catalog_refresh])
         built = await create_server(settings, deps)
-        if built.health_server is not None:  # stopped after the server: probes see its grace out
-            await built.health_server.start()
-            stack.push_async_callback(built.health_server.stop, 0)
-        await built.server.start()
-        stack.push_async_callback(built.server.stop, settings.grace_s)
-        stack.push_async_callback(set_health, built.health, SERVICE_NAMES, False)
+        await built.start(stack, SERVICE_NAMES, settings.grace_s)
         # Cancelled first on exit, so that it cannot flip health back to SERVING during the grace.
         readiness = asyncio.create_task(watch_readiness(deps, built.health, settings.readiness_interval_s),
                                         name="readiness")
@@ -115,7 +98,7 @@ async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) ->
         elif settings.tls_cert_file is None:
             logger.warning("API tokens travel in plaintext: set SHOPSTREAM_GATEWAY_TLS_CERT_FILE and "
                            "SHOPSTREAM_GATEWAY_TLS_KEY_FILE unless TLS ends in front of the gateway")
-        yield RunningGateway(built.port, deps, built.server, built.health, built.health_port)
+        yield RunningServer.of(built, deps)
         logger.info("gateway stopping")
     logger.info("gateway stopped")
 

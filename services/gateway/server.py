@@ -16,7 +16,7 @@ from grpc_health.v1 import health
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from services.common.grpc_server import (
-    CallGuard, ServerInterceptor, add_health_and_reflection, health_only_server, set_health,
+    BoundServer, CallGuard, ServerInterceptor, add_health_and_reflection, set_health,
 )
 from services.common.tls import bind
 from services.common.periodic import raise_if_cancelling, run_periodically
@@ -49,20 +49,7 @@ class GatewayDeps:
     guard: CallGuard | None = None  # API tokens and rate limits (guard.py); None: auth disabled
 
 
-@dataclass(frozen=True)
-class GatewayServer:
-    """A bound, not yet started server, the port it bound, and its health servicer
-    (NOT_SERVING until ``watch_readiness`` says otherwise); with ``settings.health_addr``,
-    a plaintext health-only server sharing that servicer, and its port."""
-
-    server: grpc.aio.Server
-    port: int
-    health: health.aio.HealthServicer
-    health_server: grpc.aio.Server | None = None
-    health_port: int | None = None
-
-
-async def create_server(settings: GatewaySettings, deps: GatewayDeps) -> GatewayServer:
+async def create_server(settings: GatewaySettings, deps: GatewayDeps) -> BoundServer:
     """The gateway's gRPC server on ``settings.addr`` (port 0 picks a free one; TLS when a
     certificate is configured), not started."""
     server = grpc.aio.server(interceptors=[ServerInterceptor(deps.metrics.rpc, deps.guard)])
@@ -74,10 +61,7 @@ async def create_server(settings: GatewaySettings, deps: GatewayDeps) -> Gateway
     health_servicer = await add_health_and_reflection(server, SERVICE_NAMES)
     await set_health(health_servicer, SERVICE_NAMES, False)
     port = bind(server, settings.addr, settings.server_tls())
-    if not settings.health_addr:
-        return GatewayServer(server, port, health_servicer)
-    health_server, health_port = await health_only_server(settings.health_addr, health_servicer)
-    return GatewayServer(server, port, health_servicer, health_server, health_port)
+    return await BoundServer.with_health(server, port, health_servicer, settings.health_addr)
 
 
 async def check_ready(deps: GatewayDeps, catalog_loaded: asyncio.Event) -> bool:

@@ -13,12 +13,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
-import grpc
-from grpc_health.v1 import health
 
-from services.common.grpc_server import cancel_tasks, set_health
+from services.common.grpc_server import RunningServer, cancel_tasks
 from services.common.infra import connect_redis
 from services.common.service_main import run_service
 from services.common.stores.catalog import CatalogCache, RedisCatalogStore
@@ -52,17 +49,8 @@ def build(settings: RankerSettings) -> RankerDeps:
                       encode_pool=encode_pool, metrics=metrics)
 
 
-@dataclass(frozen=True)
-class RunningRanker:
-    port: int  # the port actually bound (settings.addr may say 0)
-    deps: RankerDeps
-    server: grpc.aio.Server
-    health: health.aio.HealthServicer
-    health_port: int | None = None  # the plaintext health-only port, with settings.health_addr
-
-
 @contextlib.asynccontextmanager
-async def running(settings: RankerSettings, deps: RankerDeps | None = None) -> AsyncIterator[RunningRanker]:
+async def running(settings: RankerSettings, deps: RankerDeps | None = None) -> AsyncIterator[RunningServer[RankerDeps]]:
     """The ranker serving on ``settings.addr`` (NOT_SERVING until a model is loaded and warmed),
     with its catalog refresher and model reloader; stopped and closed, in reverse order, on exit.
 
@@ -76,18 +64,13 @@ async def running(settings: RankerSettings, deps: RankerDeps | None = None) -> A
         stack.callback(deps.executor.shutdown, wait=True, cancel_futures=True)
         stack.push_async_callback(deps.batcher.close)
         built = await create_server(settings, deps)
-        if built.health_server is not None:  # stopped after the server: probes see its grace out
-            await built.health_server.start()
-            stack.push_async_callback(built.health_server.stop, 0)
-        await built.server.start()
-        stack.push_async_callback(built.server.stop, settings.grace_s)
-        stack.push_async_callback(set_health, built.health, SERVICE_NAMES, False)
+        await built.start(stack, SERVICE_NAMES, settings.grace_s)
         tasks = [asyncio.create_task(deps.catalog.run(), name="catalog-refresh"),
                  asyncio.create_task(deps.holder.run(), name="model-reload")]
         stack.push_async_callback(cancel_tasks, tasks)
         logger.info("ranker listening on port %d", built.port,
                     extra={"models_dir": str(settings.models_dir), "mtls": settings.tls_cert_file is not None})
-        yield RunningRanker(built.port, deps, built.server, built.health, built.health_port)
+        yield RunningServer.of(built, deps)
         logger.info("ranker stopping")
     logger.info("ranker stopped")
 

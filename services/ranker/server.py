@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import grpc
-from grpc_health.v1 import health
 from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
-from services.common.grpc_server import ServerInterceptor, add_health_and_reflection, health_only_server, set_health
+from services.common.grpc_server import BoundServer, ServerInterceptor, add_health_and_reflection, set_health
 from services.common.tls import bind
 from services.common.stores.catalog import CatalogCache
 from services.common.stores.user_state import UserStateStore
@@ -38,18 +37,6 @@ class RankerDeps:
     metrics: RankerMetrics
 
 
-@dataclass(frozen=True)
-class RankerServer:
-    """A bound, not yet started server, the port it bound, and its health servicer
-    (NOT_SERVING until the holder swaps in a loaded, warmed model)."""
-
-    server: grpc.aio.Server
-    port: int
-    health: health.aio.HealthServicer
-    health_server: grpc.aio.Server | None = None  # plaintext, health only (settings.health_addr)
-    health_port: int | None = None
-
-
 def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMetrics) -> MicroBatcher[RankJob, Ranked]:
     """The Rank micro-batcher over the engine, with its metrics."""
     engine = RankEngine(on_fallback=metrics.exact_fallbacks.inc)
@@ -70,7 +57,7 @@ def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMe
                         max_in_flight=settings.batch_max_in_flight, name="ranker", on_batch=on_batch)
 
 
-async def create_server(settings: RankerSettings, deps: RankerDeps) -> RankerServer:
+async def create_server(settings: RankerSettings, deps: RankerDeps) -> BoundServer:
     """The ranker's gRPC server on ``settings.addr`` (port 0 picks a free one; mutual TLS when a
     certificate is configured), not started."""
     server = grpc.aio.server(interceptors=[ServerInterceptor(deps.metrics.rpc)])
@@ -88,7 +75,4 @@ async def create_server(settings: RankerSettings, deps: RankerDeps) -> RankerSer
 
     deps.holder.on_swap(serving)
     port = bind(server, settings.addr, settings.server_tls())
-    if not settings.health_addr:
-        return RankerServer(server, port, health_servicer)
-    health_server, health_port = await health_only_server(settings.health_addr, health_servicer)
-    return RankerServer(server, port, health_servicer, health_server, health_port)
+    return await BoundServer.with_health(server, port, health_servicer, settings.health_addr)

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from services.common.bundle.files import INPUT_NAME, OUTPUT_NAME
+from services.common.bundle.encoding import INPUT_NAME, OUTPUT_NAME
 from services.common.bundle.sessions import make_session
 from services.training.data import pad_left
 from services.training.model import SASRec

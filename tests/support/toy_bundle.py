@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from services.common.bundle.files import INPUT_NAME, OUTPUT_NAME, write_bundle
+from services.common.bundle.encoding import INPUT_NAME, OUTPUT_NAME
+from services.common.bundle.files import write_bundle
 
 
 def sum_encoder(item_embeddings: np.ndarray) -> onnx.ModelProto:

@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from services.common.bundle.encoding import INPUT_NAME, OUTPUT_NAME  # noqa: F401 -- the format's names
 from services.common.bundle.errors import BundleError
 from services.common.bundle.golden import record_golden
 from services.common.bundle.validation import check_arrays, check_version_name

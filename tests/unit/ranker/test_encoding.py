@@ -11,7 +11,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from services.common.bundle.files import ENCODER_FILE, INPUT_NAME, OUTPUT_NAME
+from services.common.bundle.encoding import INPUT_NAME, OUTPUT_NAME
+from services.common.bundle.files import ENCODER_FILE
 from services.common.bundle.model import load_bundle
 from services.ranker.encoding import Encoder
 from support.toy_bundle import publish_toy_bundle
