@@ -69,7 +69,7 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int) -> dict:
     chosen = list(sequences)[:users_n]
     rows = []
     with contextlib.ExitStack() as stack:
-        redis_server = stack.enter_context(EmbeddedRedis())
+        redis_server = stack.enter_context(EmbeddedRedis(data_dir=Path(stack.enter_context(tempfile.TemporaryDirectory()))))
 
         async def populate():
             client = connect_redis(redis_server.url)

@@ -49,7 +49,6 @@ def build(settings: GatewaySettings) -> GatewayDeps:
     catalog = CatalogCache(RedisCatalogStore(redis), settings.catalog_refresh_s)
     # Mutual TLS when the ranker's CA is configured (settings.ranker_tls), else plaintext.
     channel = grpc_channel(settings.ranker_addr, settings.ranker_tls(), RANKER_CHANNEL_OPTIONS)
-    kafka_timeout_ms = int(settings.kafka_timeout_s * 1000)
     return GatewayDeps(
         redis=redis,
         ranker=RankerClient.for_settings(settings, channel, metrics),
@@ -58,8 +57,7 @@ def build(settings: GatewaySettings) -> GatewayDeps:
         catalog=catalog,
         fallback=TrendingFallback(RedisTrendingStore(redis), lambda: catalog.snapshot, settings.trending_pool,
                                   cache_s=settings.trending_cache_s),
-        publisher=LazyProducer(settings.kafka_bootstrap_servers,
-                               bootstrap_timeout_ms=kafka_timeout_ms, max_block_ms=kafka_timeout_ms),
+        publisher=LazyProducer(settings.kafka_bootstrap_servers, timeout_s=settings.kafka_timeout_s),
         executor=ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="gateway-publish"),
         metrics=metrics,
         guard=make_guard(settings.api_clients(), metrics),

@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.infra import redacted
 from services.stack.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from services.stack.processes import ServiceProcess, grpc_serving, http_ok
 
@@ -22,17 +24,20 @@ DEV_GATEWAY_ENV = {"SHOPSTREAM_GATEWAY_AUTH": "disabled"}
 
 
 @contextlib.contextmanager
-def infrastructure(kafka: str | None = None, redis: str | None = None):
-    """Yields (bootstrap_servers, redis_url): the given ones, else embedded servers."""
+def infrastructure(kafka: str | None = None, redis: str | None = None, redis_dir: Path | None = None):
+    """Yields (bootstrap_servers, redis_url): the given ones (or KAFKA_BOOTSTRAP_SERVERS,
+    REDIS_URL), else embedded servers. The embedded Redis keeps its data (AOF) in
+    ``redis_dir``; without one, in a temporary directory removed afterwards (benchmarks)."""
     with contextlib.ExitStack() as stack:
         kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         redis = redis or os.environ.get("REDIS_URL")
         if not kafka:
             kafka = stack.enter_context(EmbeddedKafka()).bootstrap_servers
-            logger.info("embedded Kafka-compatible broker (tansu) at %s", kafka)
+            logger.info("embedded Kafka-compatible broker (tansu, memory storage) at %s", kafka)
         if not redis:
-            redis = stack.enter_context(EmbeddedRedis()).url
-            logger.info("embedded Redis-compatible server (valkey) at %s", redis)
+            data_dir = redis_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shopstream-redis-")))
+            redis = stack.enter_context(EmbeddedRedis(data_dir=data_dir)).url
+            logger.info("embedded Redis-compatible server (valkey, AOF in %s) at %s", data_dir, redacted(redis))
         yield kafka, redis
 
 

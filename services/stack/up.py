@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from services.ingest.datasets import read_sequences
+from services.common.infra import redacted
 from services.common.logs import configure_logging
 from services.common.bundle import BundleError, latest_version, load_bundle
 from services.ingest.catalog import catalog_from_attributes, catalog_from_jsonl
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING", json_format=False)
     models_dir, log_dir = args.workdir / "models", args.workdir / "logs"
     with contextlib.ExitStack() as exit_stack:
-        kafka, redis = exit_stack.enter_context(infrastructure())
-        print(f"==> Kafka at {kafka}, Redis at {redis}", flush=True)
+        kafka, redis = exit_stack.enter_context(infrastructure(redis_dir=args.workdir / "redis"))
+        print(f"==> Kafka at {kafka}, Redis at {redacted(redis)}", flush=True)
         ensure_topics(kafka, args.partitions)
         data, attributes, catalog = _prepare_data(args)
         if args.retrain or not _usable_model(models_dir):
