@@ -10,6 +10,7 @@ from typing import Any
 import faust
 
 from services.common.stores.catalog import CatalogStore
+from services.common.stores.recovery_marks import RedisRecoveryMarks
 from services.common.stores.trending import TrendingStore
 from services.common.stores.user_state import UserStateStore
 from services.features.agents import register_agents
@@ -18,6 +19,7 @@ from services.features.health import WorkerHealth
 from services.features.metrics import FeaturesMetrics
 from services.features.models import EncoderHolder
 from services.features.processing import CatalogBatchProcessor, EventBatchProcessor
+from services.features.recovery import create_recovery
 from services.features.settings import FeaturesSettings
 from services.features.timers import register_timers
 from services.features.topics import TopicDeadLetters, define_topics
@@ -68,7 +70,11 @@ def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
                                     max_duty=settings.embedding_max_duty)
     events = EventBatchProcessor(deps.users, deps.trending, embeddings, dead_letters, deps.metrics)
     catalog = CatalogBatchProcessor(deps.catalog, dead_letters, deps.metrics)
-    register_agents(app, topics, settings, events, catalog, deps.health, deps.metrics)
+    # Redis lost data anyway (FLUSHALL, no persistence, a promoted replica): replay the log, see recovery.py.
+    recovery = create_recovery(settings, deps, topics, embeddings, RedisRecoveryMarks(deps.redis))
+    register_agents(app, topics, settings, recovery.gated(events), recovery.gated(catalog), deps.health,
+                    deps.metrics)
+    recovery.register(app)
     register_timers(app, settings, deps)
 
     @app.task
@@ -85,6 +91,10 @@ def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
             await asyncio.wait_for(embeddings.flush(), settings.shutdown_flush_s)
         except Exception:
             logger.warning("embedding refresh not flushed at shutdown", exc_info=True)
+        try:  # the marks of what was written, so the next owner does not replay it
+            await recovery.close()
+        except Exception:
+            logger.warning("recovery marks not closed at shutdown", exc_info=True)
         await deps.redis.aclose()
 
     return app

@@ -51,6 +51,10 @@ class FeaturesMetrics:
         self.embeddings_written = Counter(p + "embeddings_written_total", "User embeddings written", registry=r)
         self.trending_decays = Counter(p + "trending_decays_total", "Trending decays run by this worker",
                                        registry=r)
+        self.rebuilds = Counter(p + "rebuilds_total", "Partitions replayed from Kafka after Redis lost state",
+                                ["topic", "reason"], registry=r)
+        self.rebuilding = Gauge(p + "rebuilding_partitions", "Partitions being replayed now (new writes wait)",
+                                registry=r)
 
     def set_model(self, version: str) -> None:
         self.model_info.clear()

@@ -45,6 +45,10 @@ class FeaturesSettings(BaseSettings):
     history_cap: int = Field(200, ge=1, description="items kept per user history")
     dedup_window: int = Field(5000, ge=1, description="event ids remembered per user for dedup")
 
+    recovery_check_interval_s: float = Field(
+        1.0, gt=0, description="how often the recovery marks are checked and advanced (lost Redis state is "
+                              "replayed from Kafka, see docs/redis-keys.md)")
+
     trending_half_life_s: float = Field(3600.0, gt=0)
     trending_decay_interval_s: float = Field(60.0, gt=0)
     lag_interval_s: float = Field(5.0, gt=0)

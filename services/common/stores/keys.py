@@ -36,3 +36,5 @@ TRENDING = f"{PREFIX}:trending".encode()
 TRENDING_DECAY_LOCK = f"{PREFIX}:trending:decay-lock".encode()
 CATALOG_ITEMS = f"{PREFIX}:{{catalog}}:items".encode()
 CATALOG_VERSION = f"{PREFIX}:{{catalog}}:version".encode()
+# Recovery marks: one hash, field "<topic>:<partition>" -> offset; its own slot (see docs).
+RECOVERY_MARKS = f"{PREFIX}:{{recovery}}:marks".encode()

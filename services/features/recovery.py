@@ -1,0 +1,431 @@
+"""Recovery when Redis loses data anyway: detect it with recovery marks, replay the Kafka log.
+
+Redis is the worker's only copy of user state, trending and the catalog; Kafka's
+retained log is the source they were built from. A *recovery mark* per partition of
+the events and catalog topics (``services/common/stores/recovery_marks.py``) says
+"Redis holds the effect of every record of this partition below offset M". The
+worker keeps it up to date and checks it:
+
+- **on assignment** (start-up and every rebalance), before any write: the agents'
+  writes wait at a gate until the check is done. Mark gone while the group's
+  committed offset is past the log's beginning: state was built and is lost
+  (FLUSHALL, a restart without persistence): replay from the log's beginning.
+  Mark below the committed offset: Redis may lack ``[M, committed)`` (a worker
+  killed between two marks, an AOF that lost its last second): replay from M.
+  No mark and nothing committed: a new group, built from the log as it comes.
+- **every** ``recovery_check_interval_s``: one script call advances every owned
+  partition's mark to what the agents have written (``Consumer`` acks an event only
+  after its write, see ``agents``). The script never recreates a missing mark, and
+  it reports a mark lower than this worker last saw (a replica promoted without the
+  latest writes): both start a replay.
+- at revocation and shutdown, after faust's final commit: the marks of the
+  partitions given up, so the next owner does not replay what is already there.
+
+A replay reads the partitions with a consumer of its own (no group, nothing
+committed) from the start offset to the end offset it found, through the same
+processors as the agents (dead letters are not sent again; its metrics stay off
+``/metrics``, the rebuild counters aside), while the agents' writes wait at the
+gate: every user's events apply in log order. Dedup does the rest: the replayed
+events whose effects survived count once, and the agents' events the replay
+already applied are redeliveries. Then the mark is raised to the end offset, by
+the same never-recreate script, so a second loss during the replay starts it
+again. Limits (the log's retention, trending's decay, events written between a
+loss and its detection): docs/redis-keys.md, "Recovery marks".
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+
+from services.common.stores.recovery_marks import RecoveryMarks
+from services.features.metrics import FeaturesMetrics
+from services.features.processing import CatalogBatchProcessor, EventBatchProcessor, Record, SourceRecord
+
+logger = logging.getLogger(__name__)
+
+Apply = Callable[[Sequence[Record]], Awaitable[int]]
+
+
+def mark_field(tp: Any) -> str:
+    """The field of a partition's mark: ``<topic>:<partition>``."""
+    return f"{tp.topic}:{tp.partition}"
+
+
+class WriteGate:
+    """Holds the agents' writes while a partition's state is checked or replayed.
+
+    ``close_and_drain`` returns once no write is inside, so a replay never runs
+    beside an agent's write (a user's events would apply out of order)."""
+
+    def __init__(self) -> None:
+        self._open = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._inside = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._open.clear()
+
+    async def close_and_drain(self) -> None:
+        self.close()
+        await self._idle.wait()
+
+    async def run(self, write: Apply, records: Sequence[Record]) -> int:
+        while not self._open.is_set():
+            await self._open.wait()
+        self._inside += 1
+        self._idle.clear()
+        try:
+            return await write(records)
+        finally:
+            self._inside -= 1
+            if not self._inside:
+                self._idle.set()
+
+
+class GatedProcessor:
+    """A processor whose ``process`` passes the gate first; everything else is the processor's."""
+
+    def __init__(self, processor: Any, gate: WriteGate) -> None:
+        self._processor = processor
+        self._gate = gate
+
+    async def process(self, records: Sequence[Record]) -> int:
+        return await self._gate.run(self._processor.process, records)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._processor, name)
+
+
+class WrittenSensor(faust.Sensor):
+    """faust's public sensor hook: an event whose message is acked by its last stream has
+    been written (the agents ack after the write), so its offset is written."""
+
+    def __init__(self, on_written: Callable[[Any, int], None]) -> None:
+        super().__init__()
+        self._on_written = on_written
+
+    def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None:
+        if event.message.acked:
+            self._on_written(tp, offset)
+
+
+class LogOffsets(NamedTuple):
+    earliest: int
+    end: int
+    committed: int | None  # the consumer group's, None when it never committed
+
+
+class KafkaPartitionLog:
+    """The retained log, read beside faust's consumer with aiokafka's public API: offsets
+    (the group's committed ones looked up, never written) and replays by a group-less consumer."""
+
+    def __init__(self, bootstrap_servers: str, group_id: str, max_records: int) -> None:
+        self._bootstrap = [h.strip() for h in bootstrap_servers.split(",") if h.strip()]
+        self._group_id = group_id
+        self._max_records = max_records
+        self._lookup: AIOKafkaConsumer | None = None
+
+    async def _lookup_consumer(self) -> AIOKafkaConsumer:
+        if self._lookup is None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=self._group_id,
+                                        enable_auto_commit=False, client_id=f"{self._group_id}-recovery")
+            await consumer.start()  # never subscribes nor assigns: it joins no group
+            self._lookup = consumer
+        return self._lookup
+
+    async def offsets(self, tps: Collection[Any]) -> dict[Any, LogOffsets]:
+        consumer = await self._lookup_consumer()
+        parts = {tp: TopicPartition(tp.topic, tp.partition) for tp in tps}
+        earliest = await consumer.beginning_offsets(list(parts.values()))
+        end = await consumer.end_offsets(list(parts.values()))
+        out = {}
+        for tp, part in parts.items():
+            committed = await consumer.committed(part)
+            out[tp] = LogOffsets(earliest[part], end[part], committed)
+        return out
+
+    async def replay(self, starts: Mapping[Any, int], apply: Apply) -> dict[Any, int]:
+        """Apply every record from ``starts[tp]`` at least up to the end offset found now; returns
+        each partition's position after the last record applied (all below it are applied).
+
+        Records past that end offset are applied too (the agents see them again as duplicates):
+        the replay stops at the end of a fetched batch, and tansu reports as end offset the
+        last batch's base offset + 1, not its last record's offset + 1."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+                                    client_id=f"{self._group_id}-replay")
+        await consumer.start()
+        try:
+            parts = {tp: TopicPartition(tp.topic, tp.partition) for tp in starts}
+            consumer.assign(list(parts.values()))
+            ends = await consumer.end_offsets(list(parts.values()))
+            remaining = set()
+            for tp, part in parts.items():
+                consumer.seek(part, starts[tp])
+                if starts[tp] < ends[part]:
+                    remaining.add(part)
+            while remaining:
+                fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=self._max_records)
+                records = [SourceRecord(r.topic, r.partition, r.offset, r.timestamp / 1000.0, r.key, r.value)
+                           for rows in fetched.values() for r in rows]
+                if records:
+                    await apply(records)
+                for part in list(remaining):
+                    if await consumer.position(part) >= ends[part]:
+                        remaining.discard(part)
+            return {tp: max(starts[tp], await consumer.position(part)) for tp, part in parts.items()}
+        finally:
+            await consumer.stop()
+
+    async def close(self) -> None:
+        if self._lookup is not None:
+            await self._lookup.stop()
+            self._lookup = None
+
+
+@dataclass
+class _Owned:
+    expected: int  # the mark as this worker last wrote or read it
+    written: int | None = None  # highest offset the agents wrote since the mark was checked
+
+
+class Recovery:
+    """Detects lost Redis state per owned partition and replays it (see the module doc)."""
+
+    def __init__(self, marks: RecoveryMarks, log: Any, replayers: Mapping[str, Apply], metrics: FeaturesMetrics,
+                 check_interval_s: float, final_timeout_s: float = 2.0) -> None:
+        self.gate = WriteGate()
+        self._marks = marks
+        self._log = log
+        self._replayers = dict(replayers)  # topic -> process of a replay processor
+        self._metrics = metrics
+        self._interval = check_interval_s
+        self._final_timeout_s = final_timeout_s
+        self._owned: dict[Any, _Owned] = {}
+        self._assigned: frozenset = frozenset()
+        self._generation = 0  # one per assignment
+        self._checked = -1  # the generation whose first check is done
+        self._wake = asyncio.Event()
+
+    def gated(self, processor: Any) -> GatedProcessor:
+        return GatedProcessor(processor, self.gate)
+
+    def register(self, app: faust.App) -> None:
+        """The hooks on the faust app: the sensor, the check loop, the rebalance signals."""
+        app.sensors.add(WrittenSensor(self.on_written))
+
+        @app.task
+        async def check_recovery_marks():
+            await self.run()
+
+        @app.on_partitions_revoked.connect
+        async def mark_revoked(app, revoked, **kwargs):  # after faust's wait_empty: all written
+            await self._final_marks(revoked)
+
+        @app.on_partitions_assigned.connect
+        async def check_assigned(app, assigned, **kwargs):
+            self.on_assigned(assigned)
+
+    # Called by faust (on the loop).
+    def on_assigned(self, assigned: Collection[Any]) -> None:
+        self._assigned = frozenset(tp for tp in assigned if tp.topic in self._replayers)
+        self._owned.clear()
+        self._generation += 1
+        self.gate.close()  # nothing is written before the new partitions' marks are checked
+        self._wake.set()
+
+    def on_written(self, tp: Any, offset: int) -> None:
+        owned = self._owned.get(tp)
+        if owned is not None and (owned.written is None or offset > owned.written):
+            owned.written = offset
+
+    async def run(self) -> None:
+        """Check every ``check_interval_s`` (at once after an assignment) until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # Redis or Kafka away: the next round tries again (the gate stays as it is)
+                logger.warning("recovery check failed; retrying", exc_info=True)
+
+    async def check(self) -> None:
+        generation = self._generation
+        if self._checked != generation:
+            await self._check_assigned(self._assigned)
+            if generation == self._generation:
+                self._checked = generation
+                self.gate.open()
+            return
+        await self._advance()
+
+    async def close(self) -> None:
+        """At shutdown, after faust's last commit: the final marks, then the Kafka client."""
+        try:
+            await self._final_marks(list(self._owned))
+        finally:
+            await self._log.close()
+
+    # The checks.
+    async def _check_assigned(self, tps: Collection[Any]) -> None:
+        if not tps:
+            return
+        marks = await self._marks.read([mark_field(tp) for tp in tps])
+        offsets = await self._log.offsets(tps)
+        starts: dict[Any, tuple[int, str]] = {}
+        fresh: dict[Any, int] = {}
+        for tp in tps:
+            mark, log = marks[mark_field(tp)], offsets[tp]
+            committed = log.committed
+            if mark is None:
+                if committed is not None and committed > log.earliest:
+                    starts[tp] = (log.earliest, "missing")
+                else:  # nothing built by this group yet: the agents build it as the log comes
+                    fresh[tp] = log.earliest
+            elif committed is not None and mark < committed:
+                starts[tp] = (self._from(tp, mark, log), "behind")
+            else:
+                self._owned[tp] = _Owned(expected=mark)
+        if fresh:
+            await self._marks.set({mark_field(tp): offset for tp, offset in fresh.items()})
+            self._owned.update({tp: _Owned(expected=offset) for tp, offset in fresh.items()})
+        if starts:
+            await self._rebuild(starts)
+
+    async def _advance(self) -> None:
+        if not self._owned:
+            return
+        owned = dict(self._owned)
+        entries = {}
+        for tp, o in owned.items():
+            new = o.written + 1 if o.written is not None else o.expected
+            entries[mark_field(tp)] = (o.expected, max(new, o.expected))
+        result = await self._marks.advance(entries)
+        starts: dict[Any, tuple[int, str]] = {}
+        missing = []
+        for tp, o in owned.items():
+            value = result[mark_field(tp)]
+            if value is None:
+                missing.append(tp)
+            elif value < o.expected:
+                starts[tp] = (value, "rolled_back")
+            else:
+                o.expected = value
+        if missing:
+            offsets = await self._log.offsets(missing)
+            starts.update({tp: (offsets[tp].earliest, "missing") for tp in missing})
+        if starts:
+            await self.gate.close_and_drain()
+            try:
+                await self._rebuild(starts)
+            finally:
+                if self._checked == self._generation:
+                    self.gate.open()
+
+    @staticmethod
+    def _from(tp: Any, mark: int, log: LogOffsets) -> int:
+        if mark < log.earliest:  # retention deleted records the mark does not vouch for: gone for good
+            logger.error("recovery: %s lost records %d..%d that the log no longer retains",
+                         mark_field(tp), mark, log.earliest - 1)
+            return log.earliest
+        return mark
+
+    async def _rebuild(self, starts: dict[Any, tuple[int, str]]) -> None:
+        """Replay each partition from its start (the gate is closed and drained); again while
+        the marks say that Redis lost data during the replay."""
+        m = self._metrics
+        while starts:
+            for tp, (start, reason) in starts.items():
+                m.rebuilds.labels(tp.topic, reason).inc()
+                logger.warning("recovery: Redis lacks state of %s (%s): replaying from offset %d", mark_field(tp),
+                               reason, start, extra={"partition": mark_field(tp), "reason": reason, "start": start})
+            m.rebuilding.set(len(starts))
+            began = time.monotonic()
+            try:
+                await self._marks.set({mark_field(tp): start for tp, (start, _) in starts.items()})
+                ends = await self._log.replay({tp: start for tp, (start, _) in starts.items()}, self._apply)
+                result = await self._marks.advance({mark_field(tp): (start, ends[tp])
+                                                    for tp, (start, _) in starts.items()})
+            finally:
+                m.rebuilding.set(0)
+            again: dict[Any, tuple[int, str]] = {}
+            missing = []
+            for tp, (start, _) in starts.items():
+                value = result[mark_field(tp)]
+                if value is None:
+                    missing.append(tp)
+                elif value < start:
+                    again[tp] = (value, "rolled_back")
+                else:
+                    self._owned[tp] = _Owned(expected=value)
+                    logger.warning("recovery: %s rebuilt from offset %d to %d in %.1fs", mark_field(tp), start,
+                                   ends[tp], time.monotonic() - began,
+                                   extra={"partition": mark_field(tp), "start": start, "end": ends[tp]})
+            if missing:
+                offsets = await self._log.offsets(missing)
+                again.update({tp: (offsets[tp].earliest, "missing") for tp in missing})
+            starts = again
+
+    async def _apply(self, records: Sequence[Record]) -> int:
+        by_topic: dict[str, list[Record]] = {}
+        for rec in records:
+            by_topic.setdefault(rec.topic, []).append(rec)
+        applied = 0
+        for topic, rows in by_topic.items():
+            applied += await self._replayers[topic](rows)
+        return applied
+
+    async def _final_marks(self, tps: Collection[Any]) -> None:
+        entries = {}
+        for tp in tps:
+            o = self._owned.pop(tp, None)
+            if o is not None and o.written is not None and o.written + 1 > o.expected:
+                entries[mark_field(tp)] = (o.expected, o.written + 1)
+        if not entries:
+            return
+        try:
+            await asyncio.wait_for(self._marks.advance(entries), self._final_timeout_s)
+        except Exception:  # the next owner replays from the older mark: duplicates, nothing lost
+            logger.warning("recovery marks not advanced at revocation/shutdown", exc_info=True)
+
+
+class NoDeadLetters:
+    """A replay's dead-letter sink: the records went to the DLQ when they first came."""
+
+    async def send(self, record: Record, reason: str) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+
+def create_recovery(settings: Any, deps: Any, topics: Any, embeddings: Any, marks: RecoveryMarks) -> Recovery:
+    """The worker's Recovery: replay processors on the worker's stores and model, their own
+    (unexported) metrics, the log read from ``settings.kafka_bootstrap_servers``."""
+    quiet = FeaturesMetrics(CollectorRegistry())  # replayed events are not fresh, duplicates are expected
+    events = EventBatchProcessor(deps.users, deps.trending, embeddings, NoDeadLetters(), quiet)
+    catalog = CatalogBatchProcessor(deps.catalog, NoDeadLetters(), quiet)
+    log = KafkaPartitionLog(settings.kafka_bootstrap_servers, settings.app_id, settings.batch_size)
+    return Recovery(marks, log, {topics.events.get_topic_name(): events.process,
+                                 topics.catalog.get_topic_name(): catalog.process},
+                    deps.metrics, settings.recovery_check_interval_s, settings.shutdown_flush_s)
