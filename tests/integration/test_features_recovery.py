@@ -15,6 +15,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
+from shopstream.ranker.v1 import ranker_pb2
 
 from services.common.infra import connect_redis
 from services.common.stores import keys
@@ -25,6 +26,7 @@ from services.contract import topics
 from services.contract.producer import EventProducer, ensure_topics
 from services.stack.embedded import EmbeddedRedis, free_port
 from services.stack.processes import metric_value, metrics_text
+from support.ranker_harness import Ranker
 from support.toy_bundle import publish_toy_bundle
 
 pytestmark = pytest.mark.integration
@@ -98,38 +100,57 @@ def restart_without_persistence(server: EmbeddedRedis) -> None:
     server.start()
 
 
+class Workers:
+    """Starts ``python -m services.features`` processes of one consumer group; stops them all at the end."""
+
+    def __init__(self, kafka: str, redis_url: str, tmp_path) -> None:
+        self.tag = uuid.uuid4().hex[:6]
+        self.items = [f"it-{self.tag}-{n}" for n in range(8)]
+        self.models = tmp_path / "models"
+        self.model_version = publish_toy_bundle(self.models, self.items,
+                                                np.random.default_rng(0).normal(size=(len(self.items), 4)), max_len=8)
+        self._env = dict(
+            os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka, REDIS_URL=redis_url,
+            SHOPSTREAM_FEATURES_APP_ID=f"recovery-{self.tag}", SHOPSTREAM_FEATURES_MODELS_DIR=str(self.models),
+            SHOPSTREAM_FEATURES_DATADIR=str(tmp_path / "faust"), SHOPSTREAM_FEATURES_TOPIC_PARTITIONS="2",
+            SHOPSTREAM_FEATURES_SESSION_TIMEOUT_S="4", SHOPSTREAM_FEATURES_HEARTBEAT_INTERVAL_S="1",
+            SHOPSTREAM_FEATURES_REBALANCE_TIMEOUT_S="4",
+            SHOPSTREAM_FEATURES_TRENDING_DECAY_INTERVAL_S="3600",  # no decay: trending compares exactly
+            SHOPSTREAM_FEATURES_RECOVERY_CHECK_INTERVAL_S="0.2")
+        self._tmp = tmp_path
+        self.started: list[tuple[subprocess.Popen, object]] = []
+
+    def start(self) -> tuple[subprocess.Popen, int]:
+        port = free_port()
+        log = open(self._tmp / f"worker-{len(self.started)}.log", "w+")
+        proc = subprocess.Popen([sys.executable, "-m", "services.features"],
+                                env={**self._env, "SHOPSTREAM_FEATURES_METRICS_PORT": str(port)}, cwd=self._tmp,
+                                stdout=log, stderr=subprocess.STDOUT)
+        self.started.append((proc, log))
+        return proc, port
+
+    def stop_all(self) -> None:
+        for proc, log in self.started:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            log.seek(0)
+            output = log.read()
+            log.close()
+            if proc.returncode not in (0, -15, -9):
+                print(output[-5000:])
+
+
 @pytest.fixture
-def worker(restartable_kafka, own_redis, tmp_path):
-    kafka = restartable_kafka.bootstrap_servers
-    ensure_topics(kafka, partitions=2)
-    tag = uuid.uuid4().hex[:6]
-    items = [f"it-{tag}-{n}" for n in range(8)]
-    version = publish_toy_bundle(tmp_path / "models", items, np.random.default_rng(0).normal(size=(len(items), 4)),
-                                 max_len=8)
-    port = free_port()
-    env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=kafka, REDIS_URL=own_redis.url,
-               SHOPSTREAM_FEATURES_APP_ID=f"recovery-{tag}", SHOPSTREAM_FEATURES_MODELS_DIR=str(tmp_path / "models"),
-               SHOPSTREAM_FEATURES_DATADIR=str(tmp_path / "faust"), SHOPSTREAM_FEATURES_METRICS_PORT=str(port),
-               SHOPSTREAM_FEATURES_TOPIC_PARTITIONS="2", SHOPSTREAM_FEATURES_SESSION_TIMEOUT_S="4",
-               SHOPSTREAM_FEATURES_HEARTBEAT_INTERVAL_S="1", SHOPSTREAM_FEATURES_REBALANCE_TIMEOUT_S="4",
-               SHOPSTREAM_FEATURES_TRENDING_DECAY_INTERVAL_S="3600",  # no decay: trending compares exactly
-               SHOPSTREAM_FEATURES_RECOVERY_CHECK_INTERVAL_S="0.2")
-    log = open(tmp_path / "worker.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-m", "services.features"], env=env, cwd=tmp_path, stdout=log,
-                            stderr=subprocess.STDOUT)
-    yield proc, port, items, tag, version
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.seek(0)
-    output = log.read()
-    log.close()
-    if proc.returncode not in (0, -15, -9):
-        print(output[-5000:])
+def workers(restartable_kafka, own_redis, tmp_path):
+    ensure_topics(restartable_kafka.bootstrap_servers, partitions=2)
+    started = Workers(restartable_kafka.bootstrap_servers, own_redis.url, tmp_path)
+    yield started
+    started.stop_all()
 
 
 def rebuilds(port: int) -> float:
@@ -137,8 +158,9 @@ def rebuilds(port: int) -> float:
     return (metric_value(text, REBUILDS) or 0.0) if text else 0.0
 
 
-async def test_lost_redis_state_is_rebuilt_from_the_log(worker, restartable_kafka, own_redis):
-    proc, port, items, tag, model_version = worker
+async def test_lost_redis_state_is_rebuilt_from_the_log(workers, restartable_kafka, own_redis):
+    items, tag = workers.items, workers.tag
+    proc, port = workers.start()
     oracle = Oracle()
     catalog_items = [catalog_pb2.CatalogItem(item_id=item, title=f"t{n}", category=f"c{n % 3}", price=1.0 + n,
                                              in_stock=n != 2) for n, item in enumerate(items)]
@@ -212,12 +234,28 @@ async def test_lost_redis_state_is_rebuilt_from_the_log(worker, restartable_kafk
             await wait_for(matches_oracle, 30, "the state replayed after the marks rolled back", proc)
             assert await asyncio.to_thread(rebuilds, port) > before
 
-        # The ranker and the gateway read users through get_states: the rebuilt state, and an
-        # embedding of the current history from the loaded model (personalized, not trending).
+        # 4. Redis emptied while no worker runs: the next one finds the marks gone but offsets
+        # committed when its partitions are assigned, and rebuilds before it writes anything.
+        proc.terminate()
+        assert await asyncio.to_thread(proc.wait, 20) == 0
+        await asyncio.to_thread(restart_without_persistence, own_redis)
+        proc, port = workers.start()
+        await wait_for(matches_oracle, 45, "the state rebuilt by a new worker", proc)
+        assert await asyncio.to_thread(rebuilds, port) >= 1
+
+        # Personalized again: the worker encoded the rebuilt history with the loaded model, and a
+        # ranker (as `shopstream ranker` starts it) ranks the user from it, not as a new user.
+        model_version = workers.model_version
+
         async def personalized():
             (state,) = await users.get_states([lost], 8)
             return state.embedding_for(model_version) is not None or f"embedding {state.embedding_model}"
         await wait_for(personalized, 30, "an embedding of the rebuilt history", proc)
+        async with Ranker(workers.models, redis, own_redis.url) as ranker:
+            await ranker.load_model()
+            response = await ranker.stub.Rank(ranker_pb2.RankRequest(user_id=lost, k=3), timeout=5)
+        assert response.user_known and response.embedding_source == "redis"
+        assert response.model_version == model_version and len(response.items) == 3
     finally:
         await redis.aclose()
 
