@@ -314,14 +314,12 @@ class Recovery:
             await self._rebuild(starts)
 
     async def _advance(self) -> None:
-        if not self._owned:
-            return
         owned = dict(self._owned)
         entries = {}
         for tp, o in owned.items():
             new = o.written + 1 if o.written is not None else o.expected
             entries[mark_field(tp)] = (o.expected, max(new, o.expected))
-        result = await self._marks.advance(entries)
+        result = await self._marks.advance(entries) if entries else {}
         starts: dict[Any, tuple[int, str]] = {}
         missing = []
         for tp, o in owned.items():
