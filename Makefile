@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: check-deploy run test test-unit test-integration test-e2e protos bench train-beauty clean
+.PHONY: check-deploy run test test-unit test-integration test-e2e test-faults protos bench train-beauty clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,11 @@ test-integration: $(STAMP)
 	$(BIN)/python -m pytest tests/integration -q
 test-e2e: $(STAMP)
 	$(BIN)/python -m pytest tests/e2e -q
+
+## The whole fault-injection matrix (make test runs only its fast subset): worker, Redis, broker and
+## ranker crashes, redelivery, every poison record; lost and double-applied events per scenario.
+test-faults: $(STAMP)
+	SHOPSTREAM_FAULTS=full $(BIN)/python -m pytest tests/faults -q -s -p no:cacheprovider
 
 ## Regenerate gen/python from proto/ (a unit test fails when they drift).
 protos: $(STAMP)
