@@ -94,3 +94,30 @@ def test_broker_sigkill_and_restart_loses_only_what_was_not_consumed(rig):
           f"{len(unconsumed)} unconsumed (worker stopped), {len(lost_streamed)} of "
           f"{sum(ev.event_id in acked_ids for ev in streamed)} acknowledged mid-stream")
     publisher.close()
+
+
+@pytest.mark.xfail(strict=True, reason="known loss: after a broker restart the running worker keeps its read "
+                   "positions on the new, empty topics, so it skips as many new events per partition as it had "
+                   "read before; a fix (features worker: rejoin and seek to the committed offsets, or earliest, "
+                   "when the broker lost its state) turns this into a pass, and strict fails it then")
+def test_events_published_right_after_a_broker_restart_are_all_applied(rig):
+    users = [f"user-{n}" for n in range(12)]
+    publisher = Publisher(rig.kafka.bootstrap_servers, users)
+    publisher.publish(400)
+    before, _ = publisher.outcome()
+    wait_until(lambda: all_applied(rig.client, before), 60, "the first events applied")
+    rig.kafka.kill()
+    rig.kafka.start()
+    ensure_topics(rig.kafka.bootstrap_servers, partitions=PARTITIONS)
+    publisher.reconnect()
+    start = len(publisher.sent)
+    publisher.publish(1200)  # more per partition than the worker had read from the old broker
+    acked, unacked = publisher.outcome()
+    after = [ev for ev in acked if ev in {e for e, _ in publisher.sent[start:]}]
+    assert not unacked
+    try:
+        wait_until(lambda: all_applied(rig.client, after), 45, "events published after the restart applied")
+    finally:
+        report = compare(rig.client, acked)
+        print(f"broker restart, worker running, new events past its old positions: {report}")
+    assert (report.lost, report.doubled, report.mismatches) == ([], [], [])
