@@ -47,8 +47,6 @@ def define_topics(app: faust.App) -> FeatureTopics:
 
 # Headers of a dead letter whose key or value was cut to fit the producer's request size
 # (beside the contract's reason and source headers): the original length in bytes, decimal.
-DLQ_VALUE_BYTES_HEADER = "shopstream-dlq-original-value-bytes"
-DLQ_KEY_BYTES_HEADER = "shopstream-dlq-original-key-bytes"
 DLQ_MAX_KEY_BYTES = 1024  # a key is a user id: 256 characters, at most 4 bytes each
 _DLQ_OVERHEAD_BYTES = 4096  # headers and the record batch's framing, with room to spare
 
@@ -76,10 +74,10 @@ class TopicDeadLetters:
             (topics.DLQ_SOURCE_HEADER, source_of(record).encode()),
         ]
         if key is not None and len(key) > DLQ_MAX_KEY_BYTES:
-            headers.append((DLQ_KEY_BYTES_HEADER, str(len(key)).encode()))
+            headers.append((topics.DLQ_KEY_BYTES_HEADER, str(len(key)).encode()))
             key = bytes(key[:DLQ_MAX_KEY_BYTES])
         if value is not None and len(value) > self._max_value:
-            headers.append((DLQ_VALUE_BYTES_HEADER, str(len(value)).encode()))
+            headers.append((topics.DLQ_VALUE_BYTES_HEADER, str(len(value)).encode()))
             value = bytes(value[:self._max_value])
         return key, value, headers
 

@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 
 from faults.harness import Publisher, all_applied, compare, wait_until
 from services.contract import topics
-from services.features.topics import DLQ_VALUE_BYTES_HEADER
+from services.contract.topics import DLQ_VALUE_BYTES_HEADER
 from services.stack.processes import http_ok
 from support.kafka import read_topic
 

@@ -27,7 +27,8 @@ from services.contract.validation import InvalidEvent, decode_catalog_item, deco
 from services.features.embeddings import EmbeddingRefresher
 from services.features.metrics import FeaturesMetrics
 from services.features.processing import CatalogBatchProcessor, EventBatchProcessor, SourceRecord
-from services.features.topics import DLQ_KEY_BYTES_HEADER, DLQ_MAX_KEY_BYTES, DLQ_VALUE_BYTES_HEADER, TopicDeadLetters
+from services.contract.topics import DLQ_KEY_BYTES_HEADER, DLQ_VALUE_BYTES_HEADER
+from services.features.topics import DLQ_MAX_KEY_BYTES, TopicDeadLetters
 from services.contract import topics
 
 # No example database: a failure prints the example to reproduce it; CI runs in a fresh clone anyway.
