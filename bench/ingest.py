@@ -30,13 +30,17 @@ from pathlib import Path
 import grpc
 import redis as redis_sync
 from google.protobuf.timestamp_pb2 import Timestamp
+from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from shopstream.events.v1 import events_pb2
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 from bench import report, world
 from services.common.infra import connect_redis
 from services.common.stores import keys
+from services.common.stores.recovery_marks import RedisRecoveryMarks
+from services.contract import topics
 from services.contract.producer import EventProducer, ensure_topics
+from services.features.recovery import mark_field
 from services.ingest.replay import replay, to_events
 from services.stack.local import ServiceStack, infrastructure
 from services.stack.processes import metric_value, metrics_text
@@ -61,6 +65,36 @@ def _stale_embeddings(client: redis_sync.Redis, users: list[str]) -> list[str]:
     return [u for u, hv, ehv in zip(users, raw[::2], raw[1::2]) if hv is None or hv != ehv]
 
 
+def start_at_end(kafka: str, redis_url: str, group: str) -> int:
+    """Start consumer group ``group`` at the end of the events topic; returns the events there.
+
+    The worker's consumer starts a new group at the earliest offset, so without this every
+    worker of a run would first consume all that earlier phases (and earlier runs on the same
+    broker) left in the topic: 20,000 events before the freshness phase, duplicates that
+    still go through the worker and delay the probes by as long as that takes. The group is
+    committed at the end offsets, and the recovery marks (services/features/recovery.py)
+    say Redis holds everything below them, as it does for this run: otherwise the worker
+    would take the commit without marks for lost state and replay the log.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=kafka.split(","), group_id=group, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topics.EVENTS, p) for p in sorted(consumer.partitions_for_topic(topics.EVENTS) or ())]
+        ends = consumer.end_offsets(tps)
+        consumer.commit({tp: OffsetAndMetadata(ends[tp], "", -1) for tp in tps})
+    finally:
+        consumer.close()
+
+    async def set_marks():
+        client = connect_redis(redis_url)
+        try:
+            await RedisRecoveryMarks(client).set({mark_field(tp): end for tp, end in ends.items()})
+        finally:
+            await client.aclose()
+
+    asyncio.run(set_marks())
+    return sum(ends.values())
+
+
 def throughput(kafka: str, redis_url: str, models: Path, sequences: dict, events_n: int, log_dir: Path) -> dict:
     ns = uuid.uuid4().hex[:8]
     chosen, total = {}, 0
@@ -69,10 +103,12 @@ def throughput(kafka: str, redis_url: str, models: Path, sequences: dict, events
             break
         chosen[f"{ns}-{u}"] = seq
         total += len(seq)
+    app_id = f"bench-ingest-{ns}"
+    start_at_end(kafka, redis_url, app_id)  # the worker consumes exactly the events pre-loaded now
     print(f"==> pre-loading {total} events of {len(chosen)} users into the topic", flush=True)
     with EventProducer(kafka) as producer:
         replay(producer, chosen, rate=None, batch_size=1000)
-    env = {"SHOPSTREAM_FEATURES_APP_ID": f"bench-ingest-{ns}", "SHOPSTREAM_FEATURES_LOG_LEVEL": "WARNING"}
+    env = {"SHOPSTREAM_FEATURES_APP_ID": app_id, "SHOPSTREAM_FEATURES_LOG_LEVEL": "WARNING"}
     stack = ServiceStack(kafka, redis_url, models, log_dir, partitions=PARTITIONS, extra_env=env)
     client = redis_sync.Redis.from_url(redis_url)
     users = list(chosen)
@@ -126,7 +162,9 @@ def freshness(kafka: str, redis_url: str, models: Path, sequences: dict, rate: f
     ns = uuid.uuid4().hex[:8]
     names = list(sequences)
     probe_src, background_src = names[:probes], names[probes:]
-    env = {"SHOPSTREAM_FEATURES_APP_ID": f"bench-fresh-{ns}", "SHOPSTREAM_FEATURES_LOG_LEVEL": "WARNING",
+    app_id = f"bench-fresh-{ns}"
+    start_at_end(kafka, redis_url, app_id)  # only this phase's events: steady state at ``rate``, no backlog
+    env = {"SHOPSTREAM_FEATURES_APP_ID": app_id, "SHOPSTREAM_FEATURES_LOG_LEVEL": "WARNING",
            "SHOPSTREAM_GATEWAY_LOG_LEVEL": "WARNING", "SHOPSTREAM_RANKER_LOG_LEVEL": "WARNING"}
     stack = ServiceStack(kafka, redis_url, models, log_dir, partitions=PARTITIONS, extra_env=env)
 

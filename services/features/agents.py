@@ -1,25 +1,20 @@
 """The stream processors: events into user state, catalog records into the catalog.
 
-Batches come from faust's public ``Stream.take_events(max_, within)``. How faust
-acks them (faust 0.15, ``faust/streams.py``): ``take_events`` turns the stream's
-own per-event acks off and acks every event of a batch itself (``Stream.ack``),
-in a ``finally`` around its ``yield``: once the loop body has finished with the
-batch, or left the loop. While the body holds a batch, the stream takes no new
-events. Acked events become committable; faust commits them on its commit
-interval, at rebalance and at shutdown.
+Events come from faust's public stream API: ``stream.noack().events()``
+(``Stream.noack``: "a new stream where acks are manual"; ``Stream.events``: the
+stream's events). The agent's body only queues each event for the agent's one
+writer task, which writes them in batches and acks every event (``Stream.ack``)
+after ``process`` has written it; faust commits acked events on its commit
+interval, at rebalance and at shutdown. So:
 
-Here the body does not write: it takes one more reference on each message
-(``Message.incref``, the reference count faust keeps per channel a message went
-to) and hands the batch to the agent's one writer task, so the stream gathers
-the next batch while Redis writes this one. ``take_events``' ack then only
-drops faust's reference; the message becomes committable when the writer acks
-it (``Stream.ack``) after ``process`` has written it. So:
-
-- a batch is acked only after its Redis write, whatever the body does;
-- the writer writes in arrival order, one write at a time, and when it falls
-  behind it writes everything queued in one call (up to ``max_`` events): under
-  a backlog batches grow, as the Redis round trips and script calls per event
-  shrink, instead of the backlog growing;
+- an event is acked only after its Redis write; nothing else acks it;
+- the stream keeps taking events while the writer writes: a batch is what
+  queued during the previous write (up to ``max_``), so under a backlog batches
+  grow as far as the stream feeds them and the Redis round trips and script
+  calls per event shrink; when the queue was empty the writer waits for more
+  until ``within`` after the first event (or ``max_`` queued), so a trickle
+  costs one write per window rather than one per event, and an event waits at
+  most ``within`` (plus the write in progress) before its own write starts;
 - the writer holds at most ``2 * max_`` events; beyond that the body waits, the
   stream buffer fills and faust pauses the partitions (backpressure);
 - a write is retried until it succeeds (``write_batch``): Redis errors inside the
@@ -33,6 +28,12 @@ it (``Stream.ack``) after ``process`` has written it. So:
   drains before it is cancelled; a worker killed earlier never acked, so the
   events are consumed again from the last commit, and ``apply_events`` dedups
   by event id, so nothing counts twice.
+
+Not ``Stream.take_events(max_, within)`` (the previous version): its ``within``
+is a fixed period between batches, not a wait from the first event; it adds a
+buffering processor and its own per-event ack to every event, and while the body
+held a batch the stream took none. Measured in docs/performance.md ("Measured
+2026-12-03").
 """
 from __future__ import annotations
 
@@ -72,16 +73,17 @@ def register_agents(app: faust.App, topics: FeatureTopics, settings: FeaturesSet
 
 async def write_batches(name: str, stream: faust.StreamT, write: Write, max_: int, within: float,
                         health: WorkerHealth, metrics: FeaturesMetrics) -> None:
-    """The body of an agent: batches of up to ``max_`` events (waiting at most ``within`` s),
-    handed to a writer that acks each event after writing it (see the module doc)."""
-    writer = BatchWriter(name, stream, write, max_, health, metrics)
+    """The body of an agent: every event goes to a writer that writes them in batches of up to
+    ``max_`` (waiting at most ``within`` s after the first) and acks each after its write."""
+    writer = BatchWriter(name, stream, write, max_, health, metrics, within=within)
     health.agent_started(name)
     task = asyncio.get_running_loop().create_task(writer.run(), name=f"{name}-writer")
+    add, room = writer.add, writer.room
     try:
-        async for batch in stream.take_events(max_, within):
-            for event in batch:
-                event.message.incref()  # the writer's reference: not committable before it acks
-            await writer.put(batch)
+        async for event in stream.noack().events():  # acked by the writer, after the write
+            if not room.is_set():
+                await writer.wait_room()
+            add(event)
     except Exception as exc:  # faust restarts the actor; liveness says so until it does
         health.agent_crashed(name, exc)
         raise
@@ -90,57 +92,95 @@ async def write_batches(name: str, stream: faust.StreamT, write: Write, max_: in
 
 
 class BatchWriter:
-    """Writes the agent's batches in order, one write at a time, and acks their events after."""
+    """Writes the agent's events in order, in batches, one write at a time, and acks them after.
+
+    A batch is what queued while the previous write ran, up to ``max_`` events; when the
+    queue was empty, the writer waits for more until ``within`` s after the first event came
+    (or ``max_`` are queued), so a trickle costs one write per window, not one per event.
+    """
 
     def __init__(self, name: str, stream: faust.StreamT, write: Write, max_: int, health: WorkerHealth,
-                 metrics: FeaturesMetrics) -> None:
+                 metrics: FeaturesMetrics, within: float = 0.0) -> None:
         self._name = name
         self._stream = stream
         self._write = write
         self._max = max_
         self._limit = 2 * max_
+        self._within = within
         self._health = health
         self._metrics = metrics
-        self._queued: deque[Sequence[faust.EventT]] = deque()
+        self._queued: deque[faust.EventT] = deque()
+        self._first_at = 0.0  # loop time the oldest queued event came
         self._held = 0  # events queued or being written
-        self._changed = asyncio.Event()
+        self._arrived = asyncio.Event()  # set when the queue is no longer empty, or holds max_
+        self.room = asyncio.Event()  # set while the writer holds less than 2 * max_ events
+        self.room.set()
         self._stopped: BaseException | None = None
+        self._loop = asyncio.get_running_loop()
 
-    async def put(self, events: Sequence[faust.EventT]) -> None:
-        """Queue a batch; waits while the writer holds ``2 * max_`` events or more."""
-        while self._held >= self._limit and self._stopped is None:
-            self._changed.clear()
-            await self._changed.wait()
+    def add(self, event: faust.EventT) -> None:
+        """Queue one event (the caller waits for :attr:`room` first)."""
         if self._stopped is not None:  # the agent crashes, unacked; faust restarts it
             raise RuntimeError(f"{self._name} writer stopped") from self._stopped
-        self._queued.append(events)
-        self._held += len(events)
-        self._changed.set()
+        queued = self._queued
+        if not queued:
+            self._first_at = self._loop.time()
+            self._arrived.set()
+        queued.append(event)
+        self._held += 1
+        if len(queued) >= self._max:
+            self._arrived.set()
+        if self._held >= self._limit:
+            self.room.clear()
+
+    async def put(self, events: Sequence[faust.EventT]) -> None:
+        """Queue a batch of events, waiting for room first."""
+        await self.wait_room()
+        for event in events:
+            self.add(event)
+
+    async def wait_room(self) -> None:
+        """Until the writer holds less than ``2 * max_`` events (or has stopped)."""
+        while not self.room.is_set() and self._stopped is None:
+            await self.room.wait()
+        if self._stopped is not None:
+            raise RuntimeError(f"{self._name} writer stopped") from self._stopped
 
     async def run(self) -> None:
         try:
             await self._run()
         except BaseException as exc:
             self._stopped = exc
-            self._changed.set()
+            self.room.set()
             if not isinstance(exc, asyncio.CancelledError):
                 self._health.writer_stopped(self._name, exc)
             raise
 
     async def _run(self) -> None:
+        queued, loop, max_ = self._queued, self._loop, self._max
         while True:
-            while not self._queued:
-                self._changed.clear()
-                await self._changed.wait()
-            events = list(self._queued.popleft())
-            while self._queued and len(events) + len(self._queued[0]) <= self._max:
-                events.extend(self._queued.popleft())
+            while not queued:
+                self._arrived.clear()
+                await self._arrived.wait()
+            remaining = self._first_at + self._within - loop.time()
+            if len(queued) < max_ and remaining > 0:  # a trickle: gather more for the window
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    pass
+            n = min(len(queued), max_)
+            events = [queued.popleft() for _ in range(n)]
+            if queued:  # more than max_ were waiting: the rest goes next, without a window
+                self._first_at = float("-inf")
             await write_batch(self._name, self._write, [event.message for event in events], self._health,
                               self._metrics)
+            ack = self._stream.ack
             for event in events:
-                await self._stream.ack(event)
-            self._held -= len(events)
-            self._changed.set()
+                await ack(event)
+            self._held -= n
+            if self._held < self._limit:
+                self.room.set()
 
 
 async def write_batch(name: str, write: Write, records: Sequence[Record], health: WorkerHealth,

@@ -79,7 +79,7 @@ async def test_the_writer_acks_after_the_write_and_merges_what_queued_meanwhile(
     async def write(records):
         written.append([r.offset for r in records])
         if len(written) == 1:
-            await gate.wait()  # the first write is slow: more batches queue behind it
+            await gate.wait()  # the first write is slow: more events queue behind it
         return len(records)
 
     writer = BatchWriter("process_events", stream, write, 4, WorkerHealth(Pong()), FeaturesMetrics(CollectorRegistry()))
@@ -90,13 +90,38 @@ async def test_the_writer_acks_after_the_write_and_merges_what_queued_meanwhile(
     for batch in ([Event(2)], [Event(3), Event(4)], [Event(5), Event(6)], [Event(7)]):
         await writer.put(batch)
     assert stream.acked == []  # nothing acked before its write
-    blocked = asyncio.ensure_future(writer.put([Event(8)]))  # 2 * max_ = 8 events held: it waits
+    assert not writer.room.is_set()  # 2 * max_ = 8 events held: the agent waits before the next
+    blocked = asyncio.ensure_future(writer.put([Event(8)]))
     await asyncio.sleep(0)
     assert not blocked.done()
     gate.set()
     await blocked
     while len(stream.acked) < 9:
         await asyncio.sleep(0)
-    assert written == [[0, 1], [2, 3, 4], [5, 6, 7], [8]]  # in order, merged up to max_ per write
+    assert written[:2] == [[0, 1], [2, 3, 4, 5]]  # what queued during a write goes next, up to max_
+    assert sum(written, []) == list(range(9)) and all(len(w) <= 4 for w in written)  # in order
     assert stream.acked == list(range(9))
+    task.cancel()
+
+
+async def test_a_trickle_waits_the_window_for_more_before_writing():
+    from services.features.agents import BatchWriter
+
+    stream, written = Stream(), []
+
+    async def write(records):
+        written.append([r.offset for r in records])
+        return len(records)
+
+    writer = BatchWriter("process_events", stream, write, 3, WorkerHealth(Pong()), FeaturesMetrics(CollectorRegistry()),
+                         within=3600.0)
+    task = asyncio.ensure_future(writer.run())
+    await writer.put([Event(0)])
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert written == []  # one event, the window not over: waiting for more
+    await writer.put([Event(1), Event(2)])  # max_ reached: written without waiting out the window
+    while len(stream.acked) < 3:
+        await asyncio.sleep(0)
+    assert written == [[0, 1, 2]]
     task.cancel()
