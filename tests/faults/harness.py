@@ -25,6 +25,8 @@ from kafka import KafkaProducer
 from google.protobuf.timestamp_pb2 import Timestamp
 from shopstream.events.v1 import events_pb2
 
+from support.helpers import wait_for
+
 from services.common.stores import keys
 from services.common.stores.user_state import EVENT_TYPE_NAMES, PURCHASE
 from services.contract import topics
@@ -51,15 +53,8 @@ WORKER_ENV = {
 
 
 def wait_until(check, timeout: float, what: str, interval: float = 0.1):
-    """Polls ``check()`` until it returns something truthy and returns that; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+    """``support.helpers.wait_for`` with the scenario's description first."""
+    return wait_for(check, timeout, interval, what=what)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from services.contract import topics
 from services.contract.producer import EventProducer, ensure_topics
 from services.stack.embedded import EmbeddedRedis, free_port
 from services.stack.processes import metric_value, metrics_text
+from support.helpers import stop_process
 from support.ranker_harness import Ranker
 from support.toy_bundle import publish_toy_bundle
 
@@ -131,18 +132,7 @@ class Workers:
 
     def stop_all(self) -> None:
         for proc, log in self.started:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            log.seek(0)
-            output = log.read()
-            log.close()
-            if proc.returncode not in (0, -15, -9):
-                print(output[-5000:])
+            stop_process(proc, log)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -24,6 +23,7 @@ from services.common.stores.user_state import RedisUserStateStore
 from services.contract.producer import EventProducer, ensure_topics
 from services.stack.embedded import free_port
 from services.stack.processes import metric_value, metrics_text
+from support.helpers import stop_process
 from support.kafka import read_topic_async
 from support.toy_bundle import publish_toy_bundle
 
@@ -129,19 +129,7 @@ def start_worker(kafka_bootstrap, redis_url, tmp_path, items):
 
     yield start
     for worker, log in started:
-        proc = worker.proc
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        log.seek(0)
-        output = log.read()
-        log.close()
-        if proc.returncode not in (0, -15, -9):
-            print(output[-5000:])
+        stop_process(worker.proc, log)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Small helpers for the end-to-end tests (clients, event builders, polling)."""
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 
@@ -28,7 +29,7 @@ def recommend(stub, user: str, k: int = 10, timeout: float = 2.0, **filters) -> 
     return stub.Recommend(req, timeout=timeout)
 
 
-def wait_for(check, timeout: float, interval: float = 0.02):
+def wait_for(check, timeout: float, interval: float = 0.02, what: str = "condition"):
     """Polls check() until it returns something truthy; returns it, or fails after timeout."""
     deadline = time.monotonic() + timeout
     last = None
@@ -37,4 +38,21 @@ def wait_for(check, timeout: float, interval: float = 0.02):
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+    raise AssertionError(f"{what}: not within {timeout}s (last: {last!r})")
+
+
+def stop_process(proc, log) -> None:
+    """SIGTERM ``proc`` (SIGKILL after 20 s), close its ``log`` (opened w+) and print the log's
+    tail when it did not exit by a signal the test sent or cleanly."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log.seek(0)
+    output = log.read()
+    log.close()
+    if proc.returncode not in (0, -15, -9):
+        print(output[-5000:])
