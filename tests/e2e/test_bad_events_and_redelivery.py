@@ -54,8 +54,9 @@ def test_same_events_twice_leave_the_state_of_once(system, producer, catalog_ite
     events = [event(user, items[i], kind)
               for i, kind in enumerate(["VIEW", "CLICK", "ADD_TO_CART", "PURCHASE", "VIEW", "PURCHASE"])]
     producer.send_events(events, wait=True)
-    once = wait_for(lambda: (s := user_snapshot(system.redis, user, items)) and s["counts"].get("events") == "6" and s,
-                    timeout=5.0)
+    # Trending is recorded by its own call after the user's apply script: wait for both.
+    once = wait_for(lambda: (s := user_snapshot(system.redis, user, items)) and s["counts"].get("events") == "6"
+                    and all(score is not None for score in s["trending"].values()) and s, timeout=5.0)
     duplicates_before = system.features_metric("shopstream_features_events_duplicate_total")
 
     producer.send_events(events, wait=True)  # redelivery: same event ids
