@@ -3,6 +3,8 @@
 EVENTS = "shopstream.events.v1"
 CATALOG = "shopstream.catalog.v1"
 EVENTS_DEAD_LETTER = "shopstream.events.dlq.v1"
+# Served lists (shopstream.events.v1.Impression), keyed by user_id like EVENTS.
+IMPRESSIONS = "shopstream.impressions.v1"
 
 # Header on every dead-letter record; value is a short machine-readable reason.
 DLQ_REASON_HEADER = "shopstream-dlq-reason"

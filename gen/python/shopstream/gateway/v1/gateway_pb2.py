@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from shopstream.events.v1 import events_pb2 as shopstream_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shopstream/gateway/v1/gateway.proto\x12\x15shopstream.gateway.v1\x1a!shopstream/events/v1/events.proto\"\xf4\x01\n\x10RecommendFilters\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x1a\n\rin_stock_only\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1e\n\x11\x65xclude_purchased\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12\x19\n\x0c\x65xclude_seen\x18\x06 \x01(\x08H\x02\x88\x01\x01\x42\x10\n\x0e_in_stock_onlyB\x14\n\x12_exclude_purchasedB\x0f\n\r_exclude_seen\"h\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x38\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\'.shopstream.gateway.v1.RecommendFilters\"1\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xbf\x01\n\x11RecommendResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.shopstream.gateway.v1.RecommendedItem\x12\x31\n\x08strategy\x18\x02 \x01(\x0e\x32\x1f.shopstream.gateway.v1.Strategy\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x05 \x01(\t\"k\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x38\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\'.shopstream.gateway.v1.RecommendFilters\"\x8f\x01\n\x14SimilarItemsResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.shopstream.gateway.v1.RecommendedItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\"A\n\x12TrackEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.shopstream.events.v1.Event\"\'\n\x13TrackEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05*V\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n\x15STRATEGY_PERSONALIZED\x10\x01\x12\x15\n\x11STRATEGY_TRENDING\x10\x02\x32\xbf\x02\n\x0eGatewayService\x12^\n\tRecommend\x12\'.shopstream.gateway.v1.RecommendRequest\x1a(.shopstream.gateway.v1.RecommendResponse\x12g\n\x0cSimilarItems\x12*.shopstream.gateway.v1.SimilarItemsRequest\x1a+.shopstream.gateway.v1.SimilarItemsResponse\x12\x64\n\x0bTrackEvents\x12).shopstream.gateway.v1.TrackEventsRequest\x1a*.shopstream.gateway.v1.TrackEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shopstream/gateway/v1/gateway.proto\x12\x15shopstream.gateway.v1\x1a!shopstream/events/v1/events.proto\"\xf4\x01\n\x10RecommendFilters\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x1a\n\rin_stock_only\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1e\n\x11\x65xclude_purchased\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12\x19\n\x0c\x65xclude_seen\x18\x06 \x01(\x08H\x02\x88\x01\x01\x42\x10\n\x0e_in_stock_onlyB\x14\n\x12_exclude_purchasedB\x0f\n\r_exclude_seen\"h\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x38\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\'.shopstream.gateway.v1.RecommendFilters\"1\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xff\x01\n\x11RecommendResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.shopstream.gateway.v1.RecommendedItem\x12\x31\n\x08strategy\x18\x02 \x01(\x0e\x32\x1f.shopstream.gateway.v1.Strategy\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x05 \x01(\t\x12\x19\n\x11recommendation_id\x18\x06 \x01(\t\x12\x0f\n\x07variant\x18\x07 \x01(\t\x12\x12\n\nexperiment\x18\x08 \x01(\t\"k\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x38\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\'.shopstream.gateway.v1.RecommendFilters\"\xcf\x01\n\x14SimilarItemsResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.shopstream.gateway.v1.RecommendedItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12\x19\n\x11recommendation_id\x18\x05 \x01(\t\x12\x0f\n\x07variant\x18\x06 \x01(\t\x12\x12\n\nexperiment\x18\x07 \x01(\t\"A\n\x12TrackEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.shopstream.events.v1.Event\"\'\n\x13TrackEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05*V\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n\x15STRATEGY_PERSONALIZED\x10\x01\x12\x15\n\x11STRATEGY_TRENDING\x10\x02\x32\xbf\x02\n\x0eGatewayService\x12^\n\tRecommend\x12\'.shopstream.gateway.v1.RecommendRequest\x1a(.shopstream.gateway.v1.RecommendResponse\x12g\n\x0cSimilarItems\x12*.shopstream.gateway.v1.SimilarItemsRequest\x1a+.shopstream.gateway.v1.SimilarItemsResponse\x12\x64\n\x0bTrackEvents\x12).shopstream.gateway.v1.TrackEventsRequest\x1a*.shopstream.gateway.v1.TrackEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shopstream.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STRATEGY']._serialized_start=1058
-  _globals['_STRATEGY']._serialized_end=1144
+  _globals['_STRATEGY']._serialized_start=1186
+  _globals['_STRATEGY']._serialized_end=1272
   _globals['_RECOMMENDFILTERS']._serialized_start=98
   _globals['_RECOMMENDFILTERS']._serialized_end=342
   _globals['_RECOMMENDREQUEST']._serialized_start=344
@@ -41,15 +41,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDEDITEM']._serialized_start=450
   _globals['_RECOMMENDEDITEM']._serialized_end=499
   _globals['_RECOMMENDRESPONSE']._serialized_start=502
-  _globals['_RECOMMENDRESPONSE']._serialized_end=693
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=695
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=802
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=805
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=948
-  _globals['_TRACKEVENTSREQUEST']._serialized_start=950
-  _globals['_TRACKEVENTSREQUEST']._serialized_end=1015
-  _globals['_TRACKEVENTSRESPONSE']._serialized_start=1017
-  _globals['_TRACKEVENTSRESPONSE']._serialized_end=1056
-  _globals['_GATEWAYSERVICE']._serialized_start=1147
-  _globals['_GATEWAYSERVICE']._serialized_end=1466
+  _globals['_RECOMMENDRESPONSE']._serialized_end=757
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=759
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=866
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=869
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1076
+  _globals['_TRACKEVENTSREQUEST']._serialized_start=1078
+  _globals['_TRACKEVENTSREQUEST']._serialized_end=1143
+  _globals['_TRACKEVENTSRESPONSE']._serialized_start=1145
+  _globals['_TRACKEVENTSRESPONSE']._serialized_end=1184
+  _globals['_GATEWAYSERVICE']._serialized_start=1275
+  _globals['_GATEWAYSERVICE']._serialized_end=1594
 # @@protoc_insertion_point(module_scope)

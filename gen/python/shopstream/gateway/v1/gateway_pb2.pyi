@@ -52,18 +52,24 @@ class RecommendedItem(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = ("items", "strategy", "model_version", "degraded", "degraded_reason")
+    __slots__ = ("items", "strategy", "model_version", "degraded", "degraded_reason", "recommendation_id", "variant", "experiment")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RecommendedItem]
     strategy: Strategy
     model_version: str
     degraded: bool
     degraded_reason: str
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ...) -> None: ...
+    recommendation_id: str
+    variant: str
+    experiment: str
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., strategy: _Optional[_Union[Strategy, str]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., recommendation_id: _Optional[str] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ...) -> None: ...
 
 class SimilarItemsRequest(_message.Message):
     __slots__ = ("item_id", "k", "filters")
@@ -76,16 +82,22 @@ class SimilarItemsRequest(_message.Message):
     def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ..., filters: _Optional[_Union[RecommendFilters, _Mapping]] = ...) -> None: ...
 
 class SimilarItemsResponse(_message.Message):
-    __slots__ = ("items", "model_version", "degraded", "degraded_reason")
+    __slots__ = ("items", "model_version", "degraded", "degraded_reason", "recommendation_id", "variant", "experiment")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDATION_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_FIELD_NUMBER: _ClassVar[int]
+    EXPERIMENT_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RecommendedItem]
     model_version: str
     degraded: bool
     degraded_reason: str
-    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ...) -> None: ...
+    recommendation_id: str
+    variant: str
+    experiment: str
+    def __init__(self, items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., recommendation_id: _Optional[str] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ...) -> None: ...
 
 class TrackEventsRequest(_message.Message):
     __slots__ = ("events",)

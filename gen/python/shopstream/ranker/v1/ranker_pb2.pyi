@@ -24,14 +24,16 @@ class ItemFilter(_message.Message):
     def __init__(self, include_categories: _Optional[_Iterable[str]] = ..., exclude_categories: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., in_stock_only: _Optional[bool] = ..., exclude_seen: _Optional[bool] = ..., exclude_purchased: _Optional[bool] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("user_id", "k", "filter")
+    __slots__ = ("user_id", "k", "filter", "model_version")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     filter: ItemFilter
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[ItemFilter, _Mapping]] = ...) -> None: ...
+    model_version: str
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[ItemFilter, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
     __slots__ = ("item_id", "score")
@@ -54,14 +56,16 @@ class RankResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ScoredItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., user_known: _Optional[bool] = ..., embedding_source: _Optional[str] = ...) -> None: ...
 
 class SimilarRequest(_message.Message):
-    __slots__ = ("item_id", "k", "filter")
+    __slots__ = ("item_id", "k", "filter", "model_version")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     k: int
     filter: ItemFilter
-    def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[ItemFilter, _Mapping]] = ...) -> None: ...
+    model_version: str
+    def __init__(self, item_id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[ItemFilter, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class SimilarResponse(_message.Message):
     __slots__ = ("items", "model_version")
