@@ -43,6 +43,13 @@ class SyntheticConfig:
 class SyntheticDataset:
     sequences: dict[str, list[str]]
     catalog: list[dict] = field(default_factory=list)
+    # The ground truth the sequences were drawn from (the shopper simulator's tastes):
+    # each user's preferred categories (as drawn, a category may repeat), each item's
+    # popularity weight within its category (1.0 for the category's most popular item)
+    # and each item's successor.
+    preferences: dict[str, list[str]] = field(default_factory=dict)
+    popularity: dict[str, float] = field(default_factory=dict)
+    successors: dict[str, str] = field(default_factory=dict)
 
     @property
     def attributes(self) -> dict[str, list[str]]:
@@ -77,10 +84,13 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticDataset:
     # Popularity: Zipf over a random rank order within each category.
     cat_cum: dict[str, list[float]] = {}
     successor: dict[str, str] = {}
+    popularity: dict[str, float] = {}
+    preferences: dict[str, list[str]] = {}
     for c in cats:
         members = by_cat[c]
         rng.shuffle(members)
         cat_cum[c] = _cum([1.0 / (rank + 1) ** cfg.zipf_exponent for rank in range(len(members))])
+        popularity.update((m, 1.0 / (rank + 1) ** cfg.zipf_exponent) for rank, m in enumerate(members))
         order = members[:]
         rng.shuffle(order)
         for a, b in zip(order, order[1:] + order[:1]):
@@ -90,6 +100,7 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticDataset:
     sequences: dict[str, list[str]] = {}
     for u in range(1, cfg.users + 1):
         liked = rng.choices(cats, cum_weights=cat_weights, k=cfg.preferred_categories)
+        preferences[f"u{u}"] = list(liked)
         seq: list[str] = []
         for _ in range(rng.randint(cfg.min_sessions, cfg.max_sessions)):
             cat = rng.choice(liked) if rng.random() < cfg.stay_in_preferred else rng.choice(cats)
@@ -101,7 +112,8 @@ def generate(cfg: SyntheticConfig = SyntheticConfig()) -> SyntheticDataset:
                 else:
                     item = rng.choices(by_cat[cat], cum_weights=cat_cum[cat])[0]
         sequences[f"u{u}"] = seq
-    return SyntheticDataset(sequences=sequences, catalog=catalog)
+    return SyntheticDataset(sequences=sequences, catalog=catalog, preferences=preferences,
+                            popularity=popularity, successors=dict(successor))
 
 
 def write_dataset(ds: SyntheticDataset, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
