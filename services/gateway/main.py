@@ -26,7 +26,7 @@ from services.gateway.fallback import TrendingFallback
 from services.gateway.guard import make_guard
 from services.gateway.metrics import gateway_metrics
 from services.gateway.publisher import LazyProducer
-from services.gateway.ranker_client import RankerClient
+from services.gateway.ranker_client import RankerClient, channel_options, ranker_target
 from services.gateway.server import SERVICE_NAMES, GatewayDeps, create_server, watch_readiness
 from services.gateway.settings import GatewaySettings
 
@@ -48,7 +48,9 @@ def build(settings: GatewaySettings) -> GatewayDeps:
     redis = connect_redis(settings.redis_url)
     catalog = CatalogCache(RedisCatalogStore(redis), settings.catalog_refresh_s)
     # Mutual TLS when the ranker's CA is configured (settings.ranker_tls), else plaintext.
-    channel = grpc_channel(settings.ranker_addr, settings.ranker_tls(), RANKER_CHANNEL_OPTIONS)
+    # round_robin over every replica the target names, one retry on UNAVAILABLE (ranker_client.py).
+    channel = grpc_channel(ranker_target(settings.ranker_addr), settings.ranker_tls(),
+                           channel_options(RANKER_CHANNEL_OPTIONS))
     return GatewayDeps(
         redis=redis,
         ranker=RankerClient.for_settings(settings, channel, metrics),

@@ -16,6 +16,8 @@ NOT_FOUND and INVALID_ARGUMENT: those are the caller's fault and become domain e
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -157,3 +159,59 @@ class RankerClient:
             return outcome.response
         code = _CODES.get(outcome.error.code, grpc.StatusCode.UNKNOWN)
         return _failure(code, outcome.error.message)
+
+
+# -- the channel to the ranker replicas ------------------------------------------------------
+#
+# Several ranker replicas sit behind one target: a DNS name that resolves to all of them
+# (``dns:///ranker:50051``, a Kubernetes headless Service) or a list of addresses. gRPC's
+# default policy (pick_first) would send every call down the first connection it makes;
+# round_robin keeps a subchannel per address and spreads calls across the READY ones, and
+# skips a replica whose connection broke. A call that was already on its way to a replica
+# when it died fails UNAVAILABLE: the retry policy sends it once more (to another READY
+# replica), inside the caller's own deadline, so the storefront does not see it.
+
+RETRY_POLICY = {
+    "maxAttempts": 2,
+    "initialBackoff": "0.005s",
+    "maxBackoff": "0.05s",
+    "backoffMultiplier": 2,
+    "retryableStatusCodes": ["UNAVAILABLE"],
+}
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [{"name": [{"service": "shopstream.ranker.v1.RankerService"}], "retryPolicy": RETRY_POLICY}],
+}
+_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
+
+
+def ranker_target(addr: str) -> str:
+    """The gRPC target for SHOPSTREAM_GATEWAY_RANKER_ADDR.
+
+    ``host:port`` and anything with a scheme (``dns:///ranker:50051``,
+    ``ipv4:10.0.0.1:50051,10.0.0.2:50051``) pass through; a bare comma-separated list of IP
+    addresses becomes an ``ipv4:`` / ``ipv6:`` target. A list of host names has no gRPC
+    target form: serve them under one DNS name instead (ValueError says so).
+    """
+    addr = addr.strip()
+    if addr.startswith(_SCHEMES) or "," not in addr:
+        return addr
+    hosts = [a.strip() for a in addr.split(",") if a.strip()]
+    if all(h.startswith("[") for h in hosts):
+        return "ipv6:" + ",".join(hosts)
+    for h in hosts:
+        host, _, port = h.rpartition(":")
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"SHOPSTREAM_GATEWAY_RANKER_ADDR: {h!r} in an address list must be an IPv4 "
+                             "address with a port ([v6]:port for IPv6); for host names use one DNS name that "
+                             "resolves to every replica: dns:///ranker:50051") from None
+        if not port.isdigit():
+            raise ValueError(f"SHOPSTREAM_GATEWAY_RANKER_ADDR: {h!r} has no numeric port")
+    return "ipv4:" + ",".join(hosts)
+
+
+def channel_options(options=()) -> tuple:
+    """``options`` plus the round_robin service config with its retry policy."""
+    return (*tuple(options), ("grpc.service_config", json.dumps(SERVICE_CONFIG)), ("grpc.enable_retries", 1))
