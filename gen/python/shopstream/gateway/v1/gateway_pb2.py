@@ -22,34 +22,63 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from shopstream.events.v1 import events_pb2 as shopstream_dot_events_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shopstream/gateway/v1/gateway.proto\x12\x15shopstream.gateway.v1\x1a!shopstream/events/v1/events.proto\"\xf4\x01\n\x10RecommendFilters\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x1a\n\rin_stock_only\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1e\n\x11\x65xclude_purchased\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12\x19\n\x0c\x65xclude_seen\x18\x06 \x01(\x08H\x02\x88\x01\x01\x42\x10\n\x0e_in_stock_onlyB\x14\n\x12_exclude_purchasedB\x0f\n\r_exclude_seen\"h\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x38\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\'.shopstream.gateway.v1.RecommendFilters\"1\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\xff\x01\n\x11RecommendResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.shopstream.gateway.v1.RecommendedItem\x12\x31\n\x08strategy\x18\x02 \x01(\x0e\x32\x1f.shopstream.gateway.v1.Strategy\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x05 \x01(\t\x12\x19\n\x11recommendation_id\x18\x06 \x01(\t\x12\x0f\n\x07variant\x18\x07 \x01(\t\x12\x12\n\nexperiment\x18\x08 \x01(\t\"k\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x38\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\'.shopstream.gateway.v1.RecommendFilters\"\xcf\x01\n\x14SimilarItemsResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.shopstream.gateway.v1.RecommendedItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12\x19\n\x11recommendation_id\x18\x05 \x01(\t\x12\x0f\n\x07variant\x18\x06 \x01(\t\x12\x12\n\nexperiment\x18\x07 \x01(\t\"A\n\x12TrackEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.shopstream.events.v1.Event\"\'\n\x13TrackEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05*V\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n\x15STRATEGY_PERSONALIZED\x10\x01\x12\x15\n\x11STRATEGY_TRENDING\x10\x02\x32\xbf\x02\n\x0eGatewayService\x12^\n\tRecommend\x12\'.shopstream.gateway.v1.RecommendRequest\x1a(.shopstream.gateway.v1.RecommendResponse\x12g\n\x0cSimilarItems\x12*.shopstream.gateway.v1.SimilarItemsRequest\x1a+.shopstream.gateway.v1.SimilarItemsResponse\x12\x64\n\x0bTrackEvents\x12).shopstream.gateway.v1.TrackEventsRequest\x1a*.shopstream.gateway.v1.TrackEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#shopstream/gateway/v1/gateway.proto\x12\x15shopstream.gateway.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a!shopstream/events/v1/events.proto\"\xf4\x01\n\x10RecommendFilters\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x1a\n\rin_stock_only\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1e\n\x11\x65xclude_purchased\x18\x05 \x01(\x08H\x01\x88\x01\x01\x12\x19\n\x0c\x65xclude_seen\x18\x06 \x01(\x08H\x02\x88\x01\x01\x42\x10\n\x0e_in_stock_onlyB\x14\n\x12_exclude_purchasedB\x0f\n\r_exclude_seen\"\xdc\x02\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x38\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\'.shopstream.gateway.v1.RecommendFilters\x12\x13\n\x0b\x66ilter_name\x18\x14 \x01(\t\x12.\n\rfilter_params\x18\x15 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x06\x62oosts\x18\x16 \x03(\x0b\x32\x1c.shopstream.gateway.v1.Boost\x12(\n\x04pins\x18\x17 \x03(\x0b\x32\x1a.shopstream.gateway.v1.Pin\x12\x11\n\tdiversity\x18\x18 \x01(\x02\x12\x18\n\x10max_per_category\x18\x19 \x01(\x05\x12\x18\n\x0bpersonalize\x18\x1a \x01(\x08H\x00\x88\x01\x01\x42\x0e\n\x0c_personalize\"6\n\x05\x42oost\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x02\"(\n\x03Pin\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\"y\n\x06Reason\x12/\n\x04kind\x18\x01 \x01(\x0e\x32!.shopstream.gateway.v1.ReasonKind\x12\x18\n\x10\x65vidence_item_id\x18\x02 \x01(\t\x12\x16\n\x0e\x65vidence_title\x18\x03 \x01(\t\x12\x0c\n\x04text\x18\x04 \x01(\t\"`\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12-\n\x06reason\x18\x14 \x01(\x0b\x32\x1d.shopstream.gateway.v1.Reason\"\xff\x01\n\x11RecommendResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.shopstream.gateway.v1.RecommendedItem\x12\x31\n\x08strategy\x18\x02 \x01(\x0e\x32\x1f.shopstream.gateway.v1.Strategy\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x04 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x05 \x01(\t\x12\x19\n\x11recommendation_id\x18\x06 \x01(\t\x12\x0f\n\x07variant\x18\x07 \x01(\t\x12\x12\n\nexperiment\x18\x08 \x01(\t\"k\n\x13SimilarItemsRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x38\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\'.shopstream.gateway.v1.RecommendFilters\"\xcf\x01\n\x14SimilarItemsResponse\x12\x35\n\x05items\x18\x01 \x03(\x0b\x32&.shopstream.gateway.v1.RecommendedItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12\x19\n\x11recommendation_id\x18\x05 \x01(\t\x12\x0f\n\x07variant\x18\x06 \x01(\t\x12\x12\n\nexperiment\x18\x07 \x01(\t\"A\n\x12TrackEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.shopstream.events.v1.Event\"\'\n\x13TrackEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\"H\n\x10\x46ilterExpression\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nexpression\x18\x02 \x01(\t\x12\x12\n\nparameters\x18\x03 \x03(\t\"N\n\x13\x43reateFilterRequest\x12\x37\n\x06\x66ilter\x18\x01 \x01(\x0b\x32\'.shopstream.gateway.v1.FilterExpression\"\x14\n\x12ListFiltersRequest\"O\n\x13ListFiltersResponse\x12\x38\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\'.shopstream.gateway.v1.FilterExpression\"#\n\x13\x44\x65leteFilterRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\'\n\x14\x44\x65leteFilterResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"$\n\x11\x46orgetUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"*\n\x12\x46orgetUserResponse\x12\x14\n\x0ckeys_deleted\x18\x01 \x01(\x05*\xe0\x01\n\nReasonKind\x12\x1b\n\x17REASON_KIND_UNSPECIFIED\x10\x00\x12&\n\"REASON_KIND_BECAUSE_YOU_INTERACTED\x10\x01\x12\x1a\n\x16REASON_KIND_SIMILAR_TO\x10\x02\x12$\n REASON_KIND_TRENDING_IN_CATEGORY\x10\x03\x12\x1b\n\x17REASON_KIND_NEW_ARRIVAL\x10\x04\x12\x16\n\x12REASON_KIND_FILLER\x10\x05\x12\x16\n\x12REASON_KIND_PINNED\x10\x06*V\n\x08Strategy\x12\x18\n\x14STRATEGY_UNSPECIFIED\x10\x00\x12\x19\n\x15STRATEGY_PERSONALIZED\x10\x01\x12\x15\n\x11STRATEGY_TRENDING\x10\x02\x32\xca\x02\n\x14MerchandisingService\x12\x63\n\x0c\x43reateFilter\x12*.shopstream.gateway.v1.CreateFilterRequest\x1a\'.shopstream.gateway.v1.FilterExpression\x12\x64\n\x0bListFilters\x12).shopstream.gateway.v1.ListFiltersRequest\x1a*.shopstream.gateway.v1.ListFiltersResponse\x12g\n\x0c\x44\x65leteFilter\x12*.shopstream.gateway.v1.DeleteFilterRequest\x1a+.shopstream.gateway.v1.DeleteFilterResponse2s\n\x0ePrivacyService\x12\x61\n\nForgetUser\x12(.shopstream.gateway.v1.ForgetUserRequest\x1a).shopstream.gateway.v1.ForgetUserResponse2\xbf\x02\n\x0eGatewayService\x12^\n\tRecommend\x12\'.shopstream.gateway.v1.RecommendRequest\x1a(.shopstream.gateway.v1.RecommendResponse\x12g\n\x0cSimilarItems\x12*.shopstream.gateway.v1.SimilarItemsRequest\x1a+.shopstream.gateway.v1.SimilarItemsResponse\x12\x64\n\x0bTrackEvents\x12).shopstream.gateway.v1.TrackEventsRequest\x1a*.shopstream.gateway.v1.TrackEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shopstream.gateway.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STRATEGY']._serialized_start=1186
-  _globals['_STRATEGY']._serialized_end=1272
-  _globals['_RECOMMENDFILTERS']._serialized_start=98
-  _globals['_RECOMMENDFILTERS']._serialized_end=342
-  _globals['_RECOMMENDREQUEST']._serialized_start=344
-  _globals['_RECOMMENDREQUEST']._serialized_end=448
-  _globals['_RECOMMENDEDITEM']._serialized_start=450
-  _globals['_RECOMMENDEDITEM']._serialized_end=499
-  _globals['_RECOMMENDRESPONSE']._serialized_start=502
-  _globals['_RECOMMENDRESPONSE']._serialized_end=757
-  _globals['_SIMILARITEMSREQUEST']._serialized_start=759
-  _globals['_SIMILARITEMSREQUEST']._serialized_end=866
-  _globals['_SIMILARITEMSRESPONSE']._serialized_start=869
-  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1076
-  _globals['_TRACKEVENTSREQUEST']._serialized_start=1078
-  _globals['_TRACKEVENTSREQUEST']._serialized_end=1143
-  _globals['_TRACKEVENTSRESPONSE']._serialized_start=1145
-  _globals['_TRACKEVENTSRESPONSE']._serialized_end=1184
-  _globals['_GATEWAYSERVICE']._serialized_start=1275
-  _globals['_GATEWAYSERVICE']._serialized_end=1594
+  _globals['_REASONKIND']._serialized_start=2147
+  _globals['_REASONKIND']._serialized_end=2371
+  _globals['_STRATEGY']._serialized_start=2373
+  _globals['_STRATEGY']._serialized_end=2459
+  _globals['_RECOMMENDFILTERS']._serialized_start=128
+  _globals['_RECOMMENDFILTERS']._serialized_end=372
+  _globals['_RECOMMENDREQUEST']._serialized_start=375
+  _globals['_RECOMMENDREQUEST']._serialized_end=723
+  _globals['_BOOST']._serialized_start=725
+  _globals['_BOOST']._serialized_end=779
+  _globals['_PIN']._serialized_start=781
+  _globals['_PIN']._serialized_end=821
+  _globals['_REASON']._serialized_start=823
+  _globals['_REASON']._serialized_end=944
+  _globals['_RECOMMENDEDITEM']._serialized_start=946
+  _globals['_RECOMMENDEDITEM']._serialized_end=1042
+  _globals['_RECOMMENDRESPONSE']._serialized_start=1045
+  _globals['_RECOMMENDRESPONSE']._serialized_end=1300
+  _globals['_SIMILARITEMSREQUEST']._serialized_start=1302
+  _globals['_SIMILARITEMSREQUEST']._serialized_end=1409
+  _globals['_SIMILARITEMSRESPONSE']._serialized_start=1412
+  _globals['_SIMILARITEMSRESPONSE']._serialized_end=1619
+  _globals['_TRACKEVENTSREQUEST']._serialized_start=1621
+  _globals['_TRACKEVENTSREQUEST']._serialized_end=1686
+  _globals['_TRACKEVENTSRESPONSE']._serialized_start=1688
+  _globals['_TRACKEVENTSRESPONSE']._serialized_end=1727
+  _globals['_FILTEREXPRESSION']._serialized_start=1729
+  _globals['_FILTEREXPRESSION']._serialized_end=1801
+  _globals['_CREATEFILTERREQUEST']._serialized_start=1803
+  _globals['_CREATEFILTERREQUEST']._serialized_end=1881
+  _globals['_LISTFILTERSREQUEST']._serialized_start=1883
+  _globals['_LISTFILTERSREQUEST']._serialized_end=1903
+  _globals['_LISTFILTERSRESPONSE']._serialized_start=1905
+  _globals['_LISTFILTERSRESPONSE']._serialized_end=1984
+  _globals['_DELETEFILTERREQUEST']._serialized_start=1986
+  _globals['_DELETEFILTERREQUEST']._serialized_end=2021
+  _globals['_DELETEFILTERRESPONSE']._serialized_start=2023
+  _globals['_DELETEFILTERRESPONSE']._serialized_end=2062
+  _globals['_FORGETUSERREQUEST']._serialized_start=2064
+  _globals['_FORGETUSERREQUEST']._serialized_end=2100
+  _globals['_FORGETUSERRESPONSE']._serialized_start=2102
+  _globals['_FORGETUSERRESPONSE']._serialized_end=2144
+  _globals['_MERCHANDISINGSERVICE']._serialized_start=2462
+  _globals['_MERCHANDISINGSERVICE']._serialized_end=2792
+  _globals['_PRIVACYSERVICE']._serialized_start=2794
+  _globals['_PRIVACYSERVICE']._serialized_end=2909
+  _globals['_GATEWAYSERVICE']._serialized_start=2912
+  _globals['_GATEWAYSERVICE']._serialized_end=3231
 # @@protoc_insertion_point(module_scope)

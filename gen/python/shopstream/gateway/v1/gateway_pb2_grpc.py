@@ -25,6 +25,239 @@ if _version_not_supported:
     )
 
 
+class MerchandisingServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.CreateFilter = channel.unary_unary(
+                '/shopstream.gateway.v1.MerchandisingService/CreateFilter',
+                request_serializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.CreateFilterRequest.SerializeToString,
+                response_deserializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.FilterExpression.FromString,
+                _registered_method=True)
+        self.ListFilters = channel.unary_unary(
+                '/shopstream.gateway.v1.MerchandisingService/ListFilters',
+                request_serializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ListFiltersRequest.SerializeToString,
+                response_deserializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ListFiltersResponse.FromString,
+                _registered_method=True)
+        self.DeleteFilter = channel.unary_unary(
+                '/shopstream.gateway.v1.MerchandisingService/DeleteFilter',
+                request_serializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.DeleteFilterRequest.SerializeToString,
+                response_deserializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.DeleteFilterResponse.FromString,
+                _registered_method=True)
+
+
+class MerchandisingServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def CreateFilter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFilters(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFilter(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_MerchandisingServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'CreateFilter': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateFilter,
+                    request_deserializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.CreateFilterRequest.FromString,
+                    response_serializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.FilterExpression.SerializeToString,
+            ),
+            'ListFilters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFilters,
+                    request_deserializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ListFiltersRequest.FromString,
+                    response_serializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ListFiltersResponse.SerializeToString,
+            ),
+            'DeleteFilter': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFilter,
+                    request_deserializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.DeleteFilterRequest.FromString,
+                    response_serializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.DeleteFilterResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shopstream.gateway.v1.MerchandisingService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shopstream.gateway.v1.MerchandisingService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class MerchandisingService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def CreateFilter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.gateway.v1.MerchandisingService/CreateFilter',
+            shopstream_dot_gateway_dot_v1_dot_gateway__pb2.CreateFilterRequest.SerializeToString,
+            shopstream_dot_gateway_dot_v1_dot_gateway__pb2.FilterExpression.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFilters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.gateway.v1.MerchandisingService/ListFilters',
+            shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ListFiltersRequest.SerializeToString,
+            shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ListFiltersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFilter(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.gateway.v1.MerchandisingService/DeleteFilter',
+            shopstream_dot_gateway_dot_v1_dot_gateway__pb2.DeleteFilterRequest.SerializeToString,
+            shopstream_dot_gateway_dot_v1_dot_gateway__pb2.DeleteFilterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class PrivacyServiceStub:
+    """The right to be forgotten (docs/privacy.md).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ForgetUser = channel.unary_unary(
+                '/shopstream.gateway.v1.PrivacyService/ForgetUser',
+                request_serializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ForgetUserRequest.SerializeToString,
+                response_deserializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ForgetUserResponse.FromString,
+                _registered_method=True)
+
+
+class PrivacyServiceServicer:
+    """The right to be forgotten (docs/privacy.md).
+    """
+
+    def ForgetUser(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PrivacyServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ForgetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForgetUser,
+                    request_deserializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ForgetUserRequest.FromString,
+                    response_serializer=shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ForgetUserResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shopstream.gateway.v1.PrivacyService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shopstream.gateway.v1.PrivacyService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PrivacyService:
+    """The right to be forgotten (docs/privacy.md).
+    """
+
+    @staticmethod
+    def ForgetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.gateway.v1.PrivacyService/ForgetUser',
+            shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ForgetUserRequest.SerializeToString,
+            shopstream_dot_gateway_dot_v1_dot_gateway__pb2.ForgetUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class GatewayServiceStub:
     """Missing associated documentation comment in .proto file."""
 

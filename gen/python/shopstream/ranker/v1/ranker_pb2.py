@@ -22,34 +22,37 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shopstream/ranker/v1/ranker.proto\x12\x14shopstream.ranker.v1\x1a\x17google/rpc/status.proto\"\xa6\x01\n\nItemFilter\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x15\n\rin_stock_only\x18\x04 \x01(\x08\x12\x14\n\x0c\x65xclude_seen\x18\x05 \x01(\x08\x12\x19\n\x11\x65xclude_purchased\x18\x06 \x01(\x08\"r\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x30\n\x06\x66ilter\x18\x03 \x01(\x0b\x32 .shopstream.ranker.v1.ItemFilter\x12\x15\n\rmodel_version\x18\x04 \x01(\t\",\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\"\x84\x01\n\x0cRankResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .shopstream.ranker.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nuser_known\x18\x03 \x01(\x08\x12\x18\n\x10\x65mbedding_source\x18\x04 \x01(\t\"u\n\x0eSimilarRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x30\n\x06\x66ilter\x18\x03 \x01(\x0b\x32 .shopstream.ranker.v1.ItemFilter\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"Y\n\x0fSimilarResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .shopstream.ranker.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"G\n\x10RankBatchRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.shopstream.ranker.v1.RankRequest\"u\n\x0bRankOutcome\x12\x36\n\x08response\x18\x01 \x01(\x0b\x32\".shopstream.ranker.v1.RankResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"G\n\x11RankBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.shopstream.ranker.v1.RankOutcome2\x94\x02\n\rRankerService\x12M\n\x04Rank\x12!.shopstream.ranker.v1.RankRequest\x1a\".shopstream.ranker.v1.RankResponse\x12\\\n\tRankBatch\x12&.shopstream.ranker.v1.RankBatchRequest\x1a\'.shopstream.ranker.v1.RankBatchResponse\x12V\n\x07Similar\x12$.shopstream.ranker.v1.SimilarRequest\x1a%.shopstream.ranker.v1.SimilarResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shopstream/ranker/v1/ranker.proto\x12\x14shopstream.ranker.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\"\xa6\x01\n\nItemFilter\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x18\n\x10\x65xclude_item_ids\x18\x03 \x03(\t\x12\x15\n\rin_stock_only\x18\x04 \x01(\x08\x12\x14\n\x0c\x65xclude_seen\x18\x05 \x01(\x08\x12\x19\n\x11\x65xclude_purchased\x18\x06 \x01(\x08\"\x9c\x02\n\x0bRankRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x30\n\x06\x66ilter\x18\x03 \x01(\x0b\x32 .shopstream.ranker.v1.ItemFilter\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x19\n\x11\x66ilter_expression\x18\x14 \x01(\t\x12.\n\rfilter_params\x18\x15 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x30\n\x06\x62oosts\x18\x16 \x03(\x0b\x32 .shopstream.ranker.v1.ScoreBoost\x12\x11\n\tdiversity\x18\x17 \x01(\x02\x12\x18\n\x10max_per_category\x18\x18 \x01(\x05\";\n\nScoreBoost\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x02\"r\n\nScoredItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x16\n\x0ereason_item_id\x18\x14 \x01(\t\x12\x17\n\x0freason_strength\x18\x15 \x01(\x02\x12\x13\n\x0bnew_arrival\x18\x16 \x01(\x08\"\x84\x01\n\x0cRankResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .shopstream.ranker.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nuser_known\x18\x03 \x01(\x08\x12\x18\n\x10\x65mbedding_source\x18\x04 \x01(\t\"u\n\x0eSimilarRequest\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x30\n\x06\x66ilter\x18\x03 \x01(\x0b\x32 .shopstream.ranker.v1.ItemFilter\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"Y\n\x0fSimilarResponse\x12/\n\x05items\x18\x01 \x03(\x0b\x32 .shopstream.ranker.v1.ScoredItem\x12\x15\n\rmodel_version\x18\x02 \x01(\t\"G\n\x10RankBatchRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.shopstream.ranker.v1.RankRequest\"u\n\x0bRankOutcome\x12\x36\n\x08response\x18\x01 \x01(\x0b\x32\".shopstream.ranker.v1.RankResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"G\n\x11RankBatchResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.shopstream.ranker.v1.RankOutcome2\x94\x02\n\rRankerService\x12M\n\x04Rank\x12!.shopstream.ranker.v1.RankRequest\x1a\".shopstream.ranker.v1.RankResponse\x12\\\n\tRankBatch\x12&.shopstream.ranker.v1.RankBatchRequest\x1a\'.shopstream.ranker.v1.RankBatchResponse\x12V\n\x07Similar\x12$.shopstream.ranker.v1.SimilarRequest\x1a%.shopstream.ranker.v1.SimilarResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shopstream.ranker.v1.ranker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMFILTER']._serialized_start=85
-  _globals['_ITEMFILTER']._serialized_end=251
-  _globals['_RANKREQUEST']._serialized_start=253
-  _globals['_RANKREQUEST']._serialized_end=367
-  _globals['_SCOREDITEM']._serialized_start=369
-  _globals['_SCOREDITEM']._serialized_end=413
-  _globals['_RANKRESPONSE']._serialized_start=416
-  _globals['_RANKRESPONSE']._serialized_end=548
-  _globals['_SIMILARREQUEST']._serialized_start=550
-  _globals['_SIMILARREQUEST']._serialized_end=667
-  _globals['_SIMILARRESPONSE']._serialized_start=669
-  _globals['_SIMILARRESPONSE']._serialized_end=758
-  _globals['_RANKBATCHREQUEST']._serialized_start=760
-  _globals['_RANKBATCHREQUEST']._serialized_end=831
-  _globals['_RANKOUTCOME']._serialized_start=833
-  _globals['_RANKOUTCOME']._serialized_end=950
-  _globals['_RANKBATCHRESPONSE']._serialized_start=952
-  _globals['_RANKBATCHRESPONSE']._serialized_end=1023
-  _globals['_RANKERSERVICE']._serialized_start=1026
-  _globals['_RANKERSERVICE']._serialized_end=1302
+  _globals['_ITEMFILTER']._serialized_start=115
+  _globals['_ITEMFILTER']._serialized_end=281
+  _globals['_RANKREQUEST']._serialized_start=284
+  _globals['_RANKREQUEST']._serialized_end=568
+  _globals['_SCOREBOOST']._serialized_start=570
+  _globals['_SCOREBOOST']._serialized_end=629
+  _globals['_SCOREDITEM']._serialized_start=631
+  _globals['_SCOREDITEM']._serialized_end=745
+  _globals['_RANKRESPONSE']._serialized_start=748
+  _globals['_RANKRESPONSE']._serialized_end=880
+  _globals['_SIMILARREQUEST']._serialized_start=882
+  _globals['_SIMILARREQUEST']._serialized_end=999
+  _globals['_SIMILARRESPONSE']._serialized_start=1001
+  _globals['_SIMILARRESPONSE']._serialized_end=1090
+  _globals['_RANKBATCHREQUEST']._serialized_start=1092
+  _globals['_RANKBATCHREQUEST']._serialized_end=1163
+  _globals['_RANKOUTCOME']._serialized_start=1165
+  _globals['_RANKOUTCOME']._serialized_end=1282
+  _globals['_RANKBATCHRESPONSE']._serialized_start=1284
+  _globals['_RANKBATCHRESPONSE']._serialized_end=1355
+  _globals['_RANKERSERVICE']._serialized_start=1358
+  _globals['_RANKERSERVICE']._serialized_end=1634
 # @@protoc_insertion_point(module_scope)

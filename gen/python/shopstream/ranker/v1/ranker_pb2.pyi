@@ -1,3 +1,4 @@
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -24,24 +25,50 @@ class ItemFilter(_message.Message):
     def __init__(self, include_categories: _Optional[_Iterable[str]] = ..., exclude_categories: _Optional[_Iterable[str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., in_stock_only: _Optional[bool] = ..., exclude_seen: _Optional[bool] = ..., exclude_purchased: _Optional[bool] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("user_id", "k", "filter", "model_version")
+    __slots__ = ("user_id", "k", "filter", "model_version", "filter_expression", "filter_params", "boosts", "diversity", "max_per_category")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    FILTER_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    BOOSTS_FIELD_NUMBER: _ClassVar[int]
+    DIVERSITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_PER_CATEGORY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     k: int
     filter: ItemFilter
     model_version: str
-    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[ItemFilter, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    filter_expression: str
+    filter_params: _struct_pb2.Struct
+    boosts: _containers.RepeatedCompositeFieldContainer[ScoreBoost]
+    diversity: float
+    max_per_category: int
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., filter: _Optional[_Union[ItemFilter, _Mapping]] = ..., model_version: _Optional[str] = ..., filter_expression: _Optional[str] = ..., filter_params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., boosts: _Optional[_Iterable[_Union[ScoreBoost, _Mapping]]] = ..., diversity: _Optional[float] = ..., max_per_category: _Optional[int] = ...) -> None: ...
+
+class ScoreBoost(_message.Message):
+    __slots__ = ("field", "values", "weight")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    weight: float
+    def __init__(self, field: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class ScoredItem(_message.Message):
-    __slots__ = ("item_id", "score")
+    __slots__ = ("item_id", "score", "reason_item_id", "reason_strength", "new_arrival")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASON_ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    NEW_ARRIVAL_FIELD_NUMBER: _ClassVar[int]
     item_id: str
     score: float
-    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
+    reason_item_id: str
+    reason_strength: float
+    new_arrival: bool
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., reason_item_id: _Optional[str] = ..., reason_strength: _Optional[float] = ..., new_arrival: _Optional[bool] = ...) -> None: ...
 
 class RankResponse(_message.Message):
     __slots__ = ("items", "model_version", "user_known", "embedding_source")
