@@ -28,6 +28,13 @@ class Unavailable(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class FailedPrecondition(DomainError):
+    """The request is valid but the system is not in the state it needs (e.g. it names a model
+    version that is not loaded); retrying the same call will not help until that state changes."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class DeadlineExceeded(DomainError):
     """The caller's deadline ran out before the answer was ready (not a store outage)."""
 

@@ -46,8 +46,12 @@ def publish_toy_bundle(
     max_len: int = 20,
     note: str = "toy",
     attribute_vectors: dict[str, np.ndarray] | None = None,
+    *,
+    live: bool = True,
 ) -> str:
     """Write a bundle whose item i (1-based) has ``item_vectors[i-1]``; returns its version.
+
+    ``live=False`` leaves LATEST alone (a candidate bundle).
 
     ``attribute_vectors`` (attribute id → vector) makes a bundle that can embed new items.
     """
@@ -67,7 +71,8 @@ def publish_toy_bundle(
             table = np.vstack([np.zeros((1, vectors.shape[1])), *[attribute_vectors[a] for a in ids]])
             attributes = (ids, table.astype(np.float32))
         version, _ = write_bundle(models_dir, onnx_path, embeddings, list(item_ids),
-                                  {"max_len": max_len, "trainer": "toy", "note": note}, attributes=attributes)
+                                  {"max_len": max_len, "trainer": "toy", "note": note}, attributes=attributes,
+                                  live=live)
     return version
 
 

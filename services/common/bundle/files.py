@@ -11,7 +11,8 @@ Layout of ``<models_dir>/<version>/`` (see docs/model.md):
   ``vocab[j-1]`` is row ``j``) and ``attribute_embeddings.npy`` float32 [A+1, dim]
   (row 0 padding).
 
-``<models_dir>/LATEST`` names the current version. Publishing is atomic (a temp dir
+``<models_dir>/LATEST`` names the current version (``<models_dir>/CANDIDATES`` the
+versions served beside it: ``registry.py``). Publishing is atomic (a temp dir
 renamed, then LATEST replaced) and records a golden input and its output
 (``golden.py``); reading verifies every checksum, the version name and the arrays
 (``validation.py``).
@@ -146,8 +147,13 @@ def write_bundle(
     metadata: dict[str, Any],
     now: datetime | None = None,
     attributes: tuple[list[str], np.ndarray] | None = None,
+    *,
+    live: bool = True,
 ) -> tuple[str, Path]:
     """Publish a bundle atomically and return ``(version, path)``.
+
+    ``live=False`` leaves LATEST alone: the bundle is a candidate, to list with
+    ``registry.publish_candidate`` and promote with ``registry.set_live``.
 
     ``attributes``: (attribute ids, float32 [len(ids) + 1, dim] output attribute
     embeddings with row 0 padding), for bundles that can embed new items.
@@ -199,6 +205,7 @@ def write_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    write_latest(models_dir, version)
-    logger.info("published model bundle %s", final)
+    if live:
+        write_latest(models_dir, version)
+    logger.info("published model bundle %s%s", final, "" if live else " (not live)")
     return version, final
