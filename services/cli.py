@@ -21,6 +21,7 @@ COMMANDS = {
     "features": ("services.features.main", "run the features worker"),
     "ranker": ("services.ranker.main", "run the ranker gRPC server"),
     "gateway": ("services.gateway.main", "run the gateway gRPC server"),
+    "simulate": ("services.simulator.cli", "synthetic shoppers with known tastes against a gateway"),
 }
 
 
