@@ -1,4 +1,4 @@
-"""Conformance suite for the state stores: every implementation (Redis, in-memory) runs it."""
+"""Conformance suite for the state stores: every implementation (Redis, Redis Cluster, in-memory) runs it."""
 import numpy as np
 import pytest
 from shopstream.catalog.v1 import catalog_pb2
@@ -8,10 +8,13 @@ from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.memory import MemoryCatalogStore, MemoryTrendingStore, MemoryUserStateStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import EmbeddingWrite, EventWrite, RedisUserStateStore
+from services.stack.redis_cluster import EmbeddedRedisCluster
 
 pytestmark = pytest.mark.integration
 
-BACKENDS = ["memory", "redis"]
+# "redis-cluster": three valkey masters in cluster mode, through the redis+cluster:// client.
+BACKENDS = ["memory", "redis", "redis-cluster"]
+REDIS_BACKENDS = {"redis": "redis_client", "redis-cluster": "redis_cluster_client"}
 HISTORY_CAP, DEDUP_CAP = 5, 100
 
 
@@ -25,17 +28,34 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url():
+    with EmbeddedRedisCluster(masters=3) as cluster:
+        yield cluster.url
+
+
+@pytest.fixture
+async def redis_cluster_client(redis_cluster_url):
+    """A fresh asyncio cluster client on flushed masters."""
+    from services.common.infra import connect_redis
+
+    client = connect_redis(redis_cluster_url)
+    await client.flushdb()  # every master
+    yield client
+    await client.aclose()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     """The backend's name and, for Redis, a client on a flushed database (memory needs none)."""
-    client = request.getfixturevalue("redis_client") if request.param == "redis" else None
-    return request.param, client
+    fixture = REDIS_BACKENDS.get(request.param)
+    return request.param, request.getfixturevalue(fixture) if fixture else None
 
 
 @pytest.fixture
 def users(backend):
     name, client = backend
-    if name == "redis":
+    if name != "memory":
         return RedisUserStateStore(client, history_cap=HISTORY_CAP, dedup_cap=DEDUP_CAP)
     return MemoryUserStateStore(history_cap=HISTORY_CAP, dedup_cap=DEDUP_CAP)
 
@@ -43,19 +63,19 @@ def users(backend):
 @pytest.fixture
 def trending(backend):
     name, client = backend
-    return RedisTrendingStore(client) if name == "redis" else MemoryTrendingStore(clock=Clock())
+    return RedisTrendingStore(client) if name != "memory" else MemoryTrendingStore(clock=Clock())
 
 
 @pytest.fixture
 def catalog(backend):
     name, client = backend
-    return RedisCatalogStore(client) if name == "redis" else MemoryCatalogStore()
+    return RedisCatalogStore(client) if name != "memory" else MemoryCatalogStore()
 
 
 async def counters(backend, users, user_id: str) -> dict[str, int]:
     """The user's counters hash, which no Protocol method returns."""
     name, client = backend
-    if name == "redis":
+    if name != "memory":
         return {k.decode(): int(v) for k, v in (await client.hgetall(keys.counters(user_id))).items()}
     return users.counters(user_id)
 
@@ -147,7 +167,14 @@ async def test_apply_round_trips_any_id_and_returns_states(users):
     assert read.history == [it or "empty" for it in odd] and read.purchased == {odd[0]}
 
 
-async def test_apply_survives_a_script_cache_flush(redis_client):
+@pytest.fixture(params=list(REDIS_BACKENDS))
+def any_redis(request):
+    """A client of each Redis backend (single node, cluster) on flushed data."""
+    return request.getfixturevalue(REDIS_BACKENDS[request.param])
+
+
+async def test_apply_survives_a_script_cache_flush(any_redis):
+    redis_client = any_redis
     users = RedisUserStateStore(redis_client, history_cap=HISTORY_CAP, dedup_cap=DEDUP_CAP)
     assert await users.apply_events([ev(1)]) == [True]
     await redis_client.script_flush()  # as after a Redis restart: NOSCRIPT, then load and re-run

@@ -23,6 +23,14 @@ end
 return #ARGV / 2
 """
 
+# Decay in one script on the one key: atomic like MULTI/EXEC, and on Redis Cluster the
+# client need not ask the server where ZUNIONSTORE's keys are (redis-py's cluster
+# transaction pipeline does that with a nested event loop, which fails under asyncio).
+_DECAY = """
+redis.call('ZUNIONSTORE', KEYS[1], 1, KEYS[1], 'WEIGHTS', ARGV[1])
+return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+"""
+
 
 class TrendingStore(Protocol):
     async def record(self, items: Sequence[tuple[str, int]]) -> None: ...
@@ -36,6 +44,7 @@ class RedisTrendingStore:
     def __init__(self, redis) -> None:
         self._redis = redis
         self._record = redis.register_script(_RECORD)
+        self._decay = redis.register_script(_DECAY)
 
     async def record(self, items: Sequence[tuple[str, int]]) -> None:
         """items: (item_id, event type code) pairs of newly applied events."""
@@ -61,8 +70,5 @@ class RedisTrendingStore:
         if not got:
             return False
         factor = math.exp(-interval_s / half_life_s * math.log(2))
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.zunionstore(keys.TRENDING, {keys.TRENDING: factor})
-        pipe.zremrangebyscore(keys.TRENDING, "-inf", _MIN_SCORE)
-        await pipe.execute()
+        await self._decay(keys=[keys.TRENDING], args=[repr(factor), repr(_MIN_SCORE)])
         return True
