@@ -14,6 +14,7 @@ from services.common.stores.recovery_marks import RedisRecoveryMarks
 from services.common.stores.trending import TrendingStore
 from services.common.stores.user_state import UserStateStore
 from services.features.agents import register_agents
+from services.features.attribution_agent import register_attribution
 from services.features.embeddings import EmbeddingRefresher
 from services.features.health import WorkerHealth
 from services.features.metrics import FeaturesMetrics
@@ -75,6 +76,7 @@ def create_app(settings: FeaturesSettings, deps: FeaturesDeps) -> faust.App:
     register_agents(app, topics, settings, recovery.gated(events), recovery.gated(catalog), deps.health,
                     deps.metrics)
     recovery.register(app)
+    register_attribution(app, settings, deps.redis, deps.health, deps.metrics)  # attribution_agent.py
     register_timers(app, settings, deps)
 
     @app.task

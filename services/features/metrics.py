@@ -56,6 +56,29 @@ class FeaturesMetrics:
         self.rebuilding = Gauge(p + "rebuilding_partitions", "Partitions being replayed now (new writes wait)",
                                 registry=r)
 
+        # Attribution (attribution.py): per experiment and variant, names bounded by the experiment
+        # definitions; counted when the aggregates are applied, so each record once per process.
+        a = "shopstream_attribution_"
+        xv = ["experiment", "variant"]
+        self.attribution_impressions = Counter(a + "impressions_total", "Served lists counted", xv, registry=r)
+        self.attribution_clicks = Counter(a + "clicks_total", "Clicks attributed to a served list", xv, registry=r)
+        self.attribution_add_to_carts = Counter(a + "add_to_carts_total", "Add-to-carts attributed to a list", xv,
+                                                registry=r)
+        self.attribution_purchases = Counter(a + "purchases_total", "Purchases attributed to a list", xv,
+                                             registry=r)
+        self.attribution_revenue = Counter(a + "revenue_total", "Revenue attributed to a list (currency units)",
+                                           xv, registry=r)
+        self.attribution_unattributed = Counter(a + "unattributed_total", "Events attributed to no list",
+                                                ["reason", "type"], registry=r)
+        self.attribution_late = Counter(a + "late_attributed_total",
+                                        "Events first unattributed (their list not seen yet), attributed when it came",
+                                        ["type"], registry=r)
+        self.attribution_skipped = Counter(a + "records_skipped_total", "Records the attribution job could not read",
+                                           ["topic", "reason"], registry=r)
+        self.attribution_unpriced = Counter(a + "unpriced_purchases_total",
+                                            "Purchases with neither a value nor a catalog price (revenue 0)",
+                                            registry=r)
+
     def set_model(self, version: str) -> None:
         self.model_info.clear()
         self.model_info.labels(version).set(1)

@@ -49,6 +49,13 @@ class FeaturesSettings(BaseSettings):
         1.0, gt=0, description="how often the recovery marks are checked and advanced (lost Redis state is "
                               "replayed from Kafka, see docs/redis-keys.md)")
 
+    attribution_enabled: bool = Field(True, description="join events with served lists (impressions) and count "
+                                                          "them per experiment and variant (docs/experiments.md)")
+    attribution_window_s: float = Field(1800.0, gt=0, description="an event without recommendation_id counts for "
+                                                                "a list served this long before it at most")
+    attribution_bucket_s: int = Field(60, ge=1, description="time bucket of the per-variant counters")
+    attribution_max_lists: int = Field(200, ge=1, description="served lists kept per user for the join")
+
     trending_half_life_s: float = Field(3600.0, gt=0)
     trending_decay_interval_s: float = Field(60.0, gt=0)
     lag_interval_s: float = Field(5.0, gt=0)

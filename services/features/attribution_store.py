@@ -1,0 +1,519 @@
+"""Attribution state in Redis: the per-user join of events with served lists, and the
+per experiment / variant / time-bucket aggregates the report reads.
+
+The written spec is docs/redis-keys.md ("Attribution"); keep both in step.
+
+Exactly once, across two hash slots. A record changes the user's join state (slot
+``{u:<user>}``) and the aggregates (slot ``{attr}``); no script may touch both on a
+Redis Cluster. So a batch is written in three steps:
+
+1. one script call per user (``_JOIN_USER``): dedup each record by its id, join it,
+   and put the aggregate increments it causes into the user's **outbox** as one entry
+   with the user's next sequence number, all atomically. It returns every entry still
+   in the outbox, including ones left by an earlier attempt that died before step 3;
+2. one script call (``_APPLY_AGGREGATES``) applies the entries: an entry applies only
+   if its sequence number is above the user's watermark ``applied[user]``, which the
+   same call raises. So an entry applies exactly once, however often it is sent;
+3. the applied entries are removed from the outboxes.
+
+A crash after 1 leaves the entry in the outbox; the record is redelivered (it was not
+acked), is a duplicate in step 1, and step 1 hands back the pending entry, which step 2
+applies. A crash after 2 leaves an applied entry in the outbox; step 2 skips it next
+time (watermark) and step 3 removes it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from redis.exceptions import NoScriptError
+
+PREFIX = "ss:v1"
+NO_EXPERIMENT = "-"  # the experiment name of lists served outside any experiment
+POSITION_BUCKETS = 20  # click positions 0..19 counted one by one, 20 and beyond together
+CLOCK_SKEW_MS = 1000  # a list served up to this much "after" an event still counts (clocks differ)
+
+# The counters of one (experiment, variant, bucket) hash.
+COUNTERS = ("impressions", "degraded", "views", "clicks", "add_to_carts", "purchases",
+            "clicked_lists", "carted_lists", "purchased_lists", "revenue_micros",
+            "click_position_sum", "click_position_count")
+FLOAT_FIELDS = frozenset({"revenue_sq"})  # sum over lists of (revenue of the list)^2, currency units^2
+SEP = "\x1f"  # between experiment, variant and bucket in the script's keys (never in a name we accept)
+TYPE_NAMES = {1: "view", 2: "click", 3: "add_to_cart", 4: "purchase"}
+
+# Reasons an event is not attributed (the label of shopstream_attribution_unattributed_total).
+UNKNOWN_RECOMMENDATION = "unknown_recommendation"  # no list with that id seen (yet)
+EXPIRED_RECOMMENDATION = "expired_recommendation"  # seen, but no longer kept for this user
+NO_LIST_IN_WINDOW = "no_list_in_window"  # no recommendation_id, no recent list had the item
+REASONS = (UNKNOWN_RECOMMENDATION, EXPIRED_RECOMMENDATION, NO_LIST_IN_WINDOW)
+
+
+# ---- keys ---------------------------------------------------------------------------------
+
+def _user(user_id: str, suffix: str) -> bytes:
+    return f"{PREFIX}:{{u:{user_id}}}:attr:{suffix}".encode()
+
+
+def user_keys(user_id: str) -> list[bytes]:
+    """The user's join state, one slot: lists, lists by time, seen ids, pending events,
+    outbox, sequence."""
+    return [_user(user_id, s) for s in ("lists", "recent", "seen", "pending", "outbox", "seq")]
+
+
+AGG_APPLIED = f"{PREFIX}:{{attr}}:applied".encode()  # hash user -> last applied outbox seq
+AGG_EXPERIMENTS = f"{PREFIX}:{{attr}}:experiments".encode()  # set of experiment names
+AGG_UNATTRIBUTED = f"{PREFIX}:{{attr}}:unattributed".encode()  # hash "<reason>:<type>" -> n
+
+
+def variants_key(experiment: str) -> bytes:
+    return f"{PREFIX}:{{attr}}:x:{experiment}:variants".encode()
+
+
+def buckets_key(experiment: str) -> bytes:
+    return f"{PREFIX}:{{attr}}:x:{experiment}:buckets".encode()
+
+
+def bucket_key(experiment: str, variant: str, bucket_ms: int) -> bytes:
+    return f"{PREFIX}:{{attr}}:x:{experiment}:v:{variant}:b:{bucket_ms}".encode()
+
+
+def users_key(experiment: str, variant: str) -> bytes:
+    return f"{PREFIX}:{{attr}}:x:{experiment}:v:{variant}:users".encode()
+
+
+def bucket_start(ms: int, bucket_ms: int) -> int:
+    """The start of the time bucket holding ``ms`` (epoch milliseconds; floor, also below 0)."""
+    return ms - ms % bucket_ms
+
+
+# ---- the scripts --------------------------------------------------------------------------
+
+_JOIN_USER = """
+-- KEYS: lists (hash rec_id -> JSON list), recent (zset rec_id by served ms), seen (zset of
+--       record ids, score = arrival number), pending (zset of JSON events waiting for their
+--       list, by occurred ms), outbox (zset of JSON entries by seq), seq (string) -- one user
+-- ARGV: window_ms, bucket_ms, max_lists, dedup_cap, max_pending, skew_ms, user_id, records (JSON array)
+-- Returns {flags, entry, entry, ...}: flags one char per record ('1' new, '0' duplicate),
+-- then every entry in the outbox (oldest first), the one this call added included.
+local window, bucket_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
+local max_lists, dedup_cap, max_pending = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local skew, user = tonumber(ARGV[6]), ARGV[7]
+local records = cjson.decode(ARGV[8])
+local inc, users, un = {}, {}, {}
+local changed = false
+
+local function add(key, field, n)
+  local t = inc[key]
+  if not t then t = {}; inc[key] = t end
+  t[field] = (t[field] or 0) + n
+  changed = true
+end
+local function unattributed(reason, ev, sign)
+  local names = {'view', 'click', 'add_to_cart', 'purchase'}
+  local k = reason .. ':' .. (names[ev.ty] or tostring(ev.ty))
+  un[k] = (un[k] or 0) + sign
+  if ev.ty == 4 and ev.val > 0 then
+    un[reason .. ':revenue_micros'] = (un[reason .. ':revenue_micros'] or 0) + sign * ev.val
+  end
+  changed = true
+end
+local function remember(id)
+  local n = redis.call('INCR', KEYS[6])
+  redis.call('ZADD', KEYS[3], n, id)
+  if n % 64 == 0 then  -- trim now and then: the cap is a floor, not exact
+    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -dedup_cap - 1)
+  end
+end
+local function key_of(list)
+  local b = list.t - (list.t % bucket_ms)
+  return list.x .. '\\31' .. list.v .. '\\31' .. string.format('%d', b)
+end
+-- One event joined with one list: counters of the list's bucket (a list's clicks count in
+-- the bucket it was served in, so CTR per bucket is clicks on that bucket's lists).
+local function attribute(rid, list, ev)
+  local key = key_of(list)
+  if ev.ty == 1 then
+    add(key, 'views', 1)
+  elseif ev.ty == 2 then
+    add(key, 'clicks', 1)
+    if list.f % 2 == 0 then list.f = list.f + 1; add(key, 'clicked_lists', 1) end
+    local pos = ev.p
+    if pos < 0 then
+      for i, item in ipairs(list.i) do
+        if item == ev.it then pos = i - 1; break end
+      end
+    end
+    if pos >= 0 then
+      add(key, 'click_position_sum', pos)
+      add(key, 'click_position_count', 1)
+      add(key, 'pos:' .. (pos < 20 and tostring(pos) or '20+'), 1)
+    end
+  elseif ev.ty == 3 then
+    add(key, 'add_to_carts', 1)
+    if math.floor(list.f / 2) % 2 == 0 then list.f = list.f + 2; add(key, 'carted_lists', 1) end
+  elseif ev.ty == 4 then
+    add(key, 'purchases', 1)
+    if math.floor(list.f / 4) % 2 == 0 then list.f = list.f + 4; add(key, 'purchased_lists', 1) end
+    if ev.val > 0 then
+      add(key, 'revenue_micros', ev.val)
+      -- sum over lists of (revenue of the list)^2, in currency units^2, for the variance
+      local before = list.rv / 1e6
+      local after = (list.rv + ev.val) / 1e6
+      add(key, 'revenue_sq', after * after - before * before)
+      list.rv = list.rv + ev.val
+    end
+  end
+  redis.call('HSET', KEYS[1], rid, cjson.encode(list))
+end
+
+local flags = {}
+for _, r in ipairs(records) do
+  if r.k == 'i' then
+    if redis.call('ZSCORE', KEYS[3], 'i:' .. r.r) then
+      flags[#flags + 1] = '0'
+    else
+      flags[#flags + 1] = '1'
+      remember('i:' .. r.r)
+      local list = {x = r.x, v = r.v, t = r.t, i = r.i, f = 0, rv = 0}
+      redis.call('HSET', KEYS[1], r.r, cjson.encode(list))
+      redis.call('ZADD', KEYS[2], r.t, r.r)
+      local extra = redis.call('ZCARD', KEYS[2]) - max_lists
+      if extra > 0 then
+        for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
+          redis.call('HDEL', KEYS[1], old)
+        end
+        redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
+      end
+      local key = key_of(list)
+      add(key, 'impressions', 1)
+      if r.d == 1 then add(key, 'degraded', 1) end
+      users[r.x .. '\\31' .. r.v] = true
+      -- events that named this list before it arrived: move them from unattributed to it
+      for _, raw in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
+        local ev = cjson.decode(raw)
+        if ev.r == r.r then
+          redis.call('ZREM', KEYS[4], raw)
+          unattributed('unknown_recommendation', ev, -1)
+          attribute(r.r, list, ev)
+        end
+      end
+    end
+  else
+    if redis.call('ZSCORE', KEYS[3], 'e:' .. r.id) then
+      flags[#flags + 1] = '0'
+    else
+      flags[#flags + 1] = '1'
+      remember('e:' .. r.id)
+      if r.r ~= '' then
+        local raw = redis.call('HGET', KEYS[1], r.r)
+        if raw then
+          attribute(r.r, cjson.decode(raw), r)
+        elseif redis.call('ZSCORE', KEYS[3], 'i:' .. r.r) then
+          unattributed('expired_recommendation', r, 1)
+        else
+          unattributed('unknown_recommendation', r, 1)
+          redis.call('ZADD', KEYS[4], r.t, cjson.encode(r))
+          local extra = redis.call('ZCARD', KEYS[4]) - max_pending
+          if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1) end
+        end
+      else
+        -- the most recent list served within the window before the event that had the item
+        local found = false
+        for _, rid in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[2], r.t + skew, r.t - window)) do
+          local list = cjson.decode(redis.call('HGET', KEYS[1], rid))
+          for _, item in ipairs(list.i) do
+            if item == r.it then found = true; break end
+          end
+          if found then attribute(rid, list, r); break end
+        end
+        if not found then unattributed('no_list_in_window', r, 1) end
+      end
+    end
+  end
+end
+
+if changed then
+  local seq = redis.call('INCR', KEYS[6])
+  local u = {}
+  for k in pairs(users) do u[#u + 1] = k end
+  -- lists, not objects, so an empty one still decodes as a list in Python
+  local rows = {}
+  for key, fields in pairs(inc) do
+    for f, n in pairs(fields) do rows[#rows + 1] = {key, f, n} end
+  end
+  local unrows = {}
+  for k, n in pairs(un) do unrows[#unrows + 1] = {k, n} end
+  redis.call('ZADD', KEYS[5], seq, cjson.encode({s = seq, inc = rows, users = u, un = unrows, user = user}))
+end
+local out = {table.concat(flags)}
+for _, e in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do out[#out + 1] = e end
+return out
+"""
+
+_APPLY_AGGREGATES = """
+-- KEYS[1]: applied (hash user -> seq); KEYS[2..]: the keys the arguments name, by index
+-- ARGV[1]: JSON [[user, seq, [[key_index, field, n, is_float], ...]], ...]: the entries
+-- ARGV[2]: JSON [[command, key_index, member, score], ...]: index sets and user sketches,
+--          idempotent by nature, so applied whatever the entries do
+-- An entry applies only if seq > applied[user]; returns one '1'/'0' per entry.
+local flags = {}
+for _, e in ipairs(cjson.decode(ARGV[1])) do
+  local user, seq = e[1], e[2]
+  local last = tonumber(redis.call('HGET', KEYS[1], user) or '0')
+  if seq > last then
+    for _, op in ipairs(e[3]) do
+      if op[4] == 1 then
+        redis.call('HINCRBYFLOAT', KEYS[op[1]], op[2], string.format('%.17g', op[3]))
+      else
+        redis.call('HINCRBY', KEYS[op[1]], op[2], string.format('%d', op[3]))
+      end
+    end
+    redis.call('HSET', KEYS[1], user, string.format('%d', seq))
+    flags[#flags + 1] = '1'
+  else
+    flags[#flags + 1] = '0'
+  end
+end
+for _, op in ipairs(cjson.decode(ARGV[2])) do
+  if op[1] == 'ZADD' then
+    redis.call('ZADD', KEYS[op[2]], op[4], op[3])
+  else
+    redis.call(op[1], KEYS[op[2]], op[3])
+  end
+end
+return table.concat(flags)
+"""
+
+
+# ---- what the worker hands in ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImpressionRecord:
+    recommendation_id: str
+    user_id: str
+    variant: str
+    experiment: str
+    served_ms: int
+    item_ids: tuple[str, ...]
+    degraded: bool = False
+
+    def packed(self) -> dict:
+        return {"k": "i", "r": self.recommendation_id, "x": self.experiment or NO_EXPERIMENT,
+                "v": self.variant, "t": self.served_ms, "i": list(self.item_ids), "d": int(self.degraded)}
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    event_id: str
+    user_id: str
+    item_id: str
+    type_code: int
+    occurred_ms: int
+    recommendation_id: str = ""
+    position: int = -1  # -1: not given
+    value_micros: int = 0  # purchases: Event.value, else the catalog price; 0 for other types
+
+    def packed(self) -> dict:
+        return {"k": "e", "id": self.event_id, "it": self.item_id, "ty": self.type_code, "t": self.occurred_ms,
+                "r": self.recommendation_id, "p": self.position, "val": self.value_micros}
+
+
+@dataclass
+class Applied:
+    """What one write did: per record whether it was new, and the aggregate increments that
+    were applied by this call (entries an earlier attempt applied are not in it)."""
+
+    new: list[bool]
+    increments: list[tuple[str, str, str, float]] = field(default_factory=list)  # experiment, variant, field, n
+    unattributed: list[tuple[str, float]] = field(default_factory=list)  # "<reason>:<type>", n
+
+
+@dataclass(frozen=True)
+class AttributionConfig:
+    window_ms: int = 30 * 60 * 1000
+    bucket_ms: int = 60 * 1000
+    max_lists: int = 200  # served lists kept per user for the join
+    dedup_cap: int = 5000  # record ids remembered per user
+    max_pending: int = 200  # events per user waiting for a list named but not seen yet
+
+
+class RedisAttributionStore:
+    """The attribution state on Redis or Redis Cluster (see the module docstring)."""
+
+    def __init__(self, redis, config: AttributionConfig = AttributionConfig()) -> None:
+        self._redis = redis
+        self._config = config
+        self._join_sha = redis.register_script(_JOIN_USER).sha
+        self._apply_sha = redis.register_script(_APPLY_AGGREGATES).sha
+
+    @property
+    def config(self) -> AttributionConfig:
+        return self._config
+
+    async def write(self, records: Sequence[ImpressionRecord | EventRecord]) -> Applied:
+        """Join and count ``records`` (in order per user), exactly once per record id."""
+        new, entries = await self.join(records)
+        applied = Applied(new)
+        if entries:
+            await self.apply(entries, applied)
+        return applied
+
+    async def join(self, records: Sequence[ImpressionRecord | EventRecord]) -> tuple[list[bool], list[dict]]:
+        """Step 1: per record whether it was new, and every outbox entry of the users in the batch."""
+        if not records:
+            return [], []
+        c = self._config
+        by_user: dict[str, list[int]] = {}
+        for i, rec in enumerate(records):
+            by_user.setdefault(rec.user_id, []).append(i)
+        head = (c.window_ms, c.bucket_ms, c.max_lists, c.dedup_cap, c.max_pending, CLOCK_SKEW_MS)
+        calls = [(self._join_sha, 6, *user_keys(uid), *head, uid,
+                  as_json([records[i].packed() for i in positions]))
+                 for uid, positions in by_user.items()]
+        replies = await self._evalsha_all({self._join_sha: _JOIN_USER}, calls)
+        new = [False] * len(records)
+        entries: list[dict] = []
+        for positions, reply in zip(by_user.values(), replies):
+            for i, flag in zip(positions, reply[0].decode()):
+                new[i] = flag == "1"
+            entries += [json.loads(raw) for raw in reply[1:]]
+        return new, entries
+
+    async def apply(self, entries: list[dict], applied: Applied) -> None:
+        """Steps 2 and 3: apply the entries not applied yet, then empty them from the outboxes."""
+        await self._apply(entries, applied)
+        pipe = self._redis.pipeline(transaction=False)
+        for e in entries:
+            pipe.zremrangebyscore(user_keys(e["user"])[4], "-inf", e["s"])
+        await pipe.execute()
+
+    async def _apply(self, entries: list[dict], applied: Applied) -> None:
+        keys: list[bytes] = [AGG_APPLIED]
+        index: dict[bytes, int] = {}
+
+        def k(key: bytes) -> int:
+            if key not in index:
+                keys.append(key)
+                index[key] = len(keys)  # Lua's KEYS are 1-based; KEYS[1] is AGG_APPLIED
+            return index[key]
+
+        packed, members = [], {}
+        for e in entries:
+            incs = []
+            for key, fld, n in e["inc"]:
+                experiment, variant, bucket = key.split(SEP)
+                incs.append([k(bucket_key(experiment, variant, int(bucket))), fld, n, int(fld in FLOAT_FIELDS)])
+                members[("SADD", k(AGG_EXPERIMENTS), experiment)] = None
+                members[("SADD", k(variants_key(experiment)), variant)] = None
+                members[("ZADD", k(buckets_key(experiment)), bucket)] = int(bucket)
+            for pair in e["users"]:
+                experiment, variant = pair.split(SEP)
+                members[("PFADD", k(users_key(experiment, variant)), e["user"])] = None
+            for reason_type, n in e["un"]:
+                incs.append([k(AGG_UNATTRIBUTED), reason_type, n, 0])
+            packed.append([e["user"], e["s"], incs])
+        ops = [[cmd, idx, member, score] for (cmd, idx, member), score in members.items()]
+        reply = await self._evalsha_all({self._apply_sha: _APPLY_AGGREGATES},
+                                        [(self._apply_sha, len(keys), *keys, as_json(packed), as_json(ops))])
+        for e, flag in zip(entries, reply[0].decode()):
+            if flag != "1":
+                continue
+            for key, fld, n in e["inc"]:
+                experiment, variant, _ = key.split(SEP)
+                applied.increments.append((experiment, variant, fld, n))
+            applied.unattributed += [(reason_type, n) for reason_type, n in e["un"]]
+
+    async def _evalsha_all(self, scripts: dict[str, str], calls: list[tuple]) -> list:
+        """EVALSHA each call in one pipeline; calls that met NOSCRIPT run again once loaded.
+        Each call is atomic, so re-running only the failed ones applies each once."""
+        pipe = self._redis.pipeline(transaction=False)
+        for args in calls:
+            pipe.execute_command("EVALSHA", *args)
+        replies = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            for script in scripts.values():
+                await self._redis.script_load(script)
+            pipe = self._redis.pipeline(transaction=False)
+            for i in missing:
+                pipe.execute_command("EVALSHA", *calls[i])
+            for i, reply in zip(missing, await pipe.execute(raise_on_error=False)):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def prices_micros(self, item_ids: Sequence[str]) -> dict[str, int]:
+        """Catalog prices of ``item_ids`` in millionths (items without one are left out)."""
+        from shopstream.catalog.v1 import catalog_pb2
+
+        from services.common.stores import keys
+
+        ids = list(dict.fromkeys(item_ids))
+        if not ids:
+            return {}
+        raw = await self._redis.hmget(keys.CATALOG_ITEMS, ids)
+        prices = {}
+        for item_id, value in zip(ids, raw):
+            if value is not None:
+                price = catalog_pb2.CatalogItem.FromString(value).price
+                if math.isfinite(price) and price > 0:
+                    prices[item_id] = round(price * 1_000_000)
+        return prices
+
+
+# ---- reading the aggregates (the report) ----------------------------------------------------
+
+@dataclass
+class VariantSeries:
+    """One variant's counters per bucket (bucket start ms -> field -> value) and its users."""
+
+    variant: str
+    users: int = 0
+    buckets: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def totals(self) -> dict[str, float]:
+        out: dict[str, float] = defaultdict(float)
+        for counters in self.buckets.values():
+            for name, n in counters.items():
+                out[name] += n
+        return dict(out)
+
+
+async def read_experiment(redis, experiment: str) -> dict[str, VariantSeries]:
+    """Every variant of ``experiment`` with its counters per bucket (one pipeline after the
+    index reads)."""
+    variants = sorted(v.decode() for v in await redis.smembers(variants_key(experiment)))
+    buckets = [int(b) for b in await redis.zrange(buckets_key(experiment), 0, -1)]
+    pipe = redis.pipeline(transaction=False)
+    for v in variants:
+        pipe.pfcount(users_key(experiment, v))
+        for b in buckets:
+            pipe.hgetall(bucket_key(experiment, v, b))
+    replies = iter(await pipe.execute())
+    out: dict[str, VariantSeries] = {}
+    for v in variants:
+        series = VariantSeries(v, users=int(next(replies)))
+        for b in buckets:
+            raw = next(replies)
+            if raw:
+                series.buckets[b] = {name.decode(): float(n) for name, n in raw.items()}
+        out[v] = series
+    return out
+
+
+async def read_unattributed(redis) -> dict[str, float]:
+    """``"<reason>:<type>"`` (and ``"<reason>:revenue_micros"``) -> count, over all experiments."""
+    return {k.decode(): float(v) for k, v in (await redis.hgetall(AGG_UNATTRIBUTED)).items()}
+
+
+async def experiments(redis) -> list[str]:
+    return sorted(x.decode() for x in await redis.smembers(AGG_EXPERIMENTS))
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
