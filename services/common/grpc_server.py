@@ -222,10 +222,11 @@ class RunningServer(Generic[D]):
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     health_port: int | None = None  # the plaintext health-only port, with a health address
+    http_port: int | None = None  # the HTTP/JSON API's port (the gateway's, when it serves one)
 
     @classmethod
-    def of(cls, bound: BoundServer, deps: D) -> RunningServer[D]:
-        return cls(bound.port, deps, bound.server, bound.health, bound.health_port)
+    def of(cls, bound: BoundServer, deps: D, http_port: int | None = None) -> RunningServer[D]:
+        return cls(bound.port, deps, bound.server, bound.health, bound.health_port, http_port)
 
 
 async def set_health(servicer: health.aio.HealthServicer, service_names: Iterable[str], serving: bool) -> None:

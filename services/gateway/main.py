@@ -22,13 +22,17 @@ from services.common.stores.catalog import CatalogCache, RedisCatalogStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import RedisUserStateStore
 from services.common.tls import channel as grpc_channel
+from services.experiments.store import ExperimentStore, ExperimentWatcher
 from services.gateway.fallback import TrendingFallback
+from services.gateway.impressions import ImpressionLog
 from services.gateway.guard import make_guard
 from services.gateway.metrics import gateway_metrics
 from services.gateway.publisher import LazyProducer
 from services.gateway.ranker_client import RankerClient, channel_options, ranker_target
-from services.gateway.server import SERVICE_NAMES, GatewayDeps, create_server, watch_readiness
+from services.gateway import http_api
+from services.gateway.server import SERVICE_NAMES, GatewayDeps, create_server, make_servicer, watch_readiness
 from services.gateway.settings import GatewaySettings
+from services.gateway.shadow import ShadowScorer
 
 logger = logging.getLogger(__name__)
 
@@ -51,9 +55,21 @@ def build(settings: GatewaySettings) -> GatewayDeps:
     # round_robin over every replica the target names, one retry on UNAVAILABLE (ranker_client.py).
     channel = grpc_channel(ranker_target(settings.ranker_addr), settings.ranker_tls(),
                            channel_options(RANKER_CHANNEL_OPTIONS))
+    ranker = RankerClient.for_settings(settings, channel, metrics)
+
+    async def loaded_models():
+        """The versions the ranker holds; None when it cannot say (then the store's own check
+        when the definition was set is all there is)."""
+        try:
+            reply = await ranker.list_models(settings.ranker_timeout_s * 10)
+        except Exception as exc:
+            logger.warning("cannot ask the ranker which model versions it holds: %s", exc or type(exc).__name__)
+            return None
+        return {model.version for model in reply.models}
+
     return GatewayDeps(
         redis=redis,
-        ranker=RankerClient.for_settings(settings, channel, metrics),
+        ranker=ranker,
         ranker_channel=channel,
         user_states=RedisUserStateStore(redis),
         catalog=catalog,
@@ -63,6 +79,12 @@ def build(settings: GatewaySettings) -> GatewayDeps:
         executor=ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="gateway-publish"),
         metrics=metrics,
         guard=make_guard(settings.api_clients(), metrics),
+        impressions=ImpressionLog(metrics, settings.impressions_buffer, settings.impressions_batch_max)
+        if settings.impressions_enabled else None,
+        experiments=ExperimentWatcher(ExperimentStore(redis), settings.experiments_poll_s, loaded_models,
+                                      on_error=lambda reason: metrics.experiment_config_errors.labels(reason).inc()),
+        shadow=ShadowScorer(ranker, metrics, settings.shadow_sample_rate, settings.shadow_max_in_flight,
+                            settings.ranker_timeout_s),
     )
 
 
@@ -83,8 +105,16 @@ async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) ->
         stack.push_async_callback(deps.ranker.close)  # its batcher, before the channel under it
         catalog_refresh = asyncio.create_task(deps.catalog.run(), name="catalog-refresh")
         stack.push_async_callback(cancel_tasks, [catalog_refresh])
-        built = await create_server(settings, deps)
+        await _start_closed_loop(settings, deps, stack)
+        servicer = make_servicer(settings, deps)  # one servicer: gRPC and HTTP run the same rules
+        built = await create_server(settings, deps, servicer)
         await built.start(stack, SERVICE_NAMES, settings.grace_s)
+        http_port = None
+        if settings.http_addr:
+            app = http_api.create_app(settings, servicer, deps.guard, deps.catalog, built.health, deps.metrics)
+            http_port = await stack.enter_async_context(http_api.serving(settings, app))
+            logger.info("gateway HTTP/JSON API%s on port %d", " and demo page" if settings.http_demo else "",
+                        http_port)
         # Cancelled first on exit, so that it cannot flip health back to SERVING during the grace.
         readiness = asyncio.create_task(watch_readiness(deps, built.health, settings.readiness_interval_s),
                                         name="readiness")
@@ -98,9 +128,34 @@ async def running(settings: GatewaySettings, deps: GatewayDeps | None = None) ->
         elif settings.tls_cert_file is None:
             logger.warning("API tokens travel in plaintext: set SHOPSTREAM_GATEWAY_TLS_CERT_FILE and "
                            "SHOPSTREAM_GATEWAY_TLS_KEY_FILE unless TLS ends in front of the gateway")
-        yield RunningServer.of(built, deps)
+        yield RunningServer.of(built, deps, http_port)
         logger.info("gateway stopping")
     logger.info("gateway stopped")
+
+
+async def _start_closed_loop(settings: GatewaySettings, deps: GatewayDeps, stack: contextlib.AsyncExitStack) -> None:
+    """Experiments, shadow scoring and impressions (docs/experiments.md); each stops on exit
+    after the server (nothing serves any more), before the ranker client and the executor
+    it needs."""
+    if deps.shadow is not None:
+        stack.push_async_callback(deps.shadow.close)
+    if deps.experiments is not None:
+        try:  # a definition in Redis serves from the first request, not a poll later
+            await deps.experiments.poll_once()
+        except Exception as exc:
+            logger.warning("experiment definitions not read at start-up (polling goes on): %s",
+                           exc or type(exc).__name__)
+        watcher = asyncio.create_task(deps.experiments.run(), name="experiments")
+        stack.push_async_callback(cancel_tasks, [watcher])
+    if deps.impressions is not None:
+        send = getattr(deps.publisher, "send_impressions", None)
+        if send is None:
+            logger.warning("impressions are not published: this gateway's publisher cannot send them")
+            deps.impressions = None
+            return
+        drain = asyncio.create_task(deps.impressions.run(send, deps.executor), name="impressions")
+        stack.push_async_callback(deps.impressions.close, send, deps.executor, max(settings.kafka_timeout_s, 1.0))
+        stack.push_async_callback(cancel_tasks, [drain])
 
 
 def main(argv: list[str] | None = None) -> int:

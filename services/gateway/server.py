@@ -22,10 +22,13 @@ from services.common.tls import bind
 from services.common.periodic import raise_if_cancelling, run_periodically
 from services.common.stores.catalog import CatalogCache
 from services.common.stores.user_state import UserStateStore
+from services.experiments.store import ExperimentWatcher
 from services.gateway.fallback import TrendingFallback
+from services.gateway.impressions import ImpressionLog
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.ranker_client import RankerClient
 from services.gateway.servicer import EventPublisher, GatewayServicer
+from services.gateway.shadow import ShadowScorer
 from services.gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
@@ -47,15 +50,26 @@ class GatewayDeps:
     executor: Executor
     metrics: GatewayMetrics
     guard: CallGuard | None = None  # API tokens and rate limits (guard.py); None: auth disabled
+    # The closed loop (docs/experiments.md); None: off (tests that wire a gateway without them).
+    impressions: ImpressionLog | None = None  # served lists to Kafka (impressions.py)
+    experiments: ExperimentWatcher | None = None  # experiment definitions from Redis
+    shadow: ShadowScorer | None = None  # a running experiment's shadow variant (shadow.py)
 
 
-async def create_server(settings: GatewaySettings, deps: GatewayDeps) -> BoundServer:
+def make_servicer(settings: GatewaySettings, deps: GatewayDeps) -> GatewayServicer:
+    """The one GatewayServicer of a gateway: the gRPC server and the HTTP API both call it."""
+    return GatewayServicer(settings, deps.ranker, deps.user_states, deps.fallback, deps.publisher,
+                           deps.executor, deps.metrics, impressions=deps.impressions, experiments=deps.experiments,
+                           shadow=deps.shadow)
+
+
+async def create_server(settings: GatewaySettings, deps: GatewayDeps,
+                        servicer: GatewayServicer | None = None) -> BoundServer:
     """The gateway's gRPC server on ``settings.addr`` (port 0 picks a free one; TLS when a
-    certificate is configured), not started."""
+    certificate is configured), not started; ``servicer`` defaults to ``make_servicer``."""
     server = grpc.aio.server(interceptors=[ServerInterceptor(deps.metrics.rpc, deps.guard)])
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(
-        GatewayServicer(settings, deps.ranker, deps.user_states, deps.fallback, deps.publisher,
-                        deps.executor, deps.metrics),
+        servicer if servicer is not None else make_servicer(settings, deps),
         server,
     )
     health_servicer = await add_health_and_reflection(server, SERVICE_NAMES)

@@ -66,6 +66,24 @@ class GatewaySettings(BaseSettings):
                                                         "host of ranker_addr")
     health_addr: str = Field("", description="extra plaintext host:port serving only grpc.health.v1 (for "
                                              "probes that cannot speak TLS); empty = none")
+    # The HTTP/JSON API and the demo storefront beside gRPC (http_api.py, docs/api.md).
+    http_addr: str = Field("", description="host:port of the HTTP/JSON API and demo page (port 0 picks one); "
+                                           "empty = no HTTP server")
+    http_cors_origins: str = Field("", description="comma-separated origins whose browser pages may call the HTTP "
+                                                   "API ('*' = any); empty = none")
+    http_demo: bool = Field(True, description="serve the demo storefront page at / of the HTTP server")
+    ops_url: str = Field("", description="URL of the ops view (Prometheus) that the demo page links to; empty = none")
+    # The closed loop (docs/experiments.md): impressions to Kafka, experiments from Redis, shadow scoring.
+    impressions_enabled: bool = Field(True, description="publish every served list to the impressions topic")
+    impressions_buffer: int = Field(10_000, ge=1, description="served lists held for publishing; more are "
+                                                              "dropped (and counted), never waited for")
+    impressions_batch_max: int = Field(500, ge=1, description="most impressions in one publish")
+    experiments_poll_s: float = Field(1.0, gt=0, description="how often the experiment definitions in Redis "
+                                                             "are checked for changes")
+    shadow_sample_rate: float = Field(1.0, ge=0, le=1, description="share of requests also scored by a running "
+                                                                   "experiment's shadow variant")
+    shadow_max_in_flight: int = Field(64, ge=1, description="shadow scorings out at once; more are skipped "
+                                                            "(and counted)")
     grace_s: float = Field(5.0, ge=0)
     log_level: str = "INFO"
     # Bound on connecting to / waiting for Kafka metadata in TrackEvents.
@@ -78,7 +96,7 @@ class GatewaySettings(BaseSettings):
     def _check_addr(cls, value: str) -> str:
         return check_addr(value)
 
-    @field_validator("health_addr")
+    @field_validator("health_addr", "http_addr")
     @classmethod
     def _check_optional_addr(cls, value: str) -> str:
         return check_addr(value) if value else value
