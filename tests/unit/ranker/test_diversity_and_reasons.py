@@ -1,0 +1,40 @@
+"""Diversity re-ranking (MMR, category cap) and the evidence behind a recommendation."""
+import numpy as np
+
+from services.ranker.diversity import intra_list_diversity, rerank
+from services.ranker.reasons import explain, unit_rows
+
+# Items 1-3 point one way, 4-6 another (index 0 is padding).
+VECS = unit_rows(np.array([[0, 0], [1, 0], [0.99, 0.1], [0.98, 0.2], [0, 1], [0.1, 0.99], [0.2, 0.98]],
+                          dtype=np.float32))
+CATS = np.array([-1, 0, 0, 0, 1, 1, 1])
+CANDIDATES = np.array([1, 2, 3, 4, 5, 6])
+SCORES = np.array([6, 5, 4, 3, 2, 1], dtype=np.float32)
+
+
+def test_defaults_keep_the_model_order():
+    got, held = rerank(CANDIDATES, SCORES, 4, unit_vectors=VECS)
+    assert got.tolist() == [1, 2, 3, 4] and held
+
+
+def test_mmr_alternates_between_directions_at_high_weight():
+    got, _ = rerank(CANDIDATES, SCORES, 3, unit_vectors=VECS, weight=0.7)
+    assert got[0] == 1 and got[1] in (4, 5, 6)
+    assert intra_list_diversity(VECS, got) > intra_list_diversity(VECS, CANDIDATES[:3]) + 0.3
+
+
+def test_category_cap_holds_and_fills_when_it_cannot():
+    got, held = rerank(CANDIDATES, SCORES, 4, unit_vectors=VECS, categories=CATS, cap=2)
+    assert got.tolist() == [1, 2, 4, 5] and held
+    got, held = rerank(CANDIDATES, SCORES, 5, unit_vectors=VECS, categories=CATS, cap=2)
+    assert len(got) == 5 and not held
+    got, held = rerank(CANDIDATES, SCORES, 4, unit_vectors=VECS, weight=0.3, categories=CATS, cap=2)
+    assert sorted(np.bincount(CATS[got])) == [2, 2] and held
+
+
+def test_evidence_is_the_closest_history_item():
+    ev = explain(VECS, np.array([1, 5]), np.array([3, 6]))
+    assert ev.item.tolist() == [1, 5]
+    assert np.all(ev.strength > 0.9)
+    assert explain(VECS, np.array([1, 5]), np.array([3]), method="recent").item.tolist() == [5]
+    assert explain(VECS, np.array([], dtype=np.int64), np.array([3])).item.tolist() == [0]
