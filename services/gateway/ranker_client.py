@@ -11,7 +11,10 @@ batch call carries the latest deadline of its members). A ranker without RankBat
 Rank calls from then on.
 
 Failures come back as RankerFailed(reason) for the trending fallback, except
-NOT_FOUND and INVALID_ARGUMENT: those are the caller's fault and become domain errors.
+NOT_FOUND and INVALID_ARGUMENT: those are the caller's fault and become domain errors, and
+FAILED_PRECONDITION (the request named a model version the ranker has not loaded), which
+becomes FailedPrecondition: a variant's model must never silently turn into the fallback.
+Requests go out as given, ``model_version`` included (each RankBatch member keeps its own).
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import grpc
 from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
 from services.common.batching import MicroBatcher
-from services.common.errors import DomainError, InvalidArgument, NotFound, ResourceExhausted
+from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from services.common.grpc_server import REQUEST_ID_METADATA
 from services.common.logs import request_id
 from services.gateway import metrics as m
@@ -51,6 +54,8 @@ def _failure(code: grpc.StatusCode, details: str) -> Exception:
         return NotFound(details or "not found")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(details or "invalid argument")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(details or "failed precondition")
     reason = {grpc.StatusCode.UNAVAILABLE: m.RANKER_UNAVAILABLE,
               grpc.StatusCode.RESOURCE_EXHAUSTED: m.RANKER_UNAVAILABLE,
               grpc.StatusCode.DEADLINE_EXCEEDED: m.RANKER_DEADLINE}.get(code, m.RANKER_ERROR)
@@ -85,6 +90,12 @@ class RankerClient:
 
     async def similar(self, request: ranker_pb2.SimilarRequest, timeout: float) -> ranker_pb2.SimilarResponse:
         return await self._observed("Similar", self._unary("Similar", request, timeout, request_id.get()), timeout)
+
+    async def list_models(self, timeout: float) -> ranker_pb2.ListModelsResponse:
+        """The model versions the ranker holds (live and candidates) and their memory. Behind a
+        load balancer this is one replica's answer; replicas poll the same models directory."""
+        return await self._observed("ListModels", self._unary("ListModels", ranker_pb2.ListModelsRequest(),
+                                                              timeout, request_id.get()), timeout)
 
     async def close(self) -> None:
         await self._batcher.close()

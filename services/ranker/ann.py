@@ -68,6 +68,9 @@ class IvfIndex:
         self.index.add(items)
         self.nprobe = nprobe or self.calibrate(items, target_recall)
         self.index.nprobe = self.nprobe
+        # IVF-Flat keeps every vector and its int64 id in the lists, plus the centroids.
+        self.array_bytes = n * (dim * 4 + 8) + self.nlist * dim * 4
+        self.session_bytes = 0
 
     def calibrate(self, items: np.ndarray, target_recall: float, queries: int = 200, k: int = 10) -> int:
         """The smallest power-of-two nprobe reaching ``target_recall`` (recall@k vs exact)."""

@@ -32,6 +32,8 @@ class NumpyExact:
     def __init__(self, item_embeddings: np.ndarray, max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES) -> None:
         self._items_t = np.ascontiguousarray(item_embeddings.T, dtype=np.float32)  # [D, N+1]
         self.num_rows = item_embeddings.shape[0]
+        self.array_bytes = self._items_t.nbytes  # its own transposed copy of the catalog
+        self.session_bytes = 0
         self._max_block_bytes = max_block_bytes
 
     def candidates(self, users: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +106,10 @@ class OnnxExact:
         self.small = (single_threaded_twin(model, providers, self.session, intra_op_threads)
                       if self.num_rows <= small_work_cells else self.session)
         self._small_rows = small_work_cells // self.num_rows
+        # Each session holds its own copy of the graph's initializers (the catalog, the bias).
+        initializers = item_embeddings.size * (2 if fp16 else 4) + self.num_rows * (2 if fp16 else 4)
+        self.array_bytes = 0
+        self.session_bytes = initializers * (1 if self.small is self.session else 2)
         self._max_block_bytes = max_block_bytes
 
     def candidates(self, users: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:

@@ -40,7 +40,7 @@ def build(settings: RankerSettings) -> RankerDeps:
                                      thread_name_prefix="ranker-encode")
     holder = ModelHolder(settings.models_dir, executor, metrics, scoring=settings.scoring_config(),
                          reload_interval_s=settings.reload_interval_s, failed_retry_s=settings.failed_retry_s,
-                         encode_pool=encode_pool)
+                         encode_pool=encode_pool, max_models=settings.max_models)
     catalog = CatalogCache(RedisCatalogStore(redis), settings.catalog_refresh_s)
     catalog.on_change(holder.on_catalog)
     return RankerDeps(redis=redis, holder=holder, catalog=catalog,
@@ -77,5 +77,6 @@ async def running(settings: RankerSettings, deps: RankerDeps | None = None) -> A
 
 def main(argv: list[str] | None = None) -> int:
     return run_service(argv, prog="shopstream ranker", settings_cls=RankerSettings, running=running,
-                       description="Run the ranker gRPC server (RankerService, grpc.health.v1, reflection): the model "
-                       "bundle in the models directory scores the whole catalog, hot-reloaded when LATEST moves.")
+                       description="Run the ranker gRPC server (RankerService, grpc.health.v1, reflection): the live model "
+                       "bundle (LATEST in the models directory) and the candidates listed in CANDIDATES score the "
+                       "whole catalog, hot-reloaded when either file changes.")

@@ -10,6 +10,9 @@ from services.common.rpc_metrics import RpcMetrics, make_rpc_metrics
 
 # Scoring alone should stay well under the 50 ms serving budget.
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# What a loaded model is to the ranker: the one LATEST names, or one listed in CANDIDATES.
+LIVE, CANDIDATE = "live", "candidate"
+ROLES = (LIVE, CANDIDATE)
 SCORING_BUCKETS_SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 
 
@@ -28,11 +31,24 @@ class RankerMetrics:
     batch_duration: Histogram
     queue_rejected: Counter
     exact_fallbacks: Counter
+    model_bytes: Gauge
+    models_loaded: Gauge
 
     def set_model_version(self, old: str | None, new: str) -> None:
         if old:
             self.model_info.remove(old)
         self.model_info.labels(new).set(1)
+
+    def set_models(self, sizes: dict[tuple[str, str], int], previous: set[tuple[str, str]]) -> set[tuple[str, str]]:
+        """``model_bytes`` for every (version, role) in ``sizes``, the series of ``previous`` that
+        are gone removed, ``models_loaded`` per role; returns the series now set."""
+        for key in previous - sizes.keys():
+            self.model_bytes.remove(*key)
+        for key, size in sizes.items():
+            self.model_bytes.labels(*key).set(size)
+        for role in ROLES:
+            self.models_loaded.labels(role).set(sum(1 for _, r in sizes if r == role))
+        return set(sizes)
 
 
 @functools.cache
@@ -67,4 +83,10 @@ def ranker_metrics() -> RankerMetrics:
                                "Rank calls refused with RESOURCE_EXHAUSTED because the queue was full"),
         exact_fallbacks=Counter("shopstream_ranker_exact_fallbacks_total",
                                 "Rows whose over-fetched candidates left fewer than k after filtering"),
+        # A version label is bounded: at most SHOPSTREAM_RANKER_MAX_MODELS series at a time, and a
+        # version's series is removed when it is unloaded.
+        model_bytes=Gauge("shopstream_ranker_model_bytes",
+                          "Memory a loaded model holds: item tables and scorer copies plus onnxruntime session "
+                          "initializers (services/ranker/memory.py)", ["version", "version_role"]),
+        models_loaded=Gauge("shopstream_ranker_models_loaded", "Model versions loaded, by role", ["version_role"]),
     )

@@ -19,6 +19,8 @@ class CatalogScorer(Protocol):
     name: str
     num_rows: int  # catalog rows, padding row 0 included
     exhaustive: bool  # whether ``candidates`` looks at every row (exact) or approximates (ANN)
+    array_bytes: int  # its own copy of the catalog in numpy/faiss memory
+    session_bytes: int  # initializers held by its onnxruntime sessions
 
     def candidates(self, users: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         """(indices int64 [B, K], scores float32 [B, K]) with K <= fetch, unsorted."""

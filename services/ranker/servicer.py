@@ -1,5 +1,9 @@
-"""RankerService: Rank (personalised top-k), RankBatch (many Rank requests in one call)
-and Similar (item-to-item cosine)."""
+"""RankerService: Rank (personalised top-k), RankBatch (many Rank requests in one call),
+Similar (item-to-item cosine) and ListModels (the loaded versions and their memory).
+
+Rank, RankBatch's requests and Similar each name the model version that scores them
+(``model_version``; "" = the live one); a version that is not loaded is FAILED_PRECONDITION
+naming it and the loaded ones, never a silent fallback to another model."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +17,8 @@ from google.rpc import status_pb2
 import numpy as np
 from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
-from services.common.errors import DomainError, InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from services.common.errors import (DomainError, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted,
+                                    Unavailable)
 from services.common.filters import ItemFilter
 from services.contract.limits import check_filter, check_id
 from services.common.stores.coalescing import CoalescingStateReader
@@ -21,7 +26,8 @@ from services.common.stores.user_state import UserState, UserStateStore
 from services.common.batching import MicroBatcher
 from services.ranker.engine import RankEngine, Ranked, RankJob
 from services.ranker.metrics import RankerMetrics
-from services.ranker.model_holder import LoadedModel, ModelHolder
+from services.ranker.memory import model_memory
+from services.ranker.model_holder import LoadedModel, ModelHolder, ModelSet
 from services.common.filters import eligible_mask
 from services.ranker.scoring import top_k
 
@@ -72,13 +78,20 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
     def _checked_filter(self, request: ranker_pb2.RankRequest) -> ItemFilter:
         self._validate("user_id", request.user_id, request.k)
         check_filter("filter", request.filter)
+        if request.model_version:
+            check_id("model_version", request.model_version)
         return ItemFilter.from_proto(request.filter)
 
-    def _model(self) -> LoadedModel:
-        model = self._holder.current
-        if model is None:
+    def _model(self, models: ModelSet, version: str) -> LoadedModel:
+        """``version``'s model in ``models`` ("" = the live one)."""
+        model = models.get(version)
+        if model is not None:
+            return model
+        if not version or not models.models:
             raise Unavailable("no model loaded yet")
-        return model
+        why = self._holder.not_loaded().get(version)
+        raise FailedPrecondition(f"model version {version!r} is not loaded{f' ({why})' if why else ''}; "
+                                 f"loaded: {models.describe()}")
 
     async def _read_states(self, user_ids: Sequence[str]) -> list[UserState]:
         try:
@@ -108,7 +121,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
 
     async def Rank(self, request: ranker_pb2.RankRequest, context) -> ranker_pb2.RankResponse:
         item_filter = self._checked_filter(request)
-        model = self._model()
+        model = self._model(self._holder.models, request.model_version)
         (state,) = await self._read_states([request.user_id])
         job, source = self._job(model, request, item_filter, state)
         if job is None:
@@ -122,22 +135,27 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
 
     async def RankBatch(self, request: ranker_pb2.RankBatchRequest, context) -> ranker_pb2.RankBatchResponse:
         """Every request as Rank would answer it; the states come in one round trip and the
-        jobs join the micro-batcher together. An invalid request fails only its own outcome."""
+        jobs join the micro-batcher together. An invalid request, or one naming a version that
+        is not loaded, fails only its own outcome; each request is scored by the version it
+        names (the engine batches per model)."""
         requests = request.requests
         if len(requests) > self._max_batch_requests:
             raise InvalidArgument(f"at most {self._max_batch_requests} requests per RankBatch, got {len(requests)}")
-        model = self._model()
+        models = self._holder.models  # one view of the loaded models for the whole call
+        if models.live is None and not models.models:
+            raise Unavailable("no model loaded yet")
         outcomes: list[ranker_pb2.RankOutcome | None] = [None] * len(requests)
-        valid: list[tuple[int, ranker_pb2.RankRequest, ItemFilter]] = []
+        valid: list[tuple[int, ranker_pb2.RankRequest, ItemFilter, LoadedModel]] = []
         for i, req in enumerate(requests):
             try:
-                valid.append((i, req, self._checked_filter(req)))
+                item_filter = self._checked_filter(req)
+                valid.append((i, req, item_filter, self._model(models, req.model_version)))
             except DomainError as exc:
                 outcomes[i] = _error_outcome(exc)
-        states = await self._read_states([req.user_id for _, req, _ in valid]) if valid else []
+        states = await self._read_states([req.user_id for _, req, _, _ in valid]) if valid else []
         jobs: list[RankJob] = []
         slots: list[tuple[int, str]] = []
-        for (i, req, item_filter), state in zip(valid, states):
+        for (i, req, item_filter, model), state in zip(valid, states):
             job, source = self._job(model, req, item_filter, state)
             if job is None:
                 outcomes[i] = ranker_pb2.RankOutcome(response=self._response(model, None, source))
@@ -145,19 +163,21 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
                 jobs.append(job)
                 slots.append((i, source))
         results = await asyncio.gather(*self._batcher.submit_many(jobs), return_exceptions=True)
-        for (i, source), result in zip(slots, results):
+        for (i, source), job, result in zip(slots, jobs, results):
             if isinstance(result, BaseException):
                 if isinstance(result, ResourceExhausted):
                     self._metrics.queue_rejected.inc()
                 outcomes[i] = _error_outcome(result)
             else:
-                outcomes[i] = ranker_pb2.RankOutcome(response=self._response(model, result, source))
+                outcomes[i] = ranker_pb2.RankOutcome(response=self._response(job.model, result, source))
         return ranker_pb2.RankBatchResponse(results=outcomes)
 
     async def Similar(self, request: ranker_pb2.SimilarRequest, context) -> ranker_pb2.SimilarResponse:
         self._validate("item_id", request.item_id, request.k)
         check_filter("filter", request.filter)
-        model = self._model()
+        if request.model_version:
+            check_id("model_version", request.model_version)
+        model = self._model(self._holder.models, request.model_version)
         index = model.items.index_of.get(request.item_id)
         if index is None:
             raise NotFound(f"item {request.item_id!r} is not in model {model.version}")
@@ -165,6 +185,22 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         loop = asyncio.get_running_loop()
         items = await loop.run_in_executor(self._executor, self._similar, model, index, item_filter, request.k)
         return ranker_pb2.SimilarResponse(items=items, model_version=model.version)
+
+    async def ListModels(self, request: ranker_pb2.ListModelsRequest, context) -> ranker_pb2.ListModelsResponse:
+        """Every loaded version (live first) with its catalog size and memory, and the named
+        versions that are not loaded with the reason."""
+        models = self._holder.models
+        infos = []
+        for version in sorted(models.models, key=lambda v: (v != models.live_version, v)):
+            model = models.models[version]
+            memory = model_memory(model)
+            infos.append(ranker_pb2.ModelInfo(
+                version=version, live=version == models.live_version, catalog_items=len(model.items.item_ids),
+                embedding_bytes=memory.embedding_bytes, session_bytes=memory.session_bytes,
+                total_bytes=memory.total_bytes))
+        not_loaded = [ranker_pb2.UnloadedModel(version=v, reason=why)
+                      for v, why in sorted(self._holder.not_loaded().items())]
+        return ranker_pb2.ListModelsResponse(models=infos, not_loaded=not_loaded, max_models=self._holder.max_models)
 
     def _similar(self, model: LoadedModel, index: int, item_filter: ItemFilter, k: int) -> list[ranker_pb2.ScoredItem]:
         start = time.perf_counter()

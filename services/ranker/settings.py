@@ -23,6 +23,8 @@ class RankerSettings(BaseSettings):
     # Retry a version that failed to load only after this long, so a bad bundle
     # is counted once per interval rather than once per poll.
     failed_retry_s: float = Field(300.0, ge=0)
+    max_models: int = Field(3, ge=1, description="model versions loaded at once: the live one (LATEST) and the "
+                                                 "newest candidates listed in <models_dir>/CANDIDATES")
     intra_op_threads: int = Field(
         0, ge=0, description="threads per batch (the encoder's chunk pool; onnxruntime and faiss threads of "
                              "the scorer); 0 = the cores shared among the batches in flight")

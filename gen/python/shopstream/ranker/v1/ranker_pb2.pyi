@@ -121,3 +121,41 @@ class RankBatchResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[RankOutcome]
     def __init__(self, results: _Optional[_Iterable[_Union[RankOutcome, _Mapping]]] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("version", "live", "catalog_items", "embedding_bytes", "session_bytes", "total_bytes")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SESSION_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    live: bool
+    catalog_items: int
+    embedding_bytes: int
+    session_bytes: int
+    total_bytes: int
+    def __init__(self, version: _Optional[str] = ..., live: _Optional[bool] = ..., catalog_items: _Optional[int] = ..., embedding_bytes: _Optional[int] = ..., session_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class UnloadedModel(_message.Message):
+    __slots__ = ("version", "reason")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    reason: str
+    def __init__(self, version: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models", "not_loaded", "max_models")
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    NOT_LOADED_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    not_loaded: _containers.RepeatedCompositeFieldContainer[UnloadedModel]
+    max_models: int
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., not_loaded: _Optional[_Iterable[_Union[UnloadedModel, _Mapping]]] = ..., max_models: _Optional[int] = ...) -> None: ...

@@ -49,6 +49,11 @@ class RankerServiceStub:
                 request_serializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.SimilarRequest.SerializeToString,
                 response_deserializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.SimilarResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/shopstream.ranker.v1.RankerService/ListModels',
+                request_serializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
 
 
 class RankerServiceServicer:
@@ -72,6 +77,14 @@ class RankerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """The loaded model versions (live and candidates) and the memory each takes, so that a
+        caller can refuse an experiment that names a version this ranker does not hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +102,11 @@ def add_RankerServiceServicer_to_server(servicer, server):
                     servicer.Similar,
                     request_deserializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.SimilarRequest.FromString,
                     response_serializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.SimilarResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.ListModelsRequest.FromString,
+                    response_serializer=shopstream_dot_ranker_dot_v1_dot_ranker__pb2.ListModelsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +190,33 @@ class RankerService:
             '/shopstream.ranker.v1.RankerService/Similar',
             shopstream_dot_ranker_dot_v1_dot_ranker__pb2.SimilarRequest.SerializeToString,
             shopstream_dot_ranker_dot_v1_dot_ranker__pb2.SimilarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.ranker.v1.RankerService/ListModels',
+            shopstream_dot_ranker_dot_v1_dot_ranker__pb2.ListModelsRequest.SerializeToString,
+            shopstream_dot_ranker_dot_v1_dot_ranker__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
