@@ -32,6 +32,18 @@ def embedding(user_id: str) -> bytes:
     return _user(user_id, "emb")
 
 
+def forgotten(user_id: str) -> bytes:
+    """ForgetUser's tombstone: when (ms) the user was forgotten; events that occurred before
+    it are never applied again (docs/privacy.md)."""
+    return _user(user_id, "forgotten")
+
+
+# Named filter expressions: hash name -> expression text (services/rules/registry.py).
+FILTER_EXPRESSIONS = f"{PREFIX}:{{rules}}:filters".encode()
+# Every forgotten user -> forget time (ms), for exports and retraining; its own slot.
+FORGOTTEN_USERS = f"{PREFIX}:{{privacy}}:forgotten".encode()
+
+
 TRENDING = f"{PREFIX}:trending".encode()
 TRENDING_DECAY_LOCK = f"{PREFIX}:trending:decay-lock".encode()
 CATALOG_ITEMS = f"{PREFIX}:{{catalog}}:items".encode()

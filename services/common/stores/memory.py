@@ -50,6 +50,7 @@ class MemoryUserStateStore:
         self._dedup_cap = dedup_cap
         self._clock = clock
         self._users: dict[str, _User] = {}
+        self.forgotten: dict[str, int] = {}  # user -> forget ms (the Redis tombstones)
 
     async def apply_events(self, events: Sequence[EventWrite]) -> list[bool]:
         """Apply events in order; returns, per event, whether it was new (not a redelivery)."""
@@ -64,7 +65,7 @@ class MemoryUserStateStore:
         for event_id, user_id, item_id, type_code, occurred_ms in events:
             user = self._users.setdefault(user_id, _User())
             pushed.setdefault(user_id, 0)
-            if event_id in user.seen:
+            if event_id in user.seen or occurred_ms <= self.forgotten.get(user_id, -1):
                 new.append(False)
                 continue
             user.seen.add(event_id)
@@ -112,6 +113,13 @@ class MemoryUserStateStore:
         for w in writes:
             vec = np.ascontiguousarray(w.vector, dtype=np.float32).tobytes()
             self._users.setdefault(w.user_id, _User()).embedding = (w.model_version, int(w.hist_version), vec)
+
+    async def forget(self, user_id: str, now_ms: int) -> int:
+        user = self._users.pop(user_id, None)
+        self.forgotten[user_id] = now_ms
+        if user is None:
+            return 0
+        return sum(bool(part) for part in (user.history, user.purchased, user.counters, user.seen, user.embedding))
 
     def counters(self, user_id: str) -> dict[str, int]:
         """The user's counters hash (``events``, per type, ``hist_version``, ``last_event_ms``)."""

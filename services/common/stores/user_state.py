@@ -21,17 +21,25 @@ from services.common.stores import keys
 EVENT_TYPE_NAMES = {1: "view", 2: "click", 3: "add_to_cart", 4: "purchase"}
 PURCHASE = 4
 
+_FORGET_USER = """
+-- KEYS: hist, purchased, counts, dedup, emb, forgotten (one user, one hash slot); ARGV: now_ms
+-- Deletes the user's state and leaves the tombstone the apply script honours.
+local deleted = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('SET', KEYS[6], ARGV[1])
+return deleted
+"""
+
 # One call per user per batch: the per-event work stays inside Redis, and the
 # pipeline carries one command per user instead of one per event.
 _APPLY_USER_EVENTS = """
--- KEYS: hist, purchased, counts, dedup (one user, one hash slot)
+-- KEYS: hist, purchased, counts, dedup, forgotten (one user, one hash slot)
 -- ARGV: history_cap, dedup_cap, now_ms, return_len, events: the user's events in order as ONE
 --       compact string, per event "event_id US item_id US type_code US occurred_ms RS"
 --       with US = byte 255 and RS = byte 254: bytes that never occur in UTF-8, so no id can
 --       contain them and nothing needs escaping. One argument, no JSON: the client only joins
 --       strings, and a pipeline entry has 9 arguments per user whatever its number of events.
 -- Returns one bulk string "flags RS hist_version RS history": flags one character per event
--- ('1' new, '0' redelivery), history newest first (return_len items) joined by US. One flat
+-- ('1' new, '0' redelivery or from before a ForgetUser), history newest first (return_len items) joined by US. One flat
 -- string is what the client splits fastest (no per-element reply parsing, no JSON).
 local history_cap = tonumber(ARGV[1])
 local dedup_cap = tonumber(ARGV[2])
@@ -43,8 +51,9 @@ local pushed = 0
 local last = tonumber(redis.call('HGET', KEYS[3], 'last_event_ms') or '0')
 local newest, newest_raw = last, nil
 local n = redis.call('ZCARD', KEYS[4])
+local forgotten = tonumber(redis.call('GET', KEYS[5]) or '-1')
 for eid, item, code, occurred_raw in string.gmatch(ARGV[5], '([^\\255]*)\\255([^\\255]*)\\255([^\\255]*)\\255([^\\254]*)\\254') do
-  if redis.call('ZSCORE', KEYS[4], eid) then
+  if tonumber(occurred_raw) <= forgotten or redis.call('ZSCORE', KEYS[4], eid) then
     flags[#flags + 1] = '0'
   else
     redis.call('ZADD', KEYS[4], now, eid)
@@ -170,6 +179,9 @@ class UserStateStore(Protocol):
 
     async def put_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None: ...
 
+    async def forget(self, user_id: str, now_ms: int) -> int:
+        """Delete the user's state; events that occurred before ``now_ms`` never apply again."""
+
 
 class RedisUserStateStore:
     """UserStateStore on Redis / Redis Cluster; one pipelined round trip per call."""
@@ -183,6 +195,7 @@ class RedisUserStateStore:
         # restarted or flushed) loads the script and re-runs just those calls.
         self._apply_sha = redis.register_script(_APPLY_USER_EVENTS).sha
         self._read_sha = redis.register_script(_READ_USER_STATE).sha
+        self._forget_sha = redis.register_script(_FORGET_USER).sha
         self._history_cap_b = str(history_cap).encode()
         self._dedup_cap_b = str(dedup_cap).encode()
 
@@ -211,8 +224,8 @@ class RedisUserStateStore:
                 packed[user_id].append(row)
         head = (self._history_cap_b, self._dedup_cap_b, int(time.time() * 1000), max(0, history_len))
         calls = [
-            (self._apply_sha, 4, keys.history(uid), keys.purchased(uid), keys.counters(uid), keys.dedup(uid),
-             *head, (_RS.join(rows) + _RS).encode("utf-8", "surrogateescape"))
+            (self._apply_sha, 5, keys.history(uid), keys.purchased(uid), keys.counters(uid), keys.dedup(uid),
+             keys.forgotten(uid), *head, (_RS.join(rows) + _RS).encode("utf-8", "surrogateescape"))
             for uid, rows in packed.items()
         ]
         replies = await self._evalsha_all(_APPLY_USER_EVENTS, calls)
@@ -273,6 +286,15 @@ class RedisUserStateStore:
                 state.embedding_hist_version = int(emb_version)
             states.append(state)
         return states
+
+    async def forget(self, user_id: str, now_ms: int) -> int:
+        """Delete the user's state and leave a tombstone at ``now_ms``: events that occurred
+        before it are never applied again (redeliveries, replays). Returns the keys deleted."""
+        await self._redis.zadd(keys.FORGOTTEN_USERS, {user_id: now_ms})  # first: exports see it even if we fail next
+        (deleted,) = await self._evalsha_all(_FORGET_USER, [(
+            self._forget_sha, 6, keys.history(user_id), keys.purchased(user_id), keys.counters(user_id),
+            keys.dedup(user_id), keys.embedding(user_id), keys.forgotten(user_id), now_ms)])
+        return int(deleted)
 
     async def put_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None:
         if not writes:
