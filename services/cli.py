@@ -5,6 +5,7 @@
     shopstream train ...          train, evaluate and publish a model bundle
     shopstream evaluate ...       PopRec vs the model over seeds: a table and JSON
     shopstream features|ranker|gateway   run one service (settings from env)
+    shopstream experiments ...    define, list, show and promote experiments
     shopstream recommend USER     ask the gateway
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ COMMANDS = {
     "ingest": ("services.ingest.cli", "publish events and catalog items, replay datasets"),
     "train": ("services.training.cli", "train, evaluate and publish a model bundle"),
     "evaluate": ("services.training.cli", "PopRec vs the model over several seeds (table + JSON)"),
+    "experiments": ("services.experiments.cli", "define, list, show and promote experiments (docs/experiments.md)"),
     "recommend": ("services.stack.client", "ask the gateway for recommendations"),
     "features": ("services.features.main", "run the features worker"),
     "ranker": ("services.ranker.main", "run the ranker gRPC server"),

@@ -26,6 +26,10 @@ MIN_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MIN_OCCURRED_AT_S = int(MIN_OCCURRED_AT.timestamp())
 MAX_FUTURE_SKEW_S = 3600.0
 
+# An event's position in the served list it came from (Event.position, 0-based): a storefront
+# may page far down a list, but not this far.
+MAX_POSITION = 10_000
+
 
 def check_id(field: str, value: str) -> str:
     """``value`` if it is a non-empty id within ``MAX_ID_CHARS``; else InvalidArgument naming ``field``."""

@@ -43,7 +43,7 @@ from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
 
 from services.contract import topics
-from services.contract.validation import validate_catalog_item, validate_event
+from services.contract.validation import validate_catalog_item, validate_event, validate_impression
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +148,16 @@ class EventProducer:
             validate_event(ev)
         self._publish([_Record(topics.EVENTS, ev.user_id.encode(), ev.SerializeToString()) for ev in events], wait)
         return len(events)
+
+    def send_impressions(self, impressions: Sequence[events_pb2.Impression], wait: bool = True) -> int:
+        """Publish served lists to the impressions topic, keyed by user id like the events (so
+        a user's impressions and events share a partition number); same contract as send_events.
+        An impression without a user (SimilarItems) has no key."""
+        for imp in impressions:
+            validate_impression(imp)
+        self._publish([_Record(topics.IMPRESSIONS, imp.user_id.encode() or None, imp.SerializeToString())
+                       for imp in impressions], wait)
+        return len(impressions)
 
     def send_catalog(self, items: Sequence[catalog_pb2.CatalogItem], wait: bool = True) -> int:
         """Validate and publish catalog records keyed by item id; same contract as send_events."""
@@ -414,6 +424,7 @@ def create_topics(bootstrap_servers: str, partitions: Mapping[str, int], replica
 
 
 def ensure_topics(bootstrap_servers: str, partitions: int, replication_factor: int = 1) -> list[str]:
-    """Create the events, catalog and dead-letter topics when missing; returns the ones created."""
-    names = (topics.EVENTS, topics.CATALOG, topics.EVENTS_DEAD_LETTER)
+    """Create the events, catalog, dead-letter and impressions topics when missing (all with
+    ``partitions``: impressions are co-partitioned with the events); returns the ones created."""
+    names = (topics.EVENTS, topics.CATALOG, topics.EVENTS_DEAD_LETTER, topics.IMPRESSIONS)
     return create_topics(bootstrap_servers, {name: partitions for name in names}, replication_factor)

@@ -21,7 +21,7 @@ from shopstream.events.v1 import events_pb2
 
 from services.common.errors import InvalidArgument
 from services.contract.limits import (
-    MAX_ATTRIBUTES, MAX_EVENT_BYTES, MAX_FUTURE_SKEW_S, MAX_ID_CHARS, MAX_TEXT_CHARS, MIN_OCCURRED_AT_S,
+    MAX_ATTRIBUTES, MAX_EVENT_BYTES, MAX_FUTURE_SKEW_S, MAX_ID_CHARS, MAX_POSITION, MAX_TEXT_CHARS, MIN_OCCURRED_AT_S,
 )
 
 _EVENT_TYPES = {v.number for v in events_pb2.EventType.DESCRIPTOR.values if v.number != 0}
@@ -56,10 +56,29 @@ def validate_event(ev: events_pb2.Event, *, now: float | None = None,
     if not ev.HasField("occurred_at") or (ev.occurred_at.seconds == 0 and ev.occurred_at.nanos == 0):
         raise InvalidEvent("missing_occurred_at", "occurred_at is required")
     _check_occurred_at(ev.occurred_at.seconds, time.time() if now is None else now, max_future_skew_s)
-    for name in ("event_id", "user_id", "item_id", "session_id"):
+    for name in ("event_id", "user_id", "item_id", "session_id", "recommendation_id"):
         _check_len(getattr(ev, name), MAX_ID_CHARS, name)
     if ev.HasField("context"):
         _check_len(ev.context.page, MAX_TEXT_CHARS, "context.page")
+    _check_attribution(ev)
+
+
+def _check_attribution(ev: events_pb2.Event) -> None:
+    """The closed loop's optional fields: the position in the served list and the revenue."""
+    if ev.HasField("position") and not 0 <= ev.position <= MAX_POSITION:
+        raise InvalidEvent("bad_position", f"position {ev.position} must be between 0 and {MAX_POSITION}")
+    if ev.HasField("value") and not (math.isfinite(ev.value) and ev.value >= 0):
+        raise InvalidEvent("bad_value", f"value {ev.value} must be finite and >= 0")
+
+
+def validate_impression(imp: events_pb2.Impression) -> None:
+    """Raise InvalidEvent unless ``imp`` has a recommendation id and ids within limits."""
+    if not imp.recommendation_id:
+        raise InvalidEvent("missing_recommendation_id", "recommendation_id is required")
+    for name in ("recommendation_id", "user_id", "variant", "experiment", "model_version"):
+        _check_len(getattr(imp, name), MAX_ID_CHARS, name)
+    for item_id in imp.item_ids:
+        _check_len(item_id, MAX_ID_CHARS, "item_ids[]")
 
 
 def _iso(seconds: float) -> str:

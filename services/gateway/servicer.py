@@ -1,10 +1,19 @@
 """GatewayService: the storefront API. Personalised when the ranker answers,
-trending (marked degraded) when it does not; a ranker outage is never an error."""
+trending (marked degraded) when it does not; a ranker outage is never an error.
+
+Every answer has an identity (``recommendation_id``), says what served it (``variant``: a
+model version or "trending" / "similar-trending"; inside an experiment, the name of the
+user's variant) and is published as an impression (impressions.py). A running experiment
+(docs/experiments.md) decides per user which variant serves; its shadow variant is scored
+beside the answer (shadow.py) and never changes it.
+"""
 from __future__ import annotations
 
 import asyncio
 import inspect
 import logging
+import time
+import uuid
 from concurrent.futures import Executor
 from typing import Protocol, Sequence
 
@@ -16,10 +25,14 @@ from shopstream.ranker.v1 import ranker_pb2
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.common.filters import ItemFilter
 from services.common.stores.user_state import UserStateStore
+from services.experiments.definition import MODEL, TRENDING
+from services.experiments.store import ExperimentWatcher, Live
 from services.gateway import metrics as m
 from services.gateway import rules
 from services.gateway.fallback import TrendingFallback
+from services.gateway.impressions import ImpressionLog
 from services.gateway.ranker_client import RankerClient, RankerFailed
+from services.gateway.shadow import ShadowScorer
 from services.gateway.settings import GatewaySettings
 from services.contract.limits import check_id
 from services.contract.validation import InvalidEvent, validate_event
@@ -33,11 +46,27 @@ DEGRADED_REASONS = {
     m.CLIENT_DEADLINE: "client deadline too short for the ranker",
 }
 
+# What served an answer when no model did (Impression.variant / RecommendResponse.variant).
+TRENDING_VARIANT = "trending"
+SIMILAR_TRENDING_VARIANT = "similar-trending"
+SURFACE_RECOMMEND = "recommend"
+SURFACE_SIMILAR = "similar"
+_NO_EXPERIMENTS = Live()
+
+
+def new_recommendation_id() -> str:
+    """Unique per answer: 128 random bits, hex (32 characters)."""
+    return uuid.uuid4().hex
+
 
 class EventPublisher(Protocol):
     """Where TrackEvents puts accepted events; blocking, so it is called in the executor."""
 
     def send_events(self, events: Sequence[events_pb2.Event], wait: bool = True) -> int: ...
+
+    def send_impressions(self, impressions: Sequence[events_pb2.Impression], wait: bool = True) -> int:
+        """Served lists to the impressions topic (impressions.py drains its buffer through it)."""
+        ...
 
     def close(self) -> None:
         """Called once, at shutdown."""
@@ -53,6 +82,10 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         publisher: EventPublisher,
         executor: Executor,
         metrics: m.GatewayMetrics,
+        *,
+        impressions: ImpressionLog | None = None,
+        experiments: ExperimentWatcher | None = None,
+        shadow: ShadowScorer | None = None,
     ) -> None:
         self._s = settings
         self._ranker = ranker
@@ -61,6 +94,9 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._publisher = publisher
         self._executor = executor
         self._metrics = metrics
+        self._impressions = impressions
+        self._experiments = experiments
+        self._shadow = shadow
 
     # -- ranker calls --------------------------------------------------------
 
@@ -79,9 +115,40 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         user_id = check_id("user_id", request.user_id)
         k = rules.resolve_k(request.k, self._s.default_k, self._s.max_k)
         item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
+        live = self._experiments.live if self._experiments is not None else _NO_EXPERIMENTS
+        arm = live.assigner.assign(user_id) if live.assigner is not None else None
+        if arm is not None:  # the user's variant of the running experiment serves
+            if arm.kind == TRENDING:
+                resp = await self._trending(user_id, k, item_filter, None, context=context)
+            else:
+                resp = await self._personalized(user_id, k, item_filter, arm.model_version, context)
+            resp.variant, resp.experiment = arm.name, live.experiment.name
+        else:  # the promoted default, else the ranker's live model
+            default = live.default
+            if default is not None and default.kind == TRENDING:
+                resp = await self._trending(user_id, k, item_filter, None, context=context)
+            else:
+                version = default.model_version if default is not None and default.kind == MODEL else ""
+                resp = await self._personalized(user_id, k, item_filter, version, context)
+            resp.variant = (resp.model_version if resp.strategy == gateway_pb2.STRATEGY_PERSONALIZED
+                            else TRENDING_VARIANT)
+        resp.recommendation_id = new_recommendation_id()
+        self._log_impression(resp, user_id, SURFACE_RECOMMEND)
+        shadow = live.experiment.shadow if live.experiment is not None else None
+        if shadow is not None and self._shadow is not None and not resp.degraded:
+            self._shadow.maybe_score(user_id, k, item_filter, shadow.model_version,
+                                     [i.item_id for i in resp.items])
+        return resp
+
+    async def _personalized(self, user_id: str, k: int, item_filter: ItemFilter, model_version: str,
+                            context) -> gateway_pb2.RecommendResponse:
+        """The ranker's answer with ``model_version`` ("" = its live model), padded from trending
+        when the filters left it short; trending when the ranker cannot answer or does not know
+        the user."""
         try:
             ranked = await self._ranker.rank(
-                ranker_pb2.RankRequest(user_id=user_id, k=k, filter=item_filter.to_proto()),
+                ranker_pb2.RankRequest(user_id=user_id, k=k, filter=item_filter.to_proto(),
+                                       model_version=model_version),
                 self._ranker_timeout(context))
         except RankerFailed as failed:
             return await self._trending(user_id, k, item_filter, failed.reason, context=context)
@@ -100,6 +167,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
                 items.append(gateway_pb2.RecommendedItem(item_id=item_id, score=base - rank * 1e-3))
         return gateway_pb2.RecommendResponse(items=items, strategy=gateway_pb2.STRATEGY_PERSONALIZED,
                                              model_version=ranked.model_version)
+
+    def _log_impression(self, resp, user_id: str, surface: str) -> None:
+        """Hand the served list to the impression log (never blocks; a full buffer drops and counts)."""
+        if self._impressions is None:
+            return
+        impression = events_pb2.Impression(
+            recommendation_id=resp.recommendation_id, user_id=user_id, variant=resp.variant,
+            experiment=resp.experiment, model_version=resp.model_version, surface=surface,
+            item_ids=[i.item_id for i in resp.items], degraded=resp.degraded)
+        impression.served_at.FromNanoseconds(time.time_ns())
+        self._impressions.offer(impression)
 
     def _store_timeout(self, context) -> tuple[float, bool]:
         """Redis calls get the smaller of their own bound and what the client has left; the
@@ -141,14 +219,17 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             context, "user state store unavailable")
         return item_filter.user_exclusions(state.history, state.purchased)
 
-    async def _trending(self, user_id: str, k: int, item_filter: ItemFilter, reason: str,
+    async def _trending(self, user_id: str, k: int, item_filter: ItemFilter, reason: str | None,
                         model_version: str = "", context=None) -> gateway_pb2.RecommendResponse:
-        self._metrics.fallbacks.labels("Recommend", reason).inc()
+        """Trending for the user; ``reason`` is why it is a fallback (None: trending was chosen,
+        by an experiment or a promotion, so it is neither a fallback nor degraded)."""
+        if reason is not None:
+            self._metrics.fallbacks.labels("Recommend", reason).inc()
         # The ranker found no history for an unknown user, so there is nothing of theirs to exclude.
         excluded = await self._user_exclusions(user_id, item_filter, context, user_known=reason != m.USER_UNKNOWN)
         picked = await self._store_call(self._fallback.recommend(k, item_filter, excluded), context,
                                         "recommendations unavailable")
-        degraded_reason = DEGRADED_REASONS.get(reason, "")
+        degraded_reason = DEGRADED_REASONS.get(reason, "") if reason is not None else ""
         return gateway_pb2.RecommendResponse(
             items=[gateway_pb2.RecommendedItem(item_id=i, score=s) for i, s in picked],
             strategy=gateway_pb2.STRATEGY_TRENDING,
@@ -178,12 +259,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             )
             picked = await self._store_call(self._fallback.recommend(k, same_category, {item_id}), context,
                                             "similar items unavailable")
-            return gateway_pb2.SimilarItemsResponse(
+            resp = gateway_pb2.SimilarItemsResponse(
                 items=[gateway_pb2.RecommendedItem(item_id=i, score=s) for i, s in picked],
-                degraded=True, degraded_reason=DEGRADED_REASONS[failed.reason])
-        return gateway_pb2.SimilarItemsResponse(
-            items=[gateway_pb2.RecommendedItem(item_id=i.item_id, score=i.score) for i in similar.items],
-            model_version=similar.model_version)
+                degraded=True, degraded_reason=DEGRADED_REASONS[failed.reason], variant=SIMILAR_TRENDING_VARIANT)
+        else:
+            resp = gateway_pb2.SimilarItemsResponse(
+                items=[gateway_pb2.RecommendedItem(item_id=i.item_id, score=i.score) for i in similar.items],
+                model_version=similar.model_version, variant=similar.model_version)
+        resp.recommendation_id = new_recommendation_id()
+        self._log_impression(resp, "", SURFACE_SIMILAR)  # SimilarItems has no user
+        return resp
 
     # -- TrackEvents -------------------------------------------------------------
 
