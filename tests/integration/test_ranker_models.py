@@ -2,13 +2,18 @@
 each request scored by the version it names, over a real gRPC server and a real Redis."""
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
-from shopstream.ranker.v1 import ranker_pb2
+from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
 
 from services.common.bundle import publish_candidate, retire_candidate, set_live
 from services.common.bundle.files import EMBEDDINGS_FILE
+from services.common.errors import FailedPrecondition
 from services.common.stores.catalog import RedisCatalogStore
+from services.gateway.metrics import gateway_metrics
+from services.gateway.ranker_client import RankerClient
 from services.ranker.metrics import ranker_metrics
 from support.ranker_harness import ITEMS, Ranker, add_history, catalog_items, ids, vectors
 from support.toy_bundle import publish_toy_bundle
@@ -174,3 +179,20 @@ async def test_max_models_keeps_the_newest_candidates(tmp_path, redis_client, re
         retire_candidate(tmp_path, newer)  # room again: the older one loads on the next poll
         assert await ranker.holder.poll_once()
         assert set(ranker.holder.models.models) == {live, older}
+
+
+async def test_the_gateways_ranker_client_lists_models_and_passes_the_version_through(two_models):
+    ranker, live, candidate = two_models
+    client = RankerClient(ranker_pb2_grpc.RankerServiceStub(ranker.channel), gateway_metrics())
+    try:
+        listed = await client.list_models(timeout=5)
+        assert [(m.version, m.live) for m in listed.models] == [(live, True), (candidate, False)]
+        # Concurrent calls leave in one RankBatch, each keeping its own model_version.
+        answers = await asyncio.gather(*(client.rank(ranker_pb2.RankRequest(user_id="u1", k=1, model_version=v),
+                                                     timeout=5) for v in ("", candidate, live)),
+                                       return_exceptions=True)
+        assert [(a.model_version, ids(a)) for a in answers] == [(live, ["b4"]), (candidate, ["b2"]), (live, ["b4"])]
+        with pytest.raises(FailedPrecondition, match="'v-gone' is not loaded"):  # not RankerFailed: no fallback
+            await client.rank(ranker_pb2.RankRequest(user_id="u1", k=1, model_version="v-gone"), timeout=5)
+    finally:
+        await client.close()
