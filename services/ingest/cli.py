@@ -21,9 +21,16 @@ logger = logging.getLogger(__name__)
 
 
 def _bootstrap(args) -> str:
+    """--bootstrap, else $KAFKA_BOOTSTRAP_SERVERS, else the broker of the stack `shopstream up` runs here."""
     servers = args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not servers:
-        raise SystemExit("KAFKA_BOOTSTRAP_SERVERS is not set (or pass --bootstrap)")
+        from services.stack.state import NO_STACK, find_state
+
+        state = find_state()
+        if state is None:
+            raise SystemExit("shopstream ingest: KAFKA_BOOTSTRAP_SERVERS is not set and "
+                             + NO_STACK.format(flag="--bootstrap HOST:PORT"))
+        servers = state.kafka
     return servers
 
 
@@ -127,7 +134,8 @@ def cmd_topics(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopstream ingest", description=__doc__)
-    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else the "
+                        "stack `shopstream up` runs here, from var/stack.json)")
     parser.add_argument("--timeout", type=_positive, default=DEFAULT_TIMEOUT_S,
                         help="seconds each send may take before it fails (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -9,6 +9,8 @@ import grpc
 
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
+from services.stack.state import NO_STACK, find_state
+
 
 def _channel(addr: str, ca_file: Path | None) -> grpc.Channel:
     if ca_file is None:
@@ -37,15 +39,23 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Ask the gateway for a user's recommendations.")
     parser.add_argument("user")
     parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--gateway", default=os.environ.get("SHOPSTREAM_GATEWAY_ADDR", "127.0.0.1:50052"))
+    parser.add_argument("--gateway", default=os.environ.get("SHOPSTREAM_GATEWAY_ADDR"),
+                        help="host:port of the gateway (default: $SHOPSTREAM_GATEWAY_ADDR, else the stack "
+                             "`shopstream up` runs here, from var/stack.json)")
     parser.add_argument("--token", default=os.environ.get("SHOPSTREAM_TOKEN"),
                         help="API token (default: $SHOPSTREAM_TOKEN); not needed for a development gateway")
     parser.add_argument("--ca", type=Path, default=None,
                         help="CA certificate of a gateway that serves TLS (PEM)")
     args = parser.parse_args(argv)
+    gateway = args.gateway
+    if not gateway:
+        state = find_state()
+        if state is None:
+            parser.exit(1, f"shopstream recommend: {NO_STACK.format(flag='--gateway HOST:PORT')}\n")
+        gateway = state.gateway
     try:
-        resp = fetch(args.gateway, args.user, args.k, token=args.token, ca_file=args.ca)
+        resp = fetch(gateway, args.user, args.k, token=args.token, ca_file=args.ca)
     except grpc.RpcError as exc:
-        parser.exit(1, f"shopstream recommend: {exc.code().name}: {exc.details()}\n")
+        parser.exit(1, f"shopstream recommend: {exc.code().name} from {gateway}: {exc.details()}\n")
     print(describe(resp))
     return 0

@@ -24,19 +24,21 @@ DEV_GATEWAY_ENV = {"SHOPSTREAM_GATEWAY_AUTH": "disabled"}
 
 
 @contextlib.contextmanager
-def infrastructure(kafka: str | None = None, redis: str | None = None, redis_dir: Path | None = None):
+def infrastructure(kafka: str | None = None, redis: str | None = None, redis_dir: Path | None = None,
+                   kafka_port: int | None = None, redis_port: int | None = None):
     """Yields (bootstrap_servers, redis_url): the given ones (or KAFKA_BOOTSTRAP_SERVERS,
-    REDIS_URL), else embedded servers. The embedded Redis keeps its data (AOF) in
-    ``redis_dir``; without one, in a temporary directory removed afterwards (benchmarks)."""
+    REDIS_URL), else embedded servers (on ``kafka_port`` / ``redis_port``, default any free
+    port). The embedded Redis keeps its data (AOF) in ``redis_dir``; without one, in a
+    temporary directory removed afterwards (benchmarks)."""
     with contextlib.ExitStack() as stack:
         kafka = kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         redis = redis or os.environ.get("REDIS_URL")
         if not kafka:
-            kafka = stack.enter_context(EmbeddedKafka()).bootstrap_servers
+            kafka = stack.enter_context(EmbeddedKafka(port=kafka_port)).bootstrap_servers
             logger.info("embedded Kafka-compatible broker (tansu, memory storage) at %s", kafka)
         if not redis:
             data_dir = redis_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shopstream-redis-")))
-            redis = stack.enter_context(EmbeddedRedis(data_dir=data_dir)).url
+            redis = stack.enter_context(EmbeddedRedis(data_dir=data_dir, port=redis_port)).url
             logger.info("embedded Redis-compatible server (valkey, AOF in %s) at %s", data_dir, redacted(redis))
         yield kafka, redis
 
@@ -55,8 +57,9 @@ class ServiceStack:
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for key in ("ranker", "gateway", "features_metrics", "ranker_metrics", "gateway_metrics"):
-            self.ports.setdefault(key, free_port())
+        for key in ("ranker", "gateway", "gateway_http", "features_metrics", "ranker_metrics", "gateway_metrics"):
+            if not self.ports.get(key):  # missing or 0: any free port
+                self.ports[key] = free_port()
 
     @property
     def gateway_addr(self) -> str:
@@ -65,6 +68,14 @@ class ServiceStack:
     @property
     def ranker_addr(self) -> str:
         return f"127.0.0.1:{self.ports['ranker']}"
+
+    @property
+    def gateway_http_url(self) -> str | None:
+        """Base URL of the gateway's HTTP/JSON API and demo page; None for a gateway without one."""
+        return f"http://127.0.0.1:{self.ports['gateway_http']}" if gateway_has_http() else None
+
+    def log_paths(self) -> dict[str, Path]:
+        return {name: self.log_dir / f"{name}.log" for name in ("features", "ranker", "gateway")}
 
     def _env(self, name: str) -> dict[str, str]:
         common = {
@@ -87,6 +98,7 @@ class ServiceStack:
                 "SHOPSTREAM_GATEWAY_ADDR": self.gateway_addr,
                 "SHOPSTREAM_GATEWAY_RANKER_ADDR": self.ranker_addr,
                 "SHOPSTREAM_GATEWAY_METRICS_PORT": str(self.ports["gateway_metrics"]),
+                **({HTTP_ADDR_VAR: f"127.0.0.1:{self.ports['gateway_http']}"} if gateway_has_http() else {}),
                 **DEV_GATEWAY_ENV,
             },
         }[name]
@@ -123,6 +135,17 @@ class ServiceStack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+HTTP_ADDR_VAR = "SHOPSTREAM_GATEWAY_HTTP_ADDR"
+
+
+def gateway_has_http() -> bool:
+    """Whether this gateway serves HTTP (its settings have ``http_addr``): the stack sets the
+    address only then, since the gateway refuses variables that name no setting."""
+    from services.gateway.settings import GatewaySettings
+
+    return "http_addr" in GatewaySettings.model_fields
 
 
 def _features_ready(metrics_port: int) -> bool:

@@ -4,12 +4,19 @@ Infrastructure (KAFKA_BOOTSTRAP_SERVERS / REDIS_URL, else an embedded tansu
 broker and valkey server), a trained model (trained now if none exists),
 features + ranker + gateway as processes, live traffic replayed through Kafka,
 and sample recommendations. Ctrl-C stops everything in reverse order.
+
+The console shows what a person follows (``==>`` lines, progress bars); each process logs
+JSON to its own file under ``<workdir>/logs/``. Ports are fixed (README, ``--help``), and
+``<workdir>/stack.json`` tells the other ``shopstream`` commands where the stack runs.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
+import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,18 +24,74 @@ import threading
 import time
 from pathlib import Path
 
-from services.ingest.datasets import read_sequences
-from services.common.infra import redacted
-from services.common.logs import configure_logging
 from services.common.bundle import BundleError, latest_version, load_bundle
-from services.ingest.catalog import catalog_from_attributes, catalog_from_jsonl
+from services.common.infra import redacted
+from services.common.logs import JsonFormatter
+from services.common.progress import Progress
 from services.contract.producer import EventProducer, ensure_topics
-from services.ingest.replay import replay
+from services.ingest.catalog import catalog_from_attributes, catalog_from_jsonl
+from services.ingest.datasets import read_sequences
+from services.ingest.replay import replay, select
 from services.ingest.synthetic import SyntheticConfig, generate, write_dataset
 from services.stack.client import describe, fetch
-from services.stack.local import DEV_GATEWAY_ENV, ServiceStack, infrastructure
+from services.stack.embedded import free_port
+from services.stack.local import DEV_GATEWAY_ENV, ServiceStack, gateway_has_http, infrastructure
+from services.stack.popularity import seed_trending
+from services.stack.prometheus import LocalPrometheus, fetch_prometheus, find_binary
+from services.stack.state import KAFKA_PORT, PORTS, REDIS_PORT, PortInUse, StackState, check_ports, \
+    port_free, remove_state, state_path
 
 logger = logging.getLogger(__name__)
+
+SAMPLE_USERS = 3
+# Set on the gateway when Prometheus runs, for the demo page's link (the gateway's setting).
+PROMETHEUS_URL_VAR = "SHOPSTREAM_GATEWAY_PROMETHEUS_URL"
+
+
+def _env_port(name: str) -> int:
+    return int(os.environ.get(f"SHOPSTREAM_UP_{name.upper()}_PORT", PORTS[name][0]))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shopstream up", description=__doc__.splitlines()[0],
+                                epilog="Every port flag also reads SHOPSTREAM_UP_<NAME>_PORT (e.g. "
+                                       "SHOPSTREAM_UP_GATEWAY_PORT); a taken port stops start-up naming its flag.")
+    p.add_argument("--dataset", type=Path, help="sequence file (Beauty format); default: a synthetic dataset")
+    p.add_argument("--attributes", type=Path, help="item attributes JSON for the catalog (with --dataset)")
+    p.add_argument("--workdir", type=Path, default=Path("var"),
+                   help="models, data, logs/ and stack.json (default: var)")
+    p.add_argument("--rate", type=float, default=500.0, help="replayed events per second")
+    p.add_argument("--users", type=int, default=500, help="how many users to replay as live traffic")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds to run after start-up; 0 = until Ctrl-C")
+    p.add_argument("--retrain", action="store_true", help="train a new model even if one exists")
+    p.add_argument("--train-minutes", type=float, default=2.0, help="wall-time cap when training the demo model")
+    p.add_argument("--train-args", default="", help="more `shopstream train` flags, e.g. '--epochs 5 --dim 32'")
+    p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--prometheus", action=argparse.BooleanOptionalAction, default=None,
+                   help="start Prometheus on the services (default: when its binary is on PATH or under "
+                        "var/promtool; --prometheus fetches Debian's package when missing)")
+    for name, (default, flag) in PORTS.items():
+        p.add_argument(flag, dest=f"{name}_port", type=int, default=_env_port(name), metavar="PORT",
+                       help=f"{name.replace('_', ' ')} port (default {default})")
+    p.add_argument("--free-ports", action="store_true",
+                   help="let the OS pick every port, embedded Kafka and Redis included (stack.json says which)")
+    return p
+
+
+def _say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def _log_to_file(path: Path) -> None:
+    """This process's own log (JSON, as the services'), off the console."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("kafka", "aiokafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _usable_model(models_dir: Path) -> bool:
@@ -38,25 +101,9 @@ def _usable_model(models_dir: Path) -> bool:
     try:
         load_bundle(models_dir, prefer_gpu=False, intra_op_threads=1)
     except BundleError as exc:
-        print(f"==> the published model is not usable ({exc}): training a new one", flush=True)
+        _say(f"==> the published model is not usable ({exc}): training a new one")
         return False
     return True
-
-SAMPLE_USERS = 3
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shopstream up", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", type=Path, help="sequence file (Beauty format); default: a synthetic dataset")
-    p.add_argument("--attributes", type=Path, help="item attributes JSON for the catalog (with --dataset)")
-    p.add_argument("--workdir", type=Path, default=Path("var"), help="models, data and service logs")
-    p.add_argument("--rate", type=float, default=500.0, help="replayed events per second")
-    p.add_argument("--users", type=int, default=500, help="how many users to replay as live traffic")
-    p.add_argument("--duration", type=float, default=0.0, help="seconds to run after start-up; 0 = until Ctrl-C")
-    p.add_argument("--retrain", action="store_true", help="train a new model even if one exists")
-    p.add_argument("--train-minutes", type=float, default=2.0, help="wall-time cap when training the demo model")
-    p.add_argument("--partitions", type=int, default=4)
-    return p
 
 
 def _prepare_data(args) -> tuple[Path, Path | None, list]:
@@ -69,13 +116,30 @@ def _prepare_data(args) -> tuple[Path, Path | None, list]:
     return paths["sequences"], paths["attributes"], catalog_from_jsonl(paths["catalog"])
 
 
-def _train(data: Path, attributes: Path | None, models_dir: Path, minutes: float) -> None:
+def _train(data: Path, attributes: Path | None, models_dir: Path, minutes: float, extra: str, log: Path) -> None:
+    """Trains in a process of its own: its JSON log to ``log``, its progress (stderr) to this console."""
     cmd = [sys.executable, "-m", "services.training", "--data", str(data), "--models-dir", str(models_dir),
-           "--max-minutes", str(minutes)]
+           "--max-minutes", str(minutes), *shlex.split(extra)]
     if attributes:
         cmd += ["--attributes", str(attributes)]
-    print(f"==> no model in {models_dir}: training one ({' '.join(cmd[2:])})", flush=True)
-    subprocess.run(cmd, check=True)
+    _say(f"==> no model in {models_dir}: training one, at most {minutes:g} min (log: {log})")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        done = subprocess.run(cmd, stdout=out)
+    if done.returncode != 0:
+        raise SystemExit(f"shopstream up: training failed (exit {done.returncode}); see {log}")
+
+
+def _model_summary(models_dir: Path) -> str:
+    version = latest_version(models_dir)
+    try:
+        meta = json.loads((models_dir / version / "metadata.json").read_text())
+        test = meta["metrics"]["sasrec"]["test"]
+        pop = meta["metrics"]["poprec"]["test"]
+        return (f"model {version}: test HR@10 {test['hr@10']:.4f}, NDCG@10 {test['ndcg@10']:.4f} "
+                f"(PopRec {pop['hr@10']:.4f} / {pop['ndcg@10']:.4f}), {meta['epochs']} epochs")
+    except (OSError, KeyError, TypeError, ValueError):
+        return f"model {version}"
 
 
 def _wait_for_signal(duration: float) -> None:
@@ -86,59 +150,170 @@ def _wait_for_signal(duration: float) -> None:
 
 
 def _show(stack: ServiceStack, users: list[str], sequences: dict, title: str) -> None:
-    print(f"\n==> {title}")
+    _say(f"\n==> {title}")
     for user in users:
         recent = " ".join(sequences[user][-5:])
-        print(f"  user {user} (recent: {recent})")
-        print(f"    {describe(fetch(stack.gateway_addr, user, k=10))}")
+        _say(f"  user {user} (recent: {recent})")
+        _say(f"    {describe(fetch(stack.gateway_addr, user, k=10))}")
+
+
+class _CountingProducer:
+    """The producer as ``replay`` uses it, moving a progress bar by each batch sent."""
+
+    def __init__(self, producer: EventProducer, progress: Progress) -> None:
+        self._producer, self._progress = producer, progress
+
+    def send_events(self, batch, wait: bool = True) -> int:
+        sent = self._producer.send_events(batch, wait=wait)
+        self._progress.update(len(batch))
+        return sent
+
+    def flush(self, timeout: float | None = None) -> None:
+        self._producer.flush(timeout)
+
+
+def _ports(args, prometheus: bool) -> dict[str, int]:
+    """The ports to use: the flags' (fixed defaults), or 0 (any free one) with --free-ports."""
+    ports = {name: 0 if args.free_ports else getattr(args, f"{name}_port") for name in PORTS}
+    if not prometheus:
+        ports.pop("prometheus")
+    if not gateway_has_http():
+        ports.pop("gateway_http")
+    check_ports(ports)
+    return ports
+
+
+def _broker_port(default: int, free_ports: bool, what: str, env_var: str) -> int | None:
+    if os.environ.get(env_var):
+        return None  # not embedded
+    if free_ports:
+        return free_port()
+    if port_free(default):
+        return default
+    port = free_port()
+    _say(f"==> port {default} is in use (another {what}?): the embedded {what} takes {port}")
+    return port
+
+
+def _prometheus_binary(args) -> str | None:
+    found = find_binary("prometheus", args.workdir)
+    if found or args.prometheus is not True:
+        return found
+    _say("==> fetching Debian's prometheus package into var/promtool (apt-get download, dpkg -x)")
+    try:
+        return fetch_prometheus()
+    except RuntimeError as exc:
+        raise SystemExit(f"shopstream up: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging("WARNING", json_format=False)
-    models_dir, log_dir = args.workdir / "models", args.workdir / "logs"
+    workdir = args.workdir
+    models_dir, log_dir = workdir / "models", workdir / "logs"
+    prometheus_bin = _prometheus_binary(args) if args.prometheus is not False else None
+    try:
+        ports = _ports(args, prometheus_bin is not None)
+    except PortInUse as exc:
+        print(f"shopstream up: {exc}", file=sys.stderr)
+        return 2
+    _log_to_file(log_dir / "up.log")
+    _say(f"==> logs: {log_dir}/ (JSON, one file per process); this console shows progress and results")
+    state_file = state_path(workdir)
     with contextlib.ExitStack() as exit_stack:
-        kafka, redis = exit_stack.enter_context(infrastructure(redis_dir=args.workdir / "redis"))
-        print(f"==> Kafka at {kafka}, Redis at {redacted(redis)}", flush=True)
+        kafka, redis = exit_stack.enter_context(infrastructure(
+            redis_dir=workdir / "redis",
+            kafka_port=_broker_port(KAFKA_PORT, args.free_ports, "Kafka", "KAFKA_BOOTSTRAP_SERVERS"),
+            redis_port=_broker_port(REDIS_PORT, args.free_ports, "Redis", "REDIS_URL")))
+        _say(f"==> Kafka at {kafka}, Redis at {redacted(redis)}")
         ensure_topics(kafka, args.partitions)
         data, attributes, catalog = _prepare_data(args)
         if args.retrain or not _usable_model(models_dir):
-            _train(data, attributes, models_dir, args.train_minutes)
-        print(f"==> model {latest_version(models_dir)}", flush=True)
+            _train(data, attributes, models_dir, args.train_minutes, args.train_args, log_dir / "train.log")
+        _say(f"==> {_model_summary(models_dir)}")
 
         producer = exit_stack.enter_context(EventProducer(kafka))
         if catalog:
             producer.send_catalog(catalog)
-            print(f"==> published {len(catalog)} catalog items", flush=True)
-
-        stack = ServiceStack(kafka, redis, models_dir, log_dir, partitions=args.partitions)
-        exit_stack.enter_context(stack)
-        print(f"==> services up: gateway {stack.gateway_addr}, ranker {stack.ranker_addr}; logs in {log_dir}/",
-              flush=True)
-        dev_env = " ".join(f"{k}={v}" for k, v in DEV_GATEWAY_ENV.items())
-        print(f"==> development mode: {dev_env} (no API tokens, plaintext, everything on 127.0.0.1); "
-              "a deployment sets SHOPSTREAM_GATEWAY_TOKENS_FILE and TLS, see docs/security.md", flush=True)
-
+            _say(f"==> published {len(catalog)} catalog items")
         sequences = read_sequences(data)
+        seeded = seed_trending(redis, sequences)
+        _say(f"==> trending seeded with the {seeded} most popular items of {data}" if seeded
+             else "==> trending: kept what Redis already had")
+
+        stack = ServiceStack(kafka, redis, models_dir, log_dir, partitions=args.partitions,
+                             ports={k: v for k, v in ports.items() if k != "prometheus"})
+        prometheus = None
+        if prometheus_bin:
+            prometheus = LocalPrometheus(
+                {name: f"127.0.0.1:{stack.ports[name + '_metrics']}" for name in ("features", "ranker", "gateway")},
+                workdir / "prometheus", ports.get("prometheus") or free_port(), prometheus_bin,
+                log_dir / "prometheus.log")
+            if _gateway_takes(PROMETHEUS_URL_VAR):
+                stack.extra_env[PROMETHEUS_URL_VAR] = prometheus.url
+        exit_stack.enter_context(stack)
+        _say(f"==> services up: gateway {stack.gateway_addr}, ranker {stack.ranker_addr}")
+        if prometheus is not None:
+            try:
+                exit_stack.enter_context(prometheus)
+            except RuntimeError as exc:
+                _say(f"==> Prometheus did not start ({exc}); carrying on without it")
+                prometheus = None
+        dev_env = " ".join(f"{k}={v}" for k, v in DEV_GATEWAY_ENV.items())
+        _say(f"==> development mode: {dev_env} (no API tokens, plaintext, everything on 127.0.0.1); "
+             "a deployment sets SHOPSTREAM_GATEWAY_TOKENS_FILE and TLS, see docs/security.md")
+
+        state = StackState(
+            pid=os.getpid(), workdir=str(workdir.resolve()), kafka=kafka, redis=redacted(redis),
+            gateway=stack.gateway_addr, ranker=stack.ranker_addr,
+            metrics={name: f"http://127.0.0.1:{stack.ports[name + '_metrics']}/metrics"
+                     for name in ("features", "ranker", "gateway")},
+            logs={**{k: str(v) for k, v in stack.log_paths().items()}, "up": str(log_dir / "up.log"),
+                  **({"prometheus": str(prometheus.log_path)} if prometheus else {}),
+                  **({"train": str(log_dir / "train.log")} if (log_dir / "train.log").exists() else {})},
+            gateway_http=stack.gateway_http_url or "", demo=(stack.gateway_http_url or "") and
+            f"{stack.gateway_http_url}/", prometheus=prometheus.url if prometheus else "")
+        state.write(state_file)
+        exit_stack.callback(remove_state, state_file, state.pid)
+
         live = [u for u, seq in sequences.items() if len(seq) >= 5][: args.users]
         samples = live[:SAMPLE_USERS]
         _show(stack, samples, sequences, "before any traffic: new users get trending items")
 
-        print(f"\n==> replaying {len(live)} users through Kafka at {args.rate:.0f} events/s", flush=True)
+        chosen = select({u: sequences[u] for u in live})
+        total = sum(len(seq) for seq in chosen.values())
+        _say(f"\n==> replaying {len(live)} users through Kafka at {args.rate:.0f} events/s")
         started = time.monotonic()
-        sent = replay(producer, {u: sequences[u] for u in live}, rate=args.rate)
-        print(f"    {sent} events in {time.monotonic() - started:.1f}s", flush=True)
-        time.sleep(1.0)
+        with Progress(total, "replay", "event") as bar:
+            sent = replay(_CountingProducer(producer, bar), chosen, rate=args.rate)
+        _say(f"    {sent} events in {time.monotonic() - started:.1f}s")
+        time.sleep(1.0)  # the worker applies the last events within its freshness SLO (p99 < 1 s)
         _show(stack, samples, sequences, "after their clicks: personalized by the live model")
 
-        print("\n==> metrics (Prometheus text format):")
+        _say("\n==> where things are")
+        if state.demo:
+            _say(f"    demo storefront     {state.demo}")
+            _say(f"    HTTP/JSON API       {state.gateway_http}  (docs/api.md)")
+        _say(f"    gRPC gateway        {stack.gateway_addr}")
+        if prometheus is not None:
+            _say(f"    Prometheus          {prometheus.url}  (alerts: {prometheus.url}/alerts, "
+                 f"targets: {prometheus.url}/targets)")
+        else:
+            _say("    Prometheus          not started (`shopstream up --prometheus` fetches it)")
         for name in ("features", "ranker", "gateway"):
-            print(f"    {name:<9} http://127.0.0.1:{stack.ports[name + '_metrics']}/metrics")
-        print("    scrape config and alerts: deploy/prometheus/, dashboard: deploy/grafana/shopstream.json")
-        print(f"\n    try: shopstream recommend {samples[0]} --gateway {stack.gateway_addr}")
-        print("==> running; Ctrl-C to stop" if args.duration <= 0 else f"==> running for {args.duration:.0f}s",
-              flush=True)
+            _say(f"    {name + ' metrics':<19} {state.metrics[name]}")
+        _say(f"    logs                {log_dir}/ ({', '.join(sorted(Path(p).name for p in state.logs.values()))})")
+        _say(f"    stack file          {state_file}")
+        _say(f"\n    try, in another terminal here: source .venv/bin/activate && shopstream recommend {samples[0]}")
+        _say("==> running; Ctrl-C to stop" if args.duration <= 0 else f"==> running for {args.duration:.0f}s")
         _wait_for_signal(args.duration)
-        print("\n==> stopping services, then the brokers", flush=True)
-    print("==> stopped", flush=True)
+        _say("\n==> stopping services, then the brokers")
+    _say("==> stopped")
     return 0
+
+
+def _gateway_takes(var: str) -> bool:
+    """Whether the gateway has a setting for ``var`` (it refuses variables that name none)."""
+    from services.common.settings import env_name
+    from services.gateway.settings import GatewaySettings
+
+    return any(env_name(GatewaySettings, f) == var for f in GatewaySettings.model_fields)

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write the evaluation table as JSON here")
     add_model_args(p)
     p.add_argument("--parity-users", type=int, default=1000)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show training progress on stderr: a bar on a terminal, a line per epoch otherwise")
     return p
 
 
@@ -64,6 +66,7 @@ def train_main(argv: list[str]) -> int:
     from services.training.evaluate import evaluate_model, evaluate_popularity
     from services.training.export import OPSET, check_parity, export_onnx
     from services.training.model import SASRec
+    from services.training.progress import TrainingProgress
     from services.training.train import seed_everything, train
 
     data = prepare_data(args)
@@ -74,7 +77,8 @@ def train_main(argv: list[str]) -> int:
     model_cfg, train_cfg = configs(args, len(item_ids), len(attribute_vocab), args.seed)
     seed_everything(args.seed, args.threads)
     model = SASRec(model_cfg, item_attributes)
-    result = train(model, split, train_cfg)
+    progress = TrainingProgress(train_cfg.max_epochs, train_cfg.max_minutes) if args.progress else None
+    result = train(model, split, train_cfg, progress)
 
     metrics = {
         "poprec": {"valid": evaluate_popularity(split, "valid"), "test": evaluate_popularity(split, "test")},

@@ -15,6 +15,7 @@ from services.training.data import PrefixBatches, Split, TrainBatches
 from services.training.dropout import seed_masks
 from services.training.evaluate import evaluate_model
 from services.training.model import SASRec
+from services.training.progress import TrainingProgress
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,9 @@ def seed_everything(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
-    """Train in place; on return ``model`` holds the weights of the best validation epoch."""
+def train(model: SASRec, split: Split, cfg: TrainConfig, progress: TrainingProgress | None = None) -> TrainResult:
+    """Train in place; on return ``model`` holds the weights of the best validation epoch.
+    ``progress``: what a person watching sees (bars or plain lines); the log gets a line per epoch either way."""
     rng = np.random.default_rng(cfg.seed)
     if model.cfg.filter_bidirectional and model.cfg.filter_mix > 0 and not cfg.prefix_training:
         raise ValueError("a bidirectional filter needs prefix training (all-position training would leak "
@@ -79,6 +81,7 @@ def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
         model.train()
         t0 = time.monotonic()
         total, n = 0.0, 0
+        bar = progress.batches(epoch, len(batches)) if progress is not None else None
         for inputs, targets in batches.epoch(rng):
             optimizer.zero_grad(set_to_none=True)
             loss = model.loss(inputs, targets)
@@ -87,6 +90,10 @@ def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
             if average is not None:
                 average.update_parameters(model)
             total, n = total + loss.item(), n + 1
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         train_seconds += time.monotonic() - t0
         row = {"epoch": epoch, "loss": total / max(n, 1), "epoch_seconds": time.monotonic() - t0}
         if epoch % cfg.eval_every == 0 or epoch == cfg.max_epochs:
@@ -99,12 +106,16 @@ def train(model: SASRec, split: Split, cfg: TrainConfig) -> TrainResult:
         logger.info("epoch %d loss %.4f (%.1fs) valid ndcg@10 %s best %.4f@%d", epoch, row["loss"],
                     row["epoch_seconds"], f"{row.get('valid_ndcg@10', float('nan')):.4f}",
                     best_ndcg, best_epoch)
+        if progress is not None:
+            progress.epoch_done(row, best_ndcg, best_epoch)
         if epoch - best_epoch >= cfg.patience * cfg.eval_every:
             stopped_by = "early_stopping"
             break
         if time.monotonic() >= deadline:
             stopped_by = "max_minutes"
             break
+    if progress is not None:
+        progress.close(stopped_by)
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
