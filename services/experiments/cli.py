@@ -5,6 +5,7 @@
     shopstream experiments list                every experiment, its status and variants
     shopstream experiments show NAME           one definition (JSON) and the live default
     shopstream experiments promote NAME VARIANT   make VARIANT the live default; ends NAME
+    shopstream experiments report NAME [--json PATH] [--chart PATH.png]   per-variant metrics and tests
 
 Definitions live in Redis (``--redis``, default ``$REDIS_URL``); gateways pick changes up
 within a second. ``set`` asks the ranker (``--ranker``) which model versions it holds and
@@ -27,6 +28,7 @@ from redis.exceptions import RedisError
 
 from services.common.infra import redacted
 from services.experiments.definition import DefinitionError, Experiment, parse
+from services.experiments.report_cli import add_report
 from services.experiments.store import ExperimentStore, Malformed
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -165,7 +167,8 @@ def _run_promote(args) -> int:
 
 # Each adds one subcommand (a parser with ``run`` as its default). Other modules' subcommands
 # (``report``) are added here too.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_set, _add_list, _add_show, _add_promote]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_set, _add_list, _add_show, _add_promote,
+                                                                   add_report]
 
 
 def build_parser() -> argparse.ArgumentParser:
