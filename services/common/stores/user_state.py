@@ -309,3 +309,10 @@ class RedisUserStateStore:
                 "updated_ms": now_ms,
             })
         await pipe.execute()
+
+
+async def read_forgotten(redis) -> dict[str, int]:
+    """Every user forgotten with ForgetUser -> when (ms): exports and retraining leave out
+    their events that occurred before it."""
+    rows = await redis.zrange(keys.FORGOTTEN_USERS, 0, -1, withscores=True)
+    return {user.decode("utf-8", "surrogateescape"): int(ms) for user, ms in rows}
