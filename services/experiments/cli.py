@@ -5,6 +5,7 @@
     shopstream experiments list                every experiment, its status and variants
     shopstream experiments show NAME           one definition (JSON) and the live default
     shopstream experiments promote NAME VARIANT   make VARIANT the live default; ends NAME
+                                               (a model variant becomes LATEST in --models-dir)
     shopstream experiments report NAME [--json PATH] [--chart PATH.png]   per-variant metrics and tests
 
 Definitions live in Redis (``--redis``, default ``$REDIS_URL``); gateways pick changes up
@@ -151,15 +152,47 @@ def _run_show(args) -> int:
     return 0
 
 
+async def promote(store: ExperimentStore, name: str, variant: str, models_dir: Path | None) -> Winner:
+    """Make ``variant`` of ``name`` the live default and end the experiment.
+
+    A model (or shadow) variant becomes the ranker's live model: ``LATEST`` of ``models_dir``
+    names its version (``set_live``; rankers switch on their next poll, gateways serve the
+    live model), which needs ``models_dir``. A trending variant is recorded in Redis only:
+    gateways then serve trending to everyone until another promotion. Either way the store
+    records the winner and ends the experiment."""
+    experiment = await store.get(name)
+    if experiment is None:
+        raise UnknownExperiment(f"no experiment named {name!r}")
+    chosen = experiment.variant(variant)
+    if chosen.model_version:
+        if models_dir is None:
+            raise DefinitionError(f"promoting {variant!r} makes model {chosen.model_version} live at the ranker: "
+                                  "give the models directory (--models-dir or $SHOPSTREAM_RANKER_MODELS_DIR)")
+        from services.common.bundle.errors import BundleError
+        from services.common.bundle.registry import set_live
+
+        try:
+            set_live(models_dir, chosen.model_version, keep_previous=True)
+        except BundleError as exc:
+            raise DefinitionError(f"model {chosen.model_version} cannot be made live: {exc}") from None
+    return await store.promote(name, variant)
+
+
 def _add_promote(sub) -> None:
-    p = sub.add_parser("promote", help="make a variant the live default and end the experiment")
+    p = sub.add_parser("promote", help="make a variant the live default and end the experiment",
+                       description="Make VARIANT the live default and end experiment NAME. A model variant "
+                                   "becomes the ranker's live model (LATEST in the models directory); trending "
+                                   "is served to everyone until another promotion.")
     p.add_argument("name")
     p.add_argument("variant")
+    env_dir = os.environ.get("SHOPSTREAM_RANKER_MODELS_DIR")
+    p.add_argument("--models-dir", type=Path, default=Path(env_dir) if env_dir else None,
+                   help="the ranker's models directory (default: $SHOPSTREAM_RANKER_MODELS_DIR)")
     p.set_defaults(run=_run_promote)
 
 
 def _run_promote(args) -> int:
-    winner = asyncio.run(_with_store(args, lambda store: store.promote(args.name, args.variant)))
+    winner = asyncio.run(_with_store(args, lambda store: promote(store, args.name, args.variant, args.models_dir)))
     print(f"promoted: {winner.variant} of {winner.experiment} is the live default "
           f"({winner.model_version or winner.kind}); the experiment has ended")
     return 0

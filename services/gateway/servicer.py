@@ -25,7 +25,7 @@ from shopstream.ranker.v1 import ranker_pb2
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.common.filters import ItemFilter
 from services.common.stores.user_state import UserStateStore
-from services.experiments.definition import MODEL, TRENDING
+from services.experiments.definition import TRENDING
 from services.experiments.store import ExperimentWatcher, Live
 from services.gateway import metrics as m
 from services.gateway import rules
@@ -123,13 +123,11 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             else:
                 resp = await self._personalized(user_id, k, item_filter, arm.model_version, context)
             resp.variant, resp.experiment = arm.name, live.experiment.name
-        else:  # the promoted default, else the ranker's live model
-            default = live.default
-            if default is not None and default.kind == TRENDING:
-                resp = await self._trending(user_id, k, item_filter, None, context=context)
-            else:
-                version = default.model_version if default is not None and default.kind == MODEL else ""
-                resp = await self._personalized(user_id, k, item_filter, version, context)
+        elif live.default is not None and live.default.kind == TRENDING:  # trending won an experiment
+            resp = await self._trending(user_id, k, item_filter, None, context=context)
+            resp.variant = TRENDING_VARIANT
+        else:  # the ranker's live model (a promoted model variant was made live at the ranker: LATEST)
+            resp = await self._personalized(user_id, k, item_filter, "", context)
             resp.variant = (resp.model_version if resp.strategy == gateway_pb2.STRATEGY_PERSONALIZED
                             else TRENDING_VARIANT)
         resp.recommendation_id = new_recommendation_id()
