@@ -164,9 +164,10 @@ def _pct(rate: dict) -> str:
 
 def format_report(report: dict) -> str:
     """The report as a text table."""
-    head = (f"{'variant':<16} {'users':>7} {'impr.':>8} {'CTR [95% CI]':>24} {'add-to-cart':>24} "
+    head = (f"{'variant':<16} {'users~':>7} {'impr.':>8} {'CTR [95% CI]':>24} {'add-to-cart':>24} "
             f"{'conversion':>24} {'rev./impr. [95% CI]':>26} {'fallback':>9}")
-    lines = [f"experiment {report['experiment']}  (control: {report['control']})", head, "-" * len(head)]
+    lines = [f"experiment {report['experiment']}  (control: {report['control']}; users~: HyperLogLog estimate, "
+             f"standard error 0.81 %)", head, "-" * len(head)]
     for v in report["variants"]:
         rev = v[REVENUE]
         rev_text = "-" if rev["value"] is None else f"{rev['value']:.3f} [{rev['low']:.3f}, {rev['high']:.3f}]"
