@@ -144,8 +144,12 @@ def _location(loc: tuple) -> str:
 
 def _describe(exc: ValidationError) -> str:
     lines = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for err in errors:
         loc = tuple(p for p in err["loc"] if p not in ("function-after",))
+        if err["type"] == "too_short" and any(len(e["loc"]) > len(err["loc"]) and e["loc"][:len(err["loc"])]
+                                              == err["loc"] for e in errors):
+            continue  # "too short" only because an item of it failed: that item's error says why
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (not part of an experiment definition)"
