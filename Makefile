@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	# train: torch, for `shopstream train` and the tests; the serving images leave it out (Dockerfile).
 	$(BIN)/pip install -q -e '.[dev,train]'
+	-$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
 ## Run the whole system: embedded Kafka + Redis (unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL),
@@ -48,14 +49,29 @@ bench: $(STAMP)
 	$(BIN)/python -m bench --quick
 
 ## promtool (from Debian's prometheus package, unpacked under var/, not installed) checks the
-## scrape config and alert rules; the e2e tests then run it too.
+## scrape config and alert rules and runs their unit tests (deploy/prometheus/tests); the e2e
+## operations test then runs the package's Prometheus against the live stack.
 PROMTOOL := var/promtool/usr/bin/promtool
 $(PROMTOOL):
 	mkdir -p var/promtool && cd var/promtool && apt-get download prometheus && dpkg -x prometheus_*.deb .
 check-deploy: $(PROMTOOL) $(STAMP)
 	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/tests/*.yml
 	$(PROMTOOL) check config --syntax-only deploy/prometheus/prometheus.yml
-	PATH=$(CURDIR)/var/promtool/usr/bin:$$PATH $(BIN)/python -m pytest -q tests/e2e/test_operations.py
+	PATH=$(CURDIR)/var/promtool/usr/bin:$$PATH $(BIN)/python -m pytest -q tests/unit/deploy/test_alert_rules.py tests/e2e/test_operations.py
 
 clean:
 	rm -rf var .pytest_cache
+
+## Headless Chromium and its driver for the demo page's browser test (tests/e2e/test_demo_storefront.py):
+## Debian's chromium and chromium-driver, installed as root where apt-get is available (setup tries it);
+## elsewhere the test is skipped and says why. selenium comes with the dev extra.
+.PHONY: browser
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver are installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else \
+		echo "chromium/chromedriver missing and not installable here (needs root and apt-get): the browser test will be skipped"; \
+	fi
