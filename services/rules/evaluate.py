@@ -21,38 +21,69 @@ _OPS = {"=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le
 
 
 @dataclass(frozen=True)
+class Codes:
+    """A string column as int32 codes: comparisons and IN become integer work."""
+
+    codes: np.ndarray  # int32 [N]
+    code_of: Mapping[str, int]
+
+    @classmethod
+    def build(cls, values: Sequence[str]) -> "Codes":
+        code_of: dict[str, int] = {}
+        codes = np.fromiter((code_of.setdefault(v, len(code_of)) for v in values), dtype=np.int32, count=len(values))
+        return cls(codes, code_of)
+
+    def matches(self, values: Collection[str]) -> np.ndarray:
+        wanted = [self.code_of[v] for v in values if v in self.code_of]
+        if not wanted:
+            return np.zeros(len(self.codes), dtype=bool)
+        if len(wanted) == 1:
+            return self.codes == wanted[0]
+        return np.isin(self.codes, np.array(wanted, dtype=np.int32))
+
+
+@dataclass(frozen=True)
 class ItemTable:
-    item_ids: np.ndarray  # object [N]
     index_of: Mapping[str, int]
-    category: np.ndarray  # object [N]
-    brand: np.ndarray  # object [N]
+    category: Codes
+    brand: Codes
     price: np.ndarray  # float64 [N], NaN when unknown
     in_stock: np.ndarray  # bool [N]
+    item_ids: Sequence[str]
 
     @classmethod
     def build(cls, item_ids: Sequence[str], snapshot: CatalogSnapshot) -> "ItemTable":
         n = len(item_ids)
-        category = np.empty(n, dtype=object)
-        brand = np.empty(n, dtype=object)
+        categories: list[str] = [""] * n
+        brands: list[str] = [""] * n
         price = np.full(n, np.nan)
         in_stock = np.ones(n, dtype=bool)
         items = snapshot.items
         for i, item_id in enumerate(item_ids):
             item = items.get(item_id)
             if item is None:
-                category[i] = brand[i] = ""
                 continue
-            category[i], brand[i], in_stock[i] = item.category, item.brand, item.in_stock
+            categories[i], brands[i], in_stock[i] = item.category, item.brand, item.in_stock
             if item.price > 0:  # proto3 default 0: no price published
                 price[i] = item.price
-        ids = np.array(list(item_ids), dtype=object)
-        return cls(ids, {item_id: i for i, item_id in enumerate(item_ids)}, category, brand, price, in_stock)
+        return cls({item_id: i for i, item_id in enumerate(item_ids)}, Codes.build(categories), Codes.build(brands),
+                   price, in_stock, item_ids)
 
     def __len__(self) -> int:
-        return len(self.item_ids)
+        return len(self.price)
 
-    def column(self, name: str) -> np.ndarray:
-        return self.item_ids if name == "item_id" else getattr(self, name)
+    def matches(self, name: str, values: Collection) -> np.ndarray:
+        """bool [N]: the string or bool column ``name`` equals one of ``values``."""
+        if name == "in_stock":
+            out = np.zeros(len(self), dtype=bool)
+            for v in set(values):
+                out |= self.in_stock == v
+            return out
+        if name == "item_id":
+            out = np.zeros(len(self), dtype=bool)
+            out[[self.index_of[v] for v in values if v in self.index_of]] = True
+            return out
+        return getattr(self, name).matches(values)
 
 
 @dataclass(frozen=True)
@@ -85,12 +116,12 @@ def eligible(expression: BoundExpression, table: ItemTable, interactions: Intera
 def _condition(cond: Condition, bound: BoundExpression, table: ItemTable, interactions: Interactions) -> np.ndarray:
     if isinstance(cond, Comparison):
         (value,) = bound.resolve(cond.value)
-        column = table.column(cond.field)
         if cond.field == "price":
             with np.errstate(invalid="ignore"):
-                out = _OPS[cond.op](column, value)
-            return out & ~np.isnan(column)  # unknown price: no comparison holds, != included
-        return np.asarray(_OPS[cond.op](column, value), dtype=bool)
+                out = _OPS[cond.op](table.price, value)
+            return out & ~np.isnan(table.price)  # unknown price: no comparison holds, != included
+        equal = table.matches(cond.field, (value,))  # strings and bools: = and != only (language.py)
+        return equal if cond.op == "=" else ~equal
     if isinstance(cond, Membership):
         values = {v for value in cond.values for v in bound.resolve(value)}
         if cond.source == "interactions":
@@ -100,7 +131,7 @@ def _condition(cond: Condition, bound: BoundExpression, table: ItemTable, intera
         elif cond.field == "price":
             out = np.isin(table.price, np.array(sorted(values), dtype=float))
         else:
-            out = np.isin(table.column(cond.field), list(values))
+            out = table.matches(cond.field, values)
         return ~out if cond.negated else out
     if isinstance(cond, Not):
         return ~_condition(cond.operand, bound, table, interactions)

@@ -16,7 +16,8 @@ def table() -> ItemTable:
 
 
 def picked(table, text, params=None, interactions=Interactions()):
-    return set(table.item_ids[eligible(parse(text).bind(params), table, interactions)])
+    mask = eligible(parse(text).bind(params), table, interactions)
+    return {item for item, keep in zip(table.item_ids, mask) if keep}
 
 
 def test_price_and_brand_with_parameters(table):
@@ -29,6 +30,7 @@ def test_interactions_purchase_and_history(table):
     seen = Interactions(history=["i1", "i3"], purchased={"i2"})
     assert picked(table, 'EXCLUDE ItemID WHERE Interactions.type IN ("purchase")', interactions=seen) \
         == set(table.item_ids) - {"i2"}
+    assert picked(table, 'INCLUDE ItemID WHERE Items.brand != "b1" AND Items.in_stock = false') == {"i5"}
     assert picked(table, 'INCLUDE ItemID WHERE Interactions.type IN ("view")', interactions=seen) == {"i1", "i3"}
 
 
