@@ -49,8 +49,10 @@ FROM python-base AS runtime
 RUN groupadd --system --gid 10001 shopstream \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --shell /usr/sbin/nologin shopstream \
  && mkdir -p /app /models /var/lib/shopstream \
- && chown 10001:10001 /app /var/lib/shopstream
+ && chown 10001:10001 /app /models /var/lib/shopstream
 WORKDIR /app
+# /models owned by the user: a fresh named volume mounted there takes this ownership, so the
+# trainer job can publish into it (the serving images mount it read-only).
 # Numeric, so that Kubernetes' runAsNonRoot can verify it.
 USER 10001:10001
 

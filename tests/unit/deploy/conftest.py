@@ -83,6 +83,23 @@ class Dockerfile:
         return out
 
 
+# Custom resources of the operators the manifests name (deploy/k8s/kafka.yaml, redis-cluster.yaml):
+# their schemas are the operators' CRDs, which kubernetes-validate does not bundle.
+OPERATORS = {"kafka.strimzi.io": "Strimzi", "redis.redis.opstreelabs.in": "OT-Container-Kit redis-operator"}
+
+
+def operator_of(doc: dict) -> str | None:
+    """The operator whose custom resource ``doc`` is, or None for a built-in kind."""
+    group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
+    return OPERATORS.get(group)
+
+
+@pytest.fixture(scope="session")
+def custom_resources(manifests) -> dict[tuple[str, str], str]:
+    """(kind, name) -> operator, for every custom resource in deploy/k8s."""
+    return {key: operator_of(doc) for key, doc in manifests.items() if operator_of(doc)}
+
+
 @pytest.fixture(scope="session")
 def dockerfile() -> Dockerfile:
     return Dockerfile(REPO / "Dockerfile")

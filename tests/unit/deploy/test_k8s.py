@@ -14,13 +14,32 @@ KUBERNETES_VERSIONS = ("1.27.0", kubernetes_validate.latest_version())
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-def test_manifests_are_valid_kubernetes_objects(manifests, version):
+def test_manifests_are_valid_kubernetes_objects(manifests, custom_resources, version):
     assert manifests
+    skipped = []
     for (kind, name), doc in manifests.items():
+        if (kind, name) in custom_resources:
+            skipped.append(f"{kind}/{name} ({custom_resources[kind, name]})")
+            continue
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{kind}/{name} against {version}: {exc.message} at {list(exc.path)}")
+    print(f"not schema-validated, custom resources whose CRD schema kubernetes-validate lacks: {skipped}")
+
+
+def test_custom_resources_are_skipped_with_a_reason(manifests, custom_resources):
+    """Each custom resource is one of a named operator's, and schema validation is skipped for it
+    (reported as a skip, so the run says so), not silently passed."""
+    customs = {key: manifests[key] for key in custom_resources}
+    assert {kind for kind, _ in customs} == {"Kafka", "KafkaNodePool", "KafkaTopic", "RedisCluster"}
+    for (kind, name), doc in customs.items():
+        assert doc.get("spec"), f"{kind}/{name} has no spec"
+        with pytest.raises(kubernetes_validate.utils.SchemaNotFoundError):
+            kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    pytest.skip(f"{len(customs)} custom resources not schema-validated: their CRDs (Strimzi, "
+                "OT-Container-Kit redis-operator) are not bundled with kubernetes-validate; "
+                "tests/unit/deploy/test_k8s_scale.py checks how they are wired")
 
 
 def _container(manifests, name: str) -> dict:
