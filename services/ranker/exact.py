@@ -11,6 +11,9 @@ back just the best ``fetch`` candidates per row, unsorted:
 """
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -101,10 +104,15 @@ class OnnxExact:
                  intra_op_threads: int = 0, max_block_bytes: int = DEFAULT_MAX_BLOCK_BYTES,
                  small_work_cells: int = 1 << 16) -> None:
         self.num_rows = item_embeddings.shape[0]
-        model = scoring_graph(item_embeddings, fp16).SerializeToString()
-        self.session = make_session(model, providers, intra_op_threads=intra_op_threads)
-        self.small = (single_threaded_twin(model, providers, self.session, intra_op_threads)
-                      if self.num_rows <= small_work_cells else self.session)
+        # Sessions are built from a file, not from the serialised bytes: onnxruntime's Python
+        # InferenceSession keeps the bytes it was given for as long as it lives, which would
+        # hold one more copy of the catalog per loaded model (bench/models_memory.py).
+        with tempfile.TemporaryDirectory(prefix="shopstream-scoring-") as tmp:
+            model = Path(tmp) / "scoring.onnx"
+            model.write_bytes(scoring_graph(item_embeddings, fp16).SerializeToString())
+            self.session = make_session(model, providers, intra_op_threads=intra_op_threads)
+            self.small = (single_threaded_twin(model, providers, self.session, intra_op_threads)
+                          if self.num_rows <= small_work_cells else self.session)
         self._small_rows = small_work_cells // self.num_rows
         # Each session holds its own copy of the graph's initializers (the catalog, the bias).
         initializers = item_embeddings.size * (2 if fp16 else 4) + self.num_rows * (2 if fp16 else 4)
