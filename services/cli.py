@@ -24,6 +24,7 @@ COMMANDS = {
     "ranker": ("services.ranker.main", "run the ranker gRPC server"),
     "gateway": ("services.gateway.main", "run the gateway gRPC server"),
     "simulate": ("services.simulator.cli", "synthetic shoppers with known tastes against a gateway"),
+    "retrain": ("services.training.from_kafka", "train a candidate from the Kafka event log, compare, publish"),
 }
 
 
