@@ -196,3 +196,26 @@ async def test_the_gateways_ranker_client_lists_models_and_passes_the_version_th
             await client.rank(ranker_pb2.RankRequest(user_id="u1", k=1, model_version="v-gone"), timeout=5)
     finally:
         await client.close()
+
+
+async def until(check, what: str, timeout: float = 20.0) -> None:
+    """Await ``check()`` turning true (the event loop keeps running the ranker meanwhile)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, f"{what}: not within {timeout}s"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_reload_loop_picks_up_candidates_and_promotions_without_a_restart(tmp_path, redis_client, redis_url):
+    """No manual poll: the ranker's own reload task (every 50 ms here) follows the two files."""
+    await RedisCatalogStore(redis_client).upsert(catalog_items())
+    live = publish_toy_bundle(tmp_path, ITEMS, vectors())
+    async with Ranker(tmp_path, redis_client, redis_url, reload_interval_s=0.05) as ranker:
+        await until(lambda: ranker.holder.current is not None, what="the live model")
+        candidate = publish_toy_bundle(tmp_path, ITEMS, vectors(boost={"b2": 5.0}), live=False)
+        publish_candidate(tmp_path, candidate)
+        await until(lambda: ranker.holder.models.get(candidate) is not None, what="the candidate loaded")
+        set_live(tmp_path, candidate)
+        await until(lambda: ranker.holder.models.live_version == candidate, what="the promotion")
+        await until(lambda: set(ranker.holder.models.models) == {candidate}, what="the old live unloaded")
+        assert live not in ranker.holder.models.models

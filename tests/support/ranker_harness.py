@@ -47,9 +47,9 @@ class Ranker:
     """
 
     def __init__(self, models_dir, redis_client, redis_url, max_k=50, **settings):
+        defaults = dict(prefer_gpu=False, failed_retry_s=0, reload_interval_s=3600, catalog_refresh_s=3600)
         self.settings = RankerSettings(addr="127.0.0.1:0", models_dir=models_dir, redis_url=redis_url,
-                                       prefer_gpu=False, max_k=max_k, failed_retry_s=0, reload_interval_s=3600,
-                                       catalog_refresh_s=3600, **settings)
+                                       max_k=max_k, **{**defaults, **settings})
         self.redis = redis_client
         self._running = running(self.settings)
 
