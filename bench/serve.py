@@ -1,7 +1,9 @@
 """Serving benchmark: requests/s and latency at concurrency 1/16/64 for
 (a) a trivial echo server on the same gRPC stack (bench.echo),
 (b) the ranker alone (Rank, which reads the user's state from Redis itself),
-(c) the full gateway path (Recommend -> ranker -> Redis), users with real state.
+(c) the full gateway path (Recommend -> ranker -> Redis), users with real state,
+(d) the same Recommend through the gateway's HTTP/JSON API (``http``: POST /v1/recommend,
+    bench.http_loadgen), to show what HTTP/JSON costs beside gRPC.
 
 Everything runs side by side in one process tree on loopback: Redis, the echo
 server, the ranker and the gateway (each its own process), and the load
@@ -32,13 +34,15 @@ from services.stack.local import ServiceStack
 from services.stack.processes import grpc_serving
 
 CONCURRENCY = (1, 16, 64)
-TARGETS = ("echo", "ranker", "gateway")
-LOADGEN_KIND = {"echo": "gateway", "ranker": "ranker", "gateway": "gateway"}
+TARGETS = ("echo", "ranker", "gateway", "http")
+LOADGEN_KIND = {"echo": "gateway", "ranker": "ranker", "gateway": "gateway", "http": "http"}
 
 
 def _loadgen(kind: str, addr: str, users: list[str], concurrency: int, requests: int, seconds: float) -> dict:
     cmd = [sys.executable, "-m", "bench.loadgen", "--kind", kind, "--addr", addr, "--concurrency", str(concurrency),
            "--requests", str(requests), "--seconds", str(seconds)]
+    if kind == "http":  # the HTTP/JSON twin of the gRPC load generator: same options, same output
+        cmd = [sys.executable, "-m", "bench.http_loadgen", *cmd[cmd.index("--addr"):]]
     out = subprocess.run(cmd, input=json.dumps(users), capture_output=True, text=True, check=True,
                          timeout=seconds + 60, cwd=world.REPO)
     return json.loads(out.stdout)
@@ -88,7 +92,8 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int) -> dict:
         services.start_service("ranker")
         services.start_service("gateway")
         echo_addr = stack.enter_context(_echo_server())
-        addrs = {"echo": echo_addr, "ranker": services.ranker_addr, "gateway": services.gateway_addr}
+        addrs = {"echo": echo_addr, "ranker": services.ranker_addr, "gateway": services.gateway_addr,
+                 "http": services.gateway_http_url}
         print(f"==> {len(users)} users in Redis, model {models}; {os.cpu_count()} CPUs shared by Redis, echo, "
               f"ranker, gateway and the load generator", flush=True)
         for round_ in range(1, rounds + 1):
@@ -121,9 +126,16 @@ def _targets(rows: list[dict]) -> dict:
     rps = [by[(n, "gateway", 64)]["rps"] / by[(n, "echo", 64)]["rps"] for n in rounds]
     p99 = [by[(n, "gateway", 16)]["p99_ms"] / by[(n, "echo", 16)]["p99_ms"] for n in rounds]
     rps_ratio, p99_ratio = float(statistics.median(rps)), float(statistics.median(p99))
+    # What HTTP/JSON costs: the HTTP row over the gRPC gateway row of the same round, per concurrency.
+    http = {f"c{c}": {"rps": float(statistics.median(by[(n, "http", c)]["rps"] / by[(n, "gateway", c)]["rps"]
+                                                     for n in rounds)),
+                      "p99": float(statistics.median(by[(n, "http", c)]["p99_ms"] / by[(n, "gateway", c)]["p99_ms"]
+                                                     for n in rounds))}
+            for c in sorted({r["concurrency"] for r in rows})}
     return {"gateway_rps_over_echo_at_c64": rps_ratio, "gateway_rps_target_met": rps_ratio >= 0.5,
             "gateway_p99_over_echo_at_c16": p99_ratio, "gateway_p99_target_met": p99_ratio <= 3.0,
-            "per_round_rps_over_echo_at_c64": rps, "per_round_p99_over_echo_at_c16": p99}
+            "per_round_rps_over_echo_at_c64": rps, "per_round_p99_over_echo_at_c16": p99,
+            "http_over_grpc_gateway": http}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     # Five rounds: on a shared 2-core box one round's gateway/echo ratio ranged 0.44-0.76
     # within a single run, so the median of three still moved by +-0.08 between runs.
     parser.add_argument("--rounds", type=int, default=5, help="times every target and concurrency is run")
+    parser.add_argument("--name", default="serve", help="results file: bench/results/<name>.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = run(args.quick, args.models_dir, args.users, args.rounds)
@@ -147,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median: gateway/echo requests/s at c=64: {t['gateway_rps_over_echo_at_c64']:.2f} (target >= 0.5: "
           f"{'met' if t['gateway_rps_target_met'] else 'MISSED'}); gateway/echo p99 at c=16: "
           f"{t['gateway_p99_over_echo_at_c16']:.2f} (target <= 3: {'met' if t['gateway_p99_target_met'] else 'MISSED'})")
-    print(f"results: {report.write('serve', result)}")
+    print("HTTP/JSON over gRPC (gateway Recommend, median of rounds): " + "; ".join(
+        f"{c}: requests/s x{v['rps']:.2f}, p99 x{v['p99']:.2f}" for c, v in t["http_over_grpc_gateway"].items()))
+    print(f"results: {report.write(args.name, result)}")
     return 0
 
 
