@@ -36,11 +36,11 @@ class Script:
         producer.send_events(self.events if events is None else events)
 
 
-def shop(users: int = 6, lists_per_user: int = 4, seed: int = 0) -> Script:
+def shop(users: int = 6, lists_per_user: int = 4, seed: int = 0, implicit: bool = True) -> Script:
     """Lists served a few minutes ago; per list a click with its id (some with a position, some
     without), a click without any id on one of its items, sometimes an add to cart and a
-    purchase (with a value or priced 0 when the catalog has none), plus per user one click
-    naming a list that never existed."""
+    purchase (with a value), plus per user one click naming a list that never existed.
+    ``implicit=False``: no event without an id (every event names its list)."""
     rng = random.Random(seed)
     tag = uuid.uuid4().hex[:8]
     script = Script(experiment=f"exp-{tag}")
@@ -73,8 +73,9 @@ def shop(users: int = 6, lists_per_user: int = 4, seed: int = 0) -> Script:
             pos = rng.randrange(5)
             event(user, items[pos], 2, at, rid=rid, position=pos if k % 2 else None)
             counts["clicks"] += 1
-            event(user, items[(pos + 1) % 5], 2, at + 1)  # no id: the window finds this list
-            counts["clicks"] += 1
+            if implicit:
+                event(user, items[(pos + 1) % 5], 2, at + 1)  # no id: the window finds this list
+                counts["clicks"] += 1
             counts["clicked_lists"] += 1
             if rng.random() < 0.5:
                 event(user, items[pos], 3, at + 2, rid=rid)
