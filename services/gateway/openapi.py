@@ -44,11 +44,20 @@ _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
 }
 
-# Well-known types with a JSON form of their own.
-_WELL_KNOWN: dict[str, dict[str, Any]] = {
+# Well-known types with a JSON form of their own (the proto3 JSON mapping's table).
+_WRAPPERS = {"Double": "number", "Float": "number", "Int32": "integer", "UInt32": "integer", "Bool": "boolean",
+             "String": "string", "Int64": ["string", "integer"], "UInt64": ["string", "integer"], "Bytes": "string"}
+WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time",
                                   "description": "RFC 3339, e.g. 2026-12-03T17:00:00Z"},
     "google.protobuf.Duration": {"type": "string", "pattern": r"^-?\d+(\.\d+)?s$", "description": "e.g. 1.5s"},
+    "google.protobuf.Struct": {"type": "object", "description": "any JSON object"},
+    "google.protobuf.Value": {"description": "any JSON value"},
+    "google.protobuf.ListValue": {"type": "array"},
+    "google.protobuf.Empty": {"type": "object", "additionalProperties": False},
+    "google.protobuf.FieldMask": {"type": "string", "description": "comma-separated lowerCamelCase paths"},
+    "google.protobuf.Any": {"type": "object", "required": ["@type"]},
+    **{f"google.protobuf.{name}Value": {"type": kind} for name, kind in _WRAPPERS.items()},
 }
 
 
@@ -69,8 +78,8 @@ class _Schemas:
         return _ref(enum.full_name)
 
     def message(self, message: Descriptor) -> dict[str, Any]:
-        if message.full_name in _WELL_KNOWN:
-            return dict(_WELL_KNOWN[message.full_name])
+        if message.full_name in WELL_KNOWN:
+            return dict(WELL_KNOWN[message.full_name])
         if message.full_name not in self.schemas:
             self.schemas[message.full_name] = {}  # placed first, so recursive messages terminate
             properties = {field.json_name: self.field(field) for field in message.fields}
