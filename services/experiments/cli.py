@@ -200,8 +200,10 @@ def _run_promote(args) -> int:
 
 # Each adds one subcommand (a parser with ``run`` as its default). Other modules' subcommands
 # (``report``) are added here too.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_set, _add_list, _add_show, _add_promote,
-                                                                   add_report]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_set, _add_list, _add_show, _add_promote,
+    lambda sub: add_report(sub, promote=promote),  # --auto-promote promotes as `promote` does
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

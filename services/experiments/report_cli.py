@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from services.experiments.definition import DefinitionError
@@ -20,7 +21,12 @@ from services.experiments.store import ExperimentStore
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
-def add_report(sub: argparse._SubParsersAction) -> None:
+# How a winner is promoted: ``promote(store, name, variant, models_dir)`` (the ``promote``
+# command's, which also makes a model winner live at the ranker); the store's alone without it.
+Promote = Callable[[ExperimentStore, str, str, "Path | None"], Awaitable[object]]
+
+
+def add_report(sub: argparse._SubParsersAction, promote: Promote | None = None) -> None:
     p = sub.add_parser(
         "report", help="per-variant users, impressions, CTR, add-to-cart, conversion, revenue per impression "
                        "(95%% intervals), tests against the control, guardrails",
@@ -46,7 +52,11 @@ def add_report(sub: argparse._SubParsersAction) -> None:
                    help="guardrail on the gateway's p99, with --gateway-metrics (default %(default)s)")
     p.add_argument("--max-error-rate", type=float, default=0.01,
                    help="guardrail on the gateway's server errors, with --gateway-metrics (default %(default)s)")
-    p.set_defaults(run=run_report)
+    env_dir = os.environ.get("SHOPSTREAM_RANKER_MODELS_DIR")
+    p.add_argument("--models-dir", type=Path, default=Path(env_dir) if env_dir else None,
+                   help="with --auto-promote: the ranker's models directory, where a model winner becomes "
+                        "LATEST (default: $SHOPSTREAM_RANKER_MODELS_DIR)")
+    p.set_defaults(run=run_report, promote=promote)
 
 
 async def _report(args) -> tuple[dict, object, int | None]:
@@ -68,7 +78,11 @@ async def _report(args) -> tuple[dict, object, int | None]:
                                      max_fallback_rate=args.max_fallback_rate,
                                      max_p99_latency_s=args.max_p99_latency_ms / 1000.0,
                                      max_error_rate=args.max_error_rate)
-            decision = await apply_policy(store, report, policy)
+            how = None
+            if args.promote is not None:
+                async def how(name: str, variant: str) -> object:
+                    return await args.promote(store, name, variant, args.models_dir)
+            decision = await apply_policy(store, report, policy, promote=how)
             report["decision"] = {"promoted": decision.variant, "reason": decision.reason}
         default = await store.default()
         promoted_at = default.promoted_at_ms if default is not None and default.experiment == args.name else None
