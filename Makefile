@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml
 
 ## Run the whole system: embedded Kafka + Redis (unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL),
 ## a trained model, features + ranker + gateway, live traffic and sample recommendations.
+## Prometheus for the ops view comes from Debian's package, fetched once under var/promtool when
+## apt-get can (nothing is installed); without it shopstream up runs without Prometheus.
 run: $(STAMP)
+	-@test -x $(PROMTOOL) || $(MAKE) --no-print-directory $(PROMTOOL) >/dev/null 2>&1 \
+		|| echo "==> could not fetch Debian's prometheus package (apt-get download prometheus): no Prometheus this run"
 	$(BIN)/shopstream up $(ARGS)
 
 ## Unit, integration and end-to-end tests on real servers.

@@ -105,8 +105,17 @@ class ServiceStack:
         return {**common, **per_service, **self.extra_env}
 
     def start_service(self, name: str, timeout: float = 60.0) -> ServiceProcess:
+        self.launch(name)
+        return self.wait_ready(name, timeout)
+
+    def launch(self, name: str) -> ServiceProcess:
+        """Starts the service's process without waiting for it to be ready."""
         proc = ServiceProcess(name, self._env(name), self.log_dir).start()
         self.processes[name] = proc
+        return proc
+
+    def wait_ready(self, name: str, timeout: float = 60.0) -> ServiceProcess:
+        proc = self.processes[name]
         if name == "features":
             port = self.ports["features_metrics"]
             proc.wait_until(lambda: _features_ready(port), timeout, "consuming")
@@ -117,8 +126,16 @@ class ServiceStack:
         return proc
 
     def start(self) -> "ServiceStack":
-        for name in ("features", "ranker", "gateway"):
-            self.start_service(name)
+        """All three at once (their start-up is mostly imports and model loading, which overlap),
+        then each waited for; a failure stops the ones already started."""
+        try:
+            for name in ("features", "ranker", "gateway"):
+                self.launch(name)
+            for name in ("features", "ranker", "gateway"):
+                self.wait_ready(name, timeout=120.0)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop_service(self, name: str) -> None:
