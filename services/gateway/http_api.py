@@ -31,12 +31,12 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2
 
-from services.common.errors import RETRY_AFTER_METADATA, DomainError, InvalidArgument, NotFound
+from services.common.errors import RETRY_AFTER_METADATA, DeadlineExceeded, DomainError, InvalidArgument
 from services.common.grpc_server import REQUEST_ID_METADATA
 from services.common.logs import request_id
 from services.gateway import openapi
 from services.gateway.guard import SERVICE
-from services.gateway.http_context import Aborted, HttpContext
+from services.gateway.http_context import HttpContext
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.settings import GatewaySettings
 
@@ -137,27 +137,34 @@ class HttpApi:
 
     # -- the calls -------------------------------------------------------------------
 
-    async def _call(self, request: web.Request, route: str,
-                    body: Callable[[HttpContext, Any], Awaitable[web.Response]], guard_method: str | None) -> web.Response:
-        """Request id, deadline, guard (authentication first, then the request, then the rate
-        limit), errors as JSON, metrics: what ServerInterceptor does for a gRPC call."""
+    async def _call(self, request: web.Request, route: str, body: Callable[[HttpContext, Any], Awaitable[web.Response]],
+                    guard_method: str | None) -> web.Response:
+        """Request id, deadline, guard (authentication before the body is read, the rate limit
+        after it is parsed: ``body`` calls ``admit(request)``), errors as JSON, metrics: what
+        ServerInterceptor does for a gRPC call. ``guard_method``: the GatewayService method
+        whose permission and limit the route takes (None: open)."""
         rid = request.headers.get(REQUEST_ID_METADATA) or os.urandom(8).hex()
         token = request_id.set(rid)
         start = time.perf_counter()
         code = grpc.StatusCode.OK
         try:
+            context = HttpContext.from_headers(request.headers, request.remote or "")
+            guard = (self._guard.for_method(f"/{SERVICE.full_name}/{guard_method}")
+                     if self._guard is not None and guard_method else None)
+            principal = guard.authenticate(context.invocation_metadata()) if guard is not None else None
+
+            def admit(message) -> None:
+                if guard is not None:
+                    guard.admit(principal, message)
+
+            deadline = asyncio.timeout(context.time_remaining())
             try:
-                context = HttpContext.from_headers(request.headers, request.remote or "")
-                method_guard = (self._guard.for_method(f"/{SERVICE.full_name}/{guard_method}")
-                                if self._guard is not None and guard_method else None)
-                principal = (method_guard.authenticate(context.invocation_metadata())
-                             if method_guard is not None else None)
-                remaining = context.time_remaining()
-                async with asyncio.timeout(remaining):
-                    response = await body(context, lambda message: method_guard and method_guard.admit(principal, message))
+                async with deadline:
+                    response = await body(context, admit)
             except TimeoutError:
-                raise Aborted(grpc.StatusCode.DEADLINE_EXCEEDED, "the client's deadline passed before the answer "
-                                                                 "was ready") from None
+                if not deadline.expired():
+                    raise
+                raise DeadlineExceeded("the client's deadline passed before the answer was ready") from None
         except DomainError as exc:
             code = exc.code
             response = error_response(exc.code, exc.message, rid, exc.trailing_metadata)
@@ -225,7 +232,8 @@ class HttpApi:
         return items
 
     async def demo_config(self, _request: web.Request) -> web.Response:
-        return web.json_response({"ops_url": self._s.ops_url, "auth_required": self._guard is not None})
+        return web.json_response({"prometheus_url": self._s.prometheus_url,
+                                  "auth_required": self._guard is not None})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         """Readiness, read from the gRPC health servicer itself: the two cannot disagree."""

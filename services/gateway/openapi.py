@@ -184,9 +184,10 @@ def document() -> dict[str, Any]:
     }}
     paths["/v1/demo-config"] = {"get": {
         "operationId": "DemoConfig",
-        "summary": "What the demo page needs to know (the ops view's URL, whether a token is required)",
+        "summary": "What the demo page needs to know (the ops view's (Prometheus) URL, whether a token is required)",
         "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
-            "type": "object", "properties": {"ops_url": {"type": "string"}, "auth_required": {"type": "boolean"}}}}}}},
+            "type": "object",
+            "properties": {"prometheus_url": {"type": "string"}, "auth_required": {"type": "boolean"}}}}}}},
     }}
     paths["/healthz"] = {"get": {
         "operationId": "Ready",
@@ -206,8 +207,9 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "shopstream gateway HTTP/JSON API", "version": "v1",
-                 "description": "The GatewayService RPCs over HTTP/JSON (proto3 JSON mapping), beside gRPC on its own "
-                                "port. Authorization: Bearer <token> when the gateway requires tokens. See docs/api.md."},
+                 "description": "The GatewayService RPCs over HTTP/JSON (proto3 JSON mapping), beside gRPC on its "
+                                "own port. Authorization: Bearer <token> when the gateway requires tokens. See "
+                                "docs/api.md."},
         "paths": paths,
         "components": {
             "schemas": components,

@@ -72,7 +72,8 @@ class GatewaySettings(BaseSettings):
     http_cors_origins: str = Field("", description="comma-separated origins whose browser pages may call the HTTP "
                                                    "API ('*' = any); empty = none")
     http_demo: bool = Field(True, description="serve the demo storefront page at / of the HTTP server")
-    ops_url: str = Field("", description="URL of the ops view (Prometheus) that the demo page links to; empty = none")
+    prometheus_url: str = Field("", description="URL of the ops view (Prometheus) that the demo page links to; "
+                                                "empty = none")
     # The closed loop (docs/experiments.md): impressions to Kafka, experiments from Redis, shadow scoring.
     impressions_enabled: bool = Field(True, description="publish every served list to the impressions topic")
     impressions_buffer: int = Field(10_000, ge=1, description="served lists held for publishing; more are "

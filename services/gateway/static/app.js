@@ -316,9 +316,9 @@
 
   async function start() {
     const config = await api("/v1/demo-config");
-    if (config.ops_url) {
+    if (config.prometheus_url) {
       const link = $("ops-link");
-      link.href = config.ops_url;
+      link.href = config.prometheus_url;
       link.hidden = false;
     }
     if (config.auth_required && !state.token) {
