@@ -100,9 +100,14 @@ def cmd_replay(args) -> int:
         sequences = read_sequences(args.dataset)
     else:
         raise SystemExit("replay needs a dataset path or --synthetic")
-    with _producer(args) as producer:
+    from services.common.progress import Progress
+    from services.ingest.replay import select
+
+    total = sum(len(seq) for seq in select(sequences, users=args.users, holdout=args.holdout).values())
+    with _producer(args) as producer, Progress(total, "replay", "event") as bar:
         sent = replay(producer, sequences, rate=args.rate, users=args.users, holdout=args.holdout,
-                      type_mix=args.types, batch_size=args.batch_size, max_outage_s=args.max_outage)
+                      type_mix=args.types, batch_size=args.batch_size, max_outage_s=args.max_outage,
+                      on_sent=bar.update)
     print(f"replayed {sent} events")
     return 0
 

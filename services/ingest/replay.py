@@ -141,7 +141,8 @@ FLUSH_EVERY = 10  # batches between deliveries checked: what a failure sends aga
 def replay(producer, sequences: Mapping[str, Sequence[str]], rate: float | None = None, users: int | None = None,
            holdout: int = 0, type_mix: Mapping[str, float] | str | None = None, batch_size: int = 100,
            max_outage_s: float = DEFAULT_MAX_OUTAGE_S, flush_every: int = FLUSH_EVERY,
-           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> int:
+           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+           on_sent: Callable[[int], None] | None = None) -> int:
     """Publish the dataset through ``producer.send_events``; returns the number of events sent.
 
     A broker outage (a restart, say) pauses the replay instead of ending it: sends and
@@ -149,6 +150,7 @@ def replay(producer, sequences: Mapping[str, Sequence[str]], rate: float | None 
     for ``max_outage_s``, when the last error is raised. The contract's producer
     reconnects and sends again what was not delivered; a batch that was queued before its
     send failed may go out twice, which the stable event ids make harmless downstream.
+    ``on_sent(n)`` after each batch of ``n`` events is handed to the producer (a progress bar).
     """
     chosen = select(sequences, users=users, holdout=holdout)
     retry = _OutageRetry(max_outage_s, clock, sleep)
@@ -156,6 +158,8 @@ def replay(producer, sequences: Mapping[str, Sequence[str]], rate: float | None 
     for n, batch in enumerate(paced_batches(to_events(chosen, parse_type_mix(type_mix)), rate, batch_size), 1):
         retry(lambda: producer.send_events(batch, wait=False))
         sent += len(batch)
+        if on_sent is not None:
+            on_sent(len(batch))
         if n % flush_every == 0:
             retry(producer.flush)
     retry(producer.flush)

@@ -157,21 +157,6 @@ def _show(stack: ServiceStack, users: list[str], sequences: dict, title: str) ->
         _say(f"    {describe(fetch(stack.gateway_addr, user, k=10))}")
 
 
-class _CountingProducer:
-    """The producer as ``replay`` uses it, moving a progress bar by each batch sent."""
-
-    def __init__(self, producer: EventProducer, progress: Progress) -> None:
-        self._producer, self._progress = producer, progress
-
-    def send_events(self, batch, wait: bool = True) -> int:
-        sent = self._producer.send_events(batch, wait=wait)
-        self._progress.update(len(batch))
-        return sent
-
-    def flush(self, timeout: float | None = None) -> None:
-        self._producer.flush(timeout)
-
-
 def _ports(args, prometheus: bool) -> dict[str, int]:
     """The ports to use: the flags' (fixed defaults), or 0 (any free one) with --free-ports."""
     ports = {name: 0 if args.free_ports else getattr(args, f"{name}_port") for name in PORTS}
@@ -284,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"\n==> replaying {len(live)} users through Kafka at {args.rate:.0f} events/s")
         started = time.monotonic()
         with Progress(total, "replay", "event") as bar:
-            sent = replay(_CountingProducer(producer, bar), chosen, rate=args.rate)
+            sent = replay(producer, chosen, rate=args.rate, on_sent=bar.update)
         _say(f"    {sent} events in {time.monotonic() - started:.1f}s")
         time.sleep(1.0)  # the worker applies the last events within its freshness SLO (p99 < 1 s)
         _show(stack, samples, sequences, "after their clicks: personalized by the live model")

@@ -106,3 +106,32 @@ def test_up_then_client_commands_without_flags(tmp_path):
     top = sorted(counts.values(), reverse=True)[: len(shown)]
     assert [counts[i] for i in shown] == top, (first, top)
     assert shown != sorted(shown)
+
+
+@pytest.mark.parametrize("command, flag", [
+    (("recommend", "u1"), "--gateway HOST:PORT"),
+    (("ingest", "publish", "--user", "u1", "--item", "42", "--type", "view"), "--bootstrap HOST:PORT"),
+])
+def test_without_a_running_stack_client_commands_say_so_in_one_line(tmp_path, command, flag):
+    done = subprocess.run([str(SHOPSTREAM), *command], cwd=tmp_path, env=_clean_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "no running stack found" in done.stderr and "shopstream up" in done.stderr and flag in done.stderr
+
+
+async def test_seeding_fills_only_an_empty_trending_set(redis_client, redis_url):
+    import asyncio
+
+    from services.common.stores.trending import RedisTrendingStore
+    from services.stack.popularity import SEED_TOP_WEIGHT, seed_trending
+
+    sequences = {"u1": ["10", "2", "2"], "u2": ["2", "100", "10"], "u3": ["2"]}
+    assert await asyncio.to_thread(seed_trending, redis_url, sequences) == 3
+    top = await RedisTrendingStore(redis_client).top(10)
+    assert [item for item, _ in top] == ["2", "10", "100"]
+    assert top[0][1] == SEED_TOP_WEIGHT and top[1][1] == SEED_TOP_WEIGHT / 2
+
+    assert await asyncio.to_thread(seed_trending, redis_url, {"u9": ["7"] * 50}) == 0  # not empty: kept
+    assert [item for item, _ in await RedisTrendingStore(redis_client).top(10)] == ["2", "10", "100"]
