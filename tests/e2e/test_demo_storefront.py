@@ -8,14 +8,19 @@ leaves the bought item out. The screenshot lands in var/demo-storefront.png.
 """
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from google.protobuf.message import DecodeError
+from shopstream.events.v1 import events_pb2
 
+from services.contract import topics
 from support.helpers import wait_for
+from support.kafka import read_topic
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,5 +138,26 @@ def test_a_new_visitor_clicks_buys_and_the_row_follows(system, dataset, browser)
     share_before = sum(cat == category for _, cat in before["items"]) / len(before["items"])
     share_after = sum(cat == category for _, cat in after["items"]) / len(after["items"])
     assert share_after >= 0.5 and share_after > share_before, (category, chosen, before["items"], after["items"])
+    # A click on the row is attributed to the list it came from: its recommendation id and position.
+    wait_for(lambda: browser.find_element("id", "for-you").get_attribute("data-polling") == "false",
+             timeout=PAGE_GUARD_S, what="the row's polling to end")  # the row stays put while clicked
+    list_id = browser.find_element("id", "for-you").get_attribute("data-recommendation-id")
+    position, picked = next((n, item) for n, (item, _) in enumerate(row(browser)["items"]) if item not in chosen)
+    click(browser, f"#for-you .card[data-item-id='{picked}']")
+    wait_for(lambda: accepted(browser, "EVENT_TYPE_CLICK", picked) and
+             browser.find_element("id", "product").get_attribute("data-item-id") == picked,
+             timeout=PAGE_GUARD_S, what="the click on the row")
+    mine = {}
+    for record in read_topic(system.kafka, topics.EVENTS):
+        with contextlib.suppress(DecodeError):
+            event = events_pb2.Event.FromString(record.value)
+            if event.user_id == visitor:
+                mine[(event.type, event.item_id)] = event  # one partition per user: the last one wins
+    assert {(events_pb2.EVENT_TYPE_CLICK, item) for item in chosen} <= set(mine)
+    assert (events_pb2.EVENT_TYPE_PURCHASE, bought) in mine
+    from_row = mine[(events_pb2.EVENT_TYPE_CLICK, picked)]
+    assert from_row.HasField("position") and from_row.position == position
+    assert from_row.recommendation_id == list_id  # "" until the gateway names its lists
+    assert not mine[(events_pb2.EVENT_TYPE_CLICK, chosen[0])].HasField("position")  # the grid is no list
     print(f"row personalized {elapsed:.2f} s after the purchase; {category} share {share_before:.2f} -> "
           f"{share_after:.2f}; screenshot {SCREENSHOT}")

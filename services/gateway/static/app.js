@@ -177,6 +177,7 @@
     row.replaceChildren(...items.map((it, position) =>
       card(it.itemId, { surface: "for-you", recommendationId: resp.recommendationId || "", position }, it)));
     row.dataset.strategy = resp.strategy || "";
+    row.dataset.recommendationId = resp.recommendationId || "";
     row.dataset.modelVersion = resp.modelVersion || "";
     row.dataset.state = "ready";
     const extra = updatedAfterMs === undefined ? "" : `updated ${(updatedAfterMs / 1000).toFixed(2)} s after your last event`;
@@ -198,6 +199,7 @@
     state.pollUntil = performance.now() + POLL_FOR_MS;
     if (state.polling) return; // the running loop sees the new end
     state.polling = true;
+    $("for-you").dataset.polling = "true";
     try {
       while (performance.now() < state.pollUntil) {
         try {
@@ -210,6 +212,7 @@
       }
     } finally {
       state.polling = false;
+      $("for-you").dataset.polling = "false";
     }
   }
 
