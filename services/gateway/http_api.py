@@ -99,7 +99,8 @@ def parse_json(text: str, message_cls: type[Message]) -> Message:
         if not isinstance(doc, dict):  # json_format would take a list as an empty message
             raise ValueError(f"expected a JSON object, got {type(doc).__name__}")
         json_format.ParseDict(doc, message)
-    except (ValueError, json_format.ParseError) as exc:  # ParseError is a ValueError; named for the reader
+    except (ValueError, RecursionError, json_format.ParseError) as exc:  # RecursionError: "[[[[…" nested deeper
+        # than the parser's stack (json_format bounds the nesting it parses itself)
         raise InvalidArgument(f"the request is not a valid {message.DESCRIPTOR.full_name} JSON message: {exc}") \
             from None
     return message

@@ -76,7 +76,8 @@ def test_json_bodies_in_either_spelling(body):
     assert request.user_id in ("", "u")
 
 
-@pytest.mark.parametrize("body", ["[]", "null", "3", "{", '{"userId": 3}', '{"k": 1.5}', '{"nope": 1}'])
+@pytest.mark.parametrize("body", ["[]", "null", "3", "{", '{"userId": 3}', '{"k": 1.5}', '{"nope": 1}',
+                                  "[" * 100_000, '{"filters": {"filterParams": ' + '{"a": ' * 500 + "1" + "}" * 502])
 def test_anything_but_the_messages_json_object_is_invalid_argument(body):
     with pytest.raises(InvalidArgument, match="not a valid shopstream.gateway.v1.RecommendRequest JSON message"):
         parse_json(body, gateway_pb2.RecommendRequest)
