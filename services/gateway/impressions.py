@@ -3,12 +3,21 @@
 ``offer`` is what a request does: append to a bounded in-memory buffer, or, when the buffer
 is full, drop the impression and count it (``shopstream_gateway_impressions_dropped_total``
 {reason="buffer_full"}); it never waits. One background task drains the buffer: it takes
-everything buffered (up to ``batch_max``), publishes it through the gateway's event producer
-in the publish executor (one acknowledged batch at a time, so what queued while one batch
-was out leaves together in the next) and counts what Kafka acknowledged, or what it refused
-or did not acknowledge in time (reason="publish_failed"). After a failure it waits
-``retry_s`` before the next batch, so a broker outage costs one attempt per ``retry_s``
-while the buffer fills and drops are counted.
+everything buffered (up to ``batch_max``), publishes it (one acknowledged batch at a time,
+so what queued while one batch was out leaves together in the next) and counts what Kafka
+acknowledged, or what it refused or did not acknowledge in time (reason="publish_failed").
+After a failure it waits ``retry_s`` before the next batch, so a broker outage costs one
+attempt per ``retry_s`` while the buffer fills and drops are counted.
+
+Why impressions have their own producer (aiokafka, on the event loop) when events go
+through the contract's EventProducer (kafka-python, in an executor): every answer makes one
+impression, so their publishing cost is paid per request, and kafka-python's per-record
+path in a second thread costs the gateway several times aiokafka's (``bench/loop_cost.py``
+measures the loop; docs/experiments.md, "Cost"). What the contract's producer guarantees
+beyond that does not matter here: impressions are keyed by user id with the same
+partitioner (murmur2, as the Java client), so they land in the same partition number as the
+user's events; a retry may publish an impression twice, which consumers de-duplicate by its
+``recommendation_id`` (unique per answer); their order within a user does not matter.
 
 At shutdown ``close`` publishes what is still buffered, within a bound.
 """
@@ -18,21 +27,34 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable, Sequence
 
 from shopstream.events.v1 import events_pb2
 
+from services.contract import topics
+from services.contract.producer import DEFAULT_TOPIC_PARTITIONS, create_topics
 from services.gateway import metrics as m
 
 logger = logging.getLogger(__name__)
 
-Send = Callable[[Sequence[events_pb2.Impression]], int]
+Send = Callable[[Sequence[events_pb2.Impression]], Awaitable[int]]
+
+
+def impression_of(resp, user_id: str, surface: str) -> events_pb2.Impression:
+    """The impression of an answer (RecommendResponse or SimilarItemsResponse), served now."""
+    impression = events_pb2.Impression(
+        recommendation_id=resp.recommendation_id, user_id=user_id, variant=resp.variant,
+        experiment=resp.experiment, model_version=resp.model_version, surface=surface,
+        item_ids=[i.item_id for i in resp.items], degraded=resp.degraded)
+    impression.served_at.FromNanoseconds(time.time_ns())
+    return impression
 
 
 class ImpressionLog:
-    def __init__(self, metrics: m.GatewayMetrics, capacity: int = 10_000, batch_max: int = 500,
-                 retry_s: float = 1.0) -> None:
+    def __init__(self, send: Send, metrics: m.GatewayMetrics, capacity: int = 10_000, batch_max: int = 500,
+                 retry_s: float = 1.0, close_sender: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._send = send
+        self._close_sender = close_sender
         self._metrics = metrics
         self._capacity = capacity
         self._batch_max = batch_max
@@ -56,23 +78,23 @@ class ImpressionLog:
             self._waiting.set()
         return True
 
-    async def run(self, send: Send, executor: Executor) -> None:
-        """Drain forever (cancel to stop): ``send`` (blocking) runs in ``executor``."""
+    async def run(self) -> None:
+        """Drain forever (cancel to stop) through ``send`` (a batch -> its publication)."""
+        send = self._send
         self._waiting = asyncio.Event()
-        loop = asyncio.get_running_loop()
         while True:
             if not self._buffer:
                 self._waiting.clear()
                 self._metrics.impressions_buffered.set(0)
                 await self._waiting.wait()
-            if not await self._publish_batch(loop, send, executor):
+            if not await self._publish_batch(send):
                 await asyncio.sleep(self._retry_s)
 
-    async def _publish_batch(self, loop, send: Send, executor: Executor) -> bool:
+    async def _publish_batch(self, send: Send) -> bool:
         batch = [self._buffer.popleft() for _ in range(min(self._batch_max, len(self._buffer)))]
         self._metrics.impressions_buffered.set(len(self._buffer))
         try:
-            await loop.run_in_executor(executor, send, batch)
+            await send(batch)
         except asyncio.CancelledError:
             self._buffer.extendleft(reversed(batch))  # close() may still publish them
             raise
@@ -87,15 +109,14 @@ class ImpressionLog:
         self._metrics.impressions_published.inc(len(batch))
         return True
 
-    async def close(self, send: Send, executor: Executor, timeout_s: float) -> None:
+    async def close(self, timeout_s: float) -> None:
         """Stop taking impressions and publish what is buffered, for at most ``timeout_s``;
-        what is left then is counted as dropped."""
+        what is left then is counted as dropped. Then the sender is closed."""
         self._closed = True
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout_s):
                 while self._buffer:
-                    if not await self._publish_batch(loop, send, executor):
+                    if not await self._publish_batch(self._send):
                         break
         except TimeoutError:
             pass
@@ -104,3 +125,73 @@ class ImpressionLog:
             logger.warning("%d impressions still buffered at shutdown: dropped", len(self._buffer))
             self._buffer.clear()
         self._metrics.impressions_buffered.set(0)
+        if self._close_sender is not None:
+            await self._close_sender()
+
+    @classmethod
+    def to_kafka(cls, bootstrap_servers: str, timeout_s: float, metrics: m.GatewayMetrics, capacity: int,
+                 batch_max: int) -> "ImpressionLog":
+        """The gateway's log, publishing to the impressions topic (``KafkaImpressions``)."""
+        kafka = KafkaImpressions(bootstrap_servers, timeout_s)
+        return cls(kafka.send, metrics, capacity, batch_max, close_sender=kafka.close)
+
+
+class KafkaImpressions:
+    """The impressions topic's producer: aiokafka on the event loop, connected on first use
+    and replaced after a failure (a restarted broker), acks from all replicas.
+
+    On (re)connecting it creates the impressions topic when missing, with the events topic's
+    partition count (co-partitioned), as ``ensure_topics`` would. Call ``send`` from one task
+    at a time (the ImpressionLog's drain)."""
+
+    def __init__(self, bootstrap_servers: str, timeout_s: float, linger_ms: int = 5) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._timeout_s = timeout_s
+        self._linger_ms = linger_ms
+        self._producer = None
+
+    async def send(self, impressions: Sequence[events_pb2.Impression]) -> int:
+        """Publish ``impressions`` keyed by user id (none for SimilarItems'); returns how many,
+        once all are acknowledged; raises (and drops the producer) otherwise."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                producer = await self._connected()
+                futures = [await producer.send(topics.IMPRESSIONS, imp.SerializeToString(),
+                                               key=imp.user_id.encode() or None) for imp in impressions]
+                await asyncio.gather(*futures)
+        except BaseException:
+            await self.close()
+            raise
+        return len(impressions)
+
+    async def _connected(self):
+        if self._producer is not None:
+            return self._producer
+        from aiokafka import AIOKafkaProducer
+
+        timeout_ms = max(1, int(self._timeout_s * 1000))
+        producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap_servers.split(","), acks="all",
+                                    linger_ms=self._linger_ms, request_timeout_ms=timeout_ms,
+                                    client_id="shopstream-gateway-impressions")
+        try:
+            await producer.start()
+            await self._ensure_topic(producer)
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+        return producer
+
+    async def _ensure_topic(self, producer) -> None:
+        """The impressions topic, created (when missing) with as many partitions as the events'."""
+        partitions = len(await producer.partitions_for(topics.EVENTS) or ()) or DEFAULT_TOPIC_PARTITIONS
+        await asyncio.to_thread(create_topics, self._bootstrap_servers, {topics.IMPRESSIONS: partitions},
+                                timeout_s=self._timeout_s)
+
+    async def close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await producer.stop()
+            except Exception as exc:  # already broken: nothing more to release
+                logger.debug("closing the impressions producer: %s", exc)

@@ -79,7 +79,8 @@ def build(settings: GatewaySettings) -> GatewayDeps:
         executor=ThreadPoolExecutor(settings.executor_threads, thread_name_prefix="gateway-publish"),
         metrics=metrics,
         guard=make_guard(settings.api_clients(), metrics),
-        impressions=ImpressionLog(metrics, settings.impressions_buffer, settings.impressions_batch_max)
+        impressions=ImpressionLog.to_kafka(settings.kafka_bootstrap_servers, settings.kafka_timeout_s, metrics,
+                                           settings.impressions_buffer, settings.impressions_batch_max)
         if settings.impressions_enabled else None,
         experiments=ExperimentWatcher(ExperimentStore(redis), settings.experiments_poll_s, loaded_models,
                                       on_error=lambda reason: metrics.experiment_config_errors.labels(reason).inc()),
@@ -148,13 +149,8 @@ async def _start_closed_loop(settings: GatewaySettings, deps: GatewayDeps, stack
         watcher = asyncio.create_task(deps.experiments.run(), name="experiments")
         stack.push_async_callback(cancel_tasks, [watcher])
     if deps.impressions is not None:
-        send = getattr(deps.publisher, "send_impressions", None)
-        if send is None:
-            logger.warning("impressions are not published: this gateway's publisher cannot send them")
-            deps.impressions = None
-            return
-        drain = asyncio.create_task(deps.impressions.run(send, deps.executor), name="impressions")
-        stack.push_async_callback(deps.impressions.close, send, deps.executor, max(settings.kafka_timeout_s, 1.0))
+        drain = asyncio.create_task(deps.impressions.run(), name="impressions")
+        stack.push_async_callback(deps.impressions.close, max(settings.kafka_timeout_s, 1.0))
         stack.push_async_callback(cancel_tasks, [drain])
 
 

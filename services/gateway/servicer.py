@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import time
 import uuid
 from concurrent.futures import Executor
 from typing import Protocol, Sequence
@@ -30,7 +29,7 @@ from services.experiments.store import ExperimentWatcher, Live
 from services.gateway import metrics as m
 from services.gateway import rules
 from services.gateway.fallback import TrendingFallback
-from services.gateway.impressions import ImpressionLog
+from services.gateway.impressions import ImpressionLog, impression_of
 from services.gateway.ranker_client import RankerClient, RankerFailed
 from services.gateway.shadow import ShadowScorer
 from services.gateway.settings import GatewaySettings
@@ -168,14 +167,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
 
     def _log_impression(self, resp, user_id: str, surface: str) -> None:
         """Hand the served list to the impression log (never blocks; a full buffer drops and counts)."""
-        if self._impressions is None:
-            return
-        impression = events_pb2.Impression(
-            recommendation_id=resp.recommendation_id, user_id=user_id, variant=resp.variant,
-            experiment=resp.experiment, model_version=resp.model_version, surface=surface,
-            item_ids=[i.item_id for i in resp.items], degraded=resp.degraded)
-        impression.served_at.FromNanoseconds(time.time_ns())
-        self._impressions.offer(impression)
+        if self._impressions is not None:
+            self._impressions.offer(impression_of(resp, user_id, surface))
 
     def _store_timeout(self, context) -> tuple[float, bool]:
         """Redis calls get the smaller of their own bound and what the client has left; the

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from shopstream.events.v1 import events_pb2
 
 from services.gateway.impressions import ImpressionLog
@@ -22,33 +19,27 @@ def imp(n: int) -> events_pb2.Impression:
     return events_pb2.Impression(recommendation_id=f"r{n}", user_id=f"u{n}")
 
 
-@pytest.fixture
-def executor():
-    with ThreadPoolExecutor(2) as pool:
-        yield pool
-
-
-async def test_a_full_buffer_drops_and_counts_without_waiting(executor):
-    log = ImpressionLog(gateway_metrics(), capacity=3, batch_max=10)
+async def test_a_full_buffer_drops_and_counts_without_waiting():
+    log = ImpressionLog(None, gateway_metrics(), capacity=3, batch_max=10)
     dropped = counter("shopstream_gateway_impressions_dropped_total", reason="buffer_full")
     assert [log.offer(imp(n)) for n in range(5)] == [True, True, True, False, False]
     assert counter("shopstream_gateway_impressions_dropped_total", reason="buffer_full") - dropped == 2
     assert len(log) == 3
 
 
-async def test_drains_in_batches_while_a_publish_is_out(executor):
-    log = ImpressionLog(gateway_metrics(), capacity=100, batch_max=10)
-    release = threading.Event()
+async def test_drains_in_batches_while_a_publish_is_out():
+    release = asyncio.Event()
     batches: list[list[str]] = []
 
-    def send(batch):
+    async def send(batch):
         batches.append([i.recommendation_id for i in batch])
         if len(batches) == 1:
-            release.wait(10)  # the first publish is slow: requests go on buffering meanwhile
+            await release.wait()  # the first publish is slow: requests go on buffering meanwhile
         return len(batch)
 
+    log = ImpressionLog(send, gateway_metrics(), capacity=100, batch_max=10)
     published = counter("shopstream_gateway_impressions_published_total")
-    task = asyncio.create_task(log.run(send, executor))
+    task = asyncio.create_task(log.run())
     log.offer(imp(0))
     async with asyncio.timeout(10):
         while not batches:
@@ -64,19 +55,19 @@ async def test_drains_in_batches_while_a_publish_is_out(executor):
     assert [r for b in batches for r in b] == [f"r{n}" for n in range(16)]
 
 
-async def test_a_failed_publish_is_counted_and_the_log_goes_on(executor):
-    log = ImpressionLog(gateway_metrics(), capacity=100, batch_max=10, retry_s=0.0)
+async def test_a_failed_publish_is_counted_and_the_log_goes_on():
     calls = []
 
-    def send(batch):
+    async def send(batch):
         calls.append(len(batch))
         if len(calls) == 1:
             raise ConnectionError("broker down")
         return len(batch)
 
+    log = ImpressionLog(send, gateway_metrics(), capacity=100, batch_max=10, retry_s=0.0)
     failed = counter("shopstream_gateway_impressions_dropped_total", reason="publish_failed")
     published = counter("shopstream_gateway_impressions_published_total")
-    task = asyncio.create_task(log.run(send, executor))
+    task = asyncio.create_task(log.run())
     for n in range(3):
         log.offer(imp(n))
     async with asyncio.timeout(10):
@@ -89,11 +80,20 @@ async def test_a_failed_publish_is_counted_and_the_log_goes_on(executor):
     task.cancel()
 
 
-async def test_close_publishes_what_is_left(executor):
-    log = ImpressionLog(gateway_metrics(), capacity=100, batch_max=2)
-    sent = []
+async def test_close_publishes_what_is_left():
+    sent, closed = [], []
+
+    async def send(batch):
+        sent.extend(batch)
+        return len(batch)
+
+    async def close_sender():
+        closed.append(True)
+
+    log = ImpressionLog(send, gateway_metrics(), capacity=100, batch_max=2, close_sender=close_sender)
     for n in range(5):
         log.offer(imp(n))
-    await log.close(lambda batch: sent.extend(batch) or len(batch), executor, timeout_s=5)
+    await log.close(timeout_s=5)
     assert [i.recommendation_id for i in sent] == [f"r{n}" for n in range(5)]
+    assert closed == [True]
     assert not log.offer(imp(6))  # closed

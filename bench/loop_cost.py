@@ -1,0 +1,362 @@
+"""What the closed loop costs the gateway: Recommend throughput and latency with impression
+logging off, on, and on with a running experiment's shadow variant, side by side in one run.
+
+Two parts, in one run:
+
+1. **Component**: the gateway-side CPU per impression (build it from an answer, buffer it,
+   publish it through the gateway's own ImpressionLog and Kafka producer on an event loop,
+   every one acknowledged), measured as process CPU time in this process, and the broker's
+   CPU per impression. CPU time barely depends on what else the machine runs.
+2. **End to end**: one Redis, one broker, one ranker and three gateway processes on it:
+   two with impression logging off (SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED=false) and one
+   with it on. Per round, four configurations run back to back (seconds apart, the order
+   rotated per round), each a closed-loop load generator (bench.loadgen, its own process)
+   at one concurrency:
+
+     off                  gateway A: impressions off, no experiment (today's gateway plus ids)
+     off-control          gateway B, configured as A: the spread between two identical
+                          gateway processes, i.e. what a difference smaller than it means
+     impressions          gateway C: impressions on, no experiment
+     impressions+shadow   gateway C with an experiment serving the live model and a shadow
+                          variant scored on every request (sample rate 1.0)
+
+The shadow names the live model version itself unless the models directory holds a
+candidate: its cost (one more Rank per request, joining the same RankBatch calls) is the
+same either way; its overlap with the served list is then 1.
+
+The issue's bound: the loop costs <= 10% of Recommend throughput (impressions vs off).
+
+``python -m bench.loop_cost [--quick]``; results in bench/results/loop_cost.json.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+from bench import report, world
+from services.common.bundle import latest_version
+from services.common.bundle.registry import candidate_versions
+from services.common.infra import connect_redis
+from services.contract.producer import ensure_topics
+from services.experiments.store import ExperimentStore
+from services.stack.embedded import EmbeddedKafka, EmbeddedRedis
+from services.stack.local import ServiceStack
+
+CONFIGS = ("off", "off-control", "impressions", "impressions+shadow")
+PARTITIONS = 4
+
+
+def _loadgen(addr: str, users: list[str], concurrency: int, seconds: float) -> dict:
+    cmd = [sys.executable, "-m", "bench.loadgen", "--kind", "gateway", "--addr", addr, "--concurrency",
+           str(concurrency), "--requests", "10000000", "--seconds", str(seconds)]
+    out = subprocess.run(cmd, input=json.dumps(users), capture_output=True, text=True, check=True,
+                         timeout=seconds + 60, cwd=world.REPO)
+    return json.loads(out.stdout)
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) the process has used so far (Linux /proc)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _scrape(port: int) -> dict[str, float]:
+    """The gateway's /metrics as {sample name with labels: value} (only what this bench reads)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("shopstream_gateway_impressions") or line.startswith("shopstream_gateway_shadow"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def component(kafka: str, broker_pid: int | None, n: int) -> dict:
+    """CPU per impression on the gateway's side (this process) and the broker's, publishing ``n``
+    impressions of 10 items through the gateway's ImpressionLog as fast as they are offered."""
+    from shopstream.gateway.v1 import gateway_pb2 as gw
+
+    from services.gateway.impressions import ImpressionLog, impression_of
+    from services.gateway.metrics import gateway_metrics
+    from services.gateway.servicer import new_recommendation_id
+
+    def answer() -> gw.RecommendResponse:
+        resp = gw.RecommendResponse(items=[gw.RecommendedItem(item_id=f"B00{j:07d}", score=1.0 - j / 10)
+                                           for j in range(10)], strategy=gw.STRATEGY_PERSONALIZED,
+                                    model_version="v20261203155116-6b4948d5")
+        resp.variant = resp.model_version
+        return resp
+
+    answers = [answer() for _ in range(1000)]
+    metrics = gateway_metrics()
+
+    def published() -> float:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY.get_sample_value("shopstream_gateway_impressions_published_total") or 0.0
+
+    async def publish(count: int) -> float:
+        log = ImpressionLog.to_kafka(kafka, 10.0, metrics, capacity=count + 1, batch_max=500)
+        task = asyncio.create_task(log.run())
+        start, target = time.process_time(), published() + count
+        for i in range(count):
+            resp = answers[i % len(answers)]
+            resp.recommendation_id = new_recommendation_id()
+            log.offer(impression_of(resp, f"bench-user-{i % 997}", "recommend"))
+            if i % 100 == 99:
+                await asyncio.sleep(0)  # requests arrive spread out; the drain runs between them
+        while published() < target:
+            await asyncio.sleep(0.001)
+        cpu = time.process_time() - start
+        task.cancel()
+        await log.close(5.0)
+        return cpu
+
+    asyncio.run(publish(2000))  # warm-up: connect, topic metadata
+    broker_before = _cpu_s(broker_pid)
+    cpu = asyncio.run(publish(n))
+    broker = _cpu_s(broker_pid) - broker_before
+    return {"impressions": n, "gateway_cpu_us_per_impression": 1e6 * cpu / n,
+            "broker_cpu_us_per_impression": 1e6 * broker / n}
+
+
+def _experiment_seen(addr: str, user: str, name: str) -> bool:
+    with grpc.insecure_channel(addr) as channel:
+        resp = gateway_pb2_grpc.GatewayServiceStub(channel).Recommend(
+            gateway_pb2.RecommendRequest(user_id=user, k=10), timeout=5)
+    return resp.experiment == name
+
+
+def _wait(check, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not within {timeout} s")
+        time.sleep(0.1)
+
+
+def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency: int) -> dict:
+    seconds = 2.5 if quick else 8.0
+    models = world.models_dir(models)
+    live = latest_version(models)
+    candidates = candidate_versions(models)
+    shadow_version = candidates[-1] if candidates else live
+    sequences = world.sequences_for(models)
+    chosen = list(sequences)[:users_n]
+    rows = []
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shopstream-bench-loop-")))
+        redis_server = stack.enter_context(EmbeddedRedis(data_dir=tmp / "redis"))
+        broker = stack.enter_context(EmbeddedKafka())
+        kafka = broker.bootstrap_servers
+        ensure_topics(kafka, PARTITIONS)
+
+        async def populate():
+            client = connect_redis(redis_server.url)
+            try:
+                return await world.populate_users(client, models, sequences, chosen)
+            finally:
+                await client.aclose()
+
+        users = asyncio.run(populate())
+        parts = component(kafka, broker.pid, 5000 if quick else 20000)
+        print(f"==> component: {parts['gateway_cpu_us_per_impression']:.1f} us of gateway CPU and "
+              f"{parts['broker_cpu_us_per_impression']:.1f} us of broker CPU per impression", flush=True)
+        quiet = {"SHOPSTREAM_GATEWAY_LOG_LEVEL": "WARNING", "SHOPSTREAM_RANKER_LOG_LEVEL": "WARNING",
+                 "SHOPSTREAM_GATEWAY_EXPERIMENTS_POLL_S": "0.2"}
+        on = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / "on",
+                          partitions=PARTITIONS, extra_env=quiet)
+        stack.callback(on.stop)
+        on.start_service("ranker")
+        on.start_service("gateway")
+        off = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / "off",
+                           partitions=PARTITIONS,
+                           extra_env={**quiet, "SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED": "false"})
+        off.ports["ranker"] = on.ports["ranker"]  # the same ranker behind every gateway
+        stack.callback(off.stop)
+        off.start_service("gateway")
+        control = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / "control",
+                               partitions=PARTITIONS,
+                               extra_env={**quiet, "SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED": "false"})
+        control.ports["ranker"] = on.ports["ranker"]
+        stack.callback(control.stop)
+        control.start_service("gateway")
+        gateways = {"off": off, "off-control": control, "impressions": on, "impressions+shadow": on}
+        addrs = {config: g.gateway_addr for config, g in gateways.items()}
+        print(f"==> {len(users)} users, model {live} (shadow: {shadow_version}), concurrency {concurrency}, "
+              f"{seconds:g} s per run; {os.cpu_count()} CPUs shared by Redis, the broker, the ranker, both "
+              "gateways and the load generator", flush=True)
+
+        def set_experiment(name: str | None, previous: str | None) -> None:
+            async def change():
+                client = connect_redis(redis_server.url)
+                try:
+                    store = ExperimentStore(client)
+                    if previous is not None:
+                        await store.promote(previous, "control")  # ends it: the live model serves
+                    if name is not None:
+                        await store.set({"name": name, "variants": [
+                            {"name": "control", "kind": "model", "model_version": live, "weight": 1},
+                            {"name": "shadow", "kind": "shadow", "model_version": shadow_version}]},
+                            loaded_models=None)  # the versions are in the models dir the ranker loads
+                finally:
+                    await client.aclose()
+
+            asyncio.run(change())
+            user = users[0]
+            _wait(lambda: _experiment_seen(on.gateway_addr, user, name or ""), "the gateway serving the change")
+
+        running = None
+        for round_ in range(1, rounds + 1):
+            order = CONFIGS[round_ % len(CONFIGS):] + CONFIGS[:round_ % len(CONFIGS)]
+            for config in order:
+                if config == "impressions+shadow":
+                    name = f"bench-shadow-{round_}"
+                    set_experiment(name, running)
+                    running = name
+                elif running is not None:
+                    set_experiment(None, running)
+                    running = None
+                gateway_pid = gateways[config].processes["gateway"].proc.pid
+                pids = {"gateway": gateway_pid, "ranker": on.processes["ranker"].proc.pid, "broker": broker.pid,
+                        "redis": redis_server.pid}
+                before = _scrape(on.ports["gateway_metrics"])
+                cpu_before = {k: _cpu_s(pid) for k, pid in pids.items()}
+                res = _loadgen(addrs[config], users, concurrency, seconds)
+                cpu = {k: _cpu_s(pid) - cpu_before[k] for k, pid in pids.items()}
+                after = _scrape(on.ports["gateway_metrics"])
+                n = len(res["latencies_s"])
+                # The servers' CPU per request (the load generator's own is left out): what the
+                # throughput would follow on CPUs of their own, and steadier than requests/s on a
+                # machine shared with other work. It includes the warm-up's requests, equally for all.
+                row = {"round": round_, "config": config, "requests": n,
+                       "rps": n / res["elapsed_s"] if res["elapsed_s"] else 0.0,
+                       **report.percentiles_ms(res["latencies_s"]), "errors": sum(res["errors"].values()),
+                       "degraded": res["degraded"],
+                       "server_cpu_ms_per_request": 1000 * sum(cpu.values()) / n if n else float("nan"),
+                       **{f"{k}_cpu_ms_per_request": 1000 * v / n if n else float("nan") for k, v in cpu.items()}}
+                if config == "impressions+shadow":
+                    scored = (after.get('shopstream_gateway_shadow_requests_total{outcome="scored"}', 0)
+                              - before.get('shopstream_gateway_shadow_requests_total{outcome="scored"}', 0))
+                    count = (after.get("shopstream_gateway_shadow_overlap_ratio_count", 0)
+                             - before.get("shopstream_gateway_shadow_overlap_ratio_count", 0))
+                    total = (after.get("shopstream_gateway_shadow_overlap_ratio_sum", 0)
+                             - before.get("shopstream_gateway_shadow_overlap_ratio_sum", 0))
+                    row["shadow_scored"] = scored
+                    row["shadow_skipped_busy"] = (
+                        after.get('shopstream_gateway_shadow_requests_total{outcome="skipped_busy"}', 0)
+                        - before.get('shopstream_gateway_shadow_requests_total{outcome="skipped_busy"}', 0))
+                    row["shadow_mean_overlap"] = total / count if count else float("nan")
+                rows.append(row)
+                print(f"    round {round_} {config:<19} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:.2f} ms  "
+                      f"p99 {row['p99_ms']:.2f} ms  errors {row['errors']}  degraded {row['degraded']}", flush=True)
+        if running is not None:
+            set_experiment(None, running)
+        # Every impression of the "on" gateway either acknowledged or counted as dropped.
+        time.sleep(1.0)
+        final = _scrape(on.ports["gateway_metrics"])
+    impressions = {"published": final.get("shopstream_gateway_impressions_published_total", 0.0),
+                   "dropped_buffer_full": final.get(
+                       'shopstream_gateway_impressions_dropped_total{reason="buffer_full"}', 0.0),
+                   "dropped_publish_failed": final.get(
+                       'shopstream_gateway_impressions_dropped_total{reason="publish_failed"}', 0.0)}
+    return {"rows": rows, "quick": quick, "rounds": rounds, "concurrency": concurrency, "seconds_per_run": seconds,
+            "users": len(users), "model": live, "shadow_model": shadow_version, "impressions": impressions,
+            "component": parts, "summary": _summary(rows, parts),
+            "notes": f"{os.cpu_count()} CPUs shared by Redis, the broker, the ranker, two gateways and the load "
+                     "generator (and whatever else runs on the machine); closed loop, loopback only"}
+
+
+def _summary(rows: list[dict], parts: dict) -> dict:
+    """Per configuration the median over rounds, and the cost against 'off' per round (median)."""
+    by = {(r["round"], r["config"]): r for r in rows}
+    rounds = sorted({r["round"] for r in rows})
+    out: dict = {}
+    for config in CONFIGS:
+        out[config] = {"median_rps": statistics.median(by[(n, config)]["rps"] for n in rounds),
+                       "median_p99_ms": statistics.median(by[(n, config)]["p99_ms"] for n in rounds)}
+        out[config]["median_server_cpu_ms_per_request"] = statistics.median(
+            by[(n, config)]["server_cpu_ms_per_request"] for n in rounds)
+    for config in CONFIGS[1:]:
+        cpu_cost = [1 - by[(n, "off")]["server_cpu_ms_per_request"] / by[(n, config)]["server_cpu_ms_per_request"]
+                    for n in rounds]
+        out[config]["cpu_cost_per_round"] = cpu_cost
+        out[config]["median_cpu_cost"] = statistics.median(cpu_cost)
+        cost = [1 - by[(n, config)]["rps"] / by[(n, "off")]["rps"] for n in rounds]
+        p99 = [by[(n, config)]["p99_ms"] / by[(n, "off")]["p99_ms"] for n in rounds]
+        out[config]["throughput_cost_per_round"] = cost
+        out[config]["median_throughput_cost"] = statistics.median(cost)
+        out[config]["p99_over_off_per_round"] = p99
+        out[config]["median_p99_over_off"] = statistics.median(p99)
+    # The component's CPU per impression against the servers' CPU per request with logging off:
+    # the throughput cost on CPUs the servers have to themselves (gateway alone; with the broker).
+    off_cpu = out["off"]["median_server_cpu_ms_per_request"] * 1000
+    off_gateway = statistics.median(by[(n, "off")]["gateway_cpu_ms_per_request"] for n in rounds) * 1000
+    gateway_us, broker_us = parts["gateway_cpu_us_per_impression"], parts["broker_cpu_us_per_impression"]
+    out["component_cost"] = {
+        "gateway_cpu_us_per_request_off": off_gateway, "servers_cpu_us_per_request_off": off_cpu,
+        "gateway_share": gateway_us / (off_gateway + gateway_us),
+        "servers_share": (gateway_us + broker_us) / (off_cpu + gateway_us + broker_us)}
+    out["impressions_target_met_by_rps"] = out["impressions"]["median_throughput_cost"] <= 0.10
+    out["impressions_target_met_by_cpu"] = out["impressions"]["median_cpu_cost"] <= 0.10
+    out["impressions_target_met_by_component"] = out["component_cost"]["servers_share"] <= 0.10
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.loop_cost", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2.5 s per run instead of 8 s")
+    parser.add_argument("--models-dir", type=Path)
+    parser.add_argument("--users", type=int, default=1000, help="users with state in Redis")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    result = run(args.quick, args.models_dir, args.users, args.rounds, args.concurrency)
+    print()
+    print(report.table(result["rows"], ["round", "config", "requests", "rps", "p50_ms", "p99_ms", "errors",
+                                         "degraded", "server_cpu_ms_per_request", "gateway_cpu_ms_per_request",
+                                         "ranker_cpu_ms_per_request", "broker_cpu_ms_per_request",
+                                         "shadow_scored", "shadow_skipped_busy", "shadow_mean_overlap"]))
+    s = result["summary"]
+    for config in CONFIGS[1:]:
+        print(f"{config}: median throughput cost vs off {100 * s[config]['median_throughput_cost']:.1f}% "
+              f"(per round {', '.join(f'{100 * c:.1f}%' for c in s[config]['throughput_cost_per_round'])}); "
+              f"median p99 {s[config]['median_p99_ms']:.2f} ms vs {s['off']['median_p99_ms']:.2f} ms off; "
+              f"servers' CPU per request +{100 * s[config]['median_cpu_cost'] / (1 - s[config]['median_cpu_cost']):.1f}%"
+              f" (cost {100 * s[config]['median_cpu_cost']:.1f}% of throughput on dedicated CPUs)")
+    c = s["component_cost"]
+    print(f"component: {result['component']['gateway_cpu_us_per_impression']:.1f} us gateway + "
+          f"{result['component']['broker_cpu_us_per_impression']:.1f} us broker CPU per impression, against "
+          f"{c['gateway_cpu_us_per_request_off']:.0f} us gateway / {c['servers_cpu_us_per_request_off']:.0f} us all "
+          f"servers' CPU per request off: {100 * c['gateway_share']:.1f}% of the gateway's throughput, "
+          f"{100 * c['servers_share']:.1f}% with the broker on the same CPUs")
+    print(f"impression logging costs <= 10% of throughput: by requests/s "
+          f"{'met' if s['impressions_target_met_by_rps'] else 'MISSED'}, by the servers' CPU per request "
+          f"{'met' if s['impressions_target_met_by_cpu'] else 'MISSED'}, by the component's CPU "
+          f"{'met' if s['impressions_target_met_by_component'] else 'MISSED'} (off-control vs off shows the "
+          "end-to-end noise: "
+          f"{100 * s['off-control']['median_throughput_cost']:.1f}% throughput)")
+    print(f"impressions: {result['impressions']}")
+    print(f"results: {report.write('loop_cost', result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
