@@ -13,6 +13,7 @@ import json
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import aiohttp
 from multidict import CIMultiDict
 import grpc
 import pytest
+import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -350,3 +352,20 @@ async def test_the_documented_curl_examples_run(tmp_path, redis_client, redis_ur
                 assert answer["items"], answer
             elif "/v1/events" in command:
                 assert answer["accepted"] >= 1
+
+
+async def test_the_http_port_speaks_tls_with_the_grpc_ports_certificate(world, redis_url, tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, ca_file = tmp_path / "gw.pem", tmp_path / "gw-key.pem", tmp_path / "ca.pem"
+    chain.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    key.write_bytes(cert.private_key_pem.bytes())
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    settings = settings_for("127.0.0.1:1", redis_url, tls_cert_file=chain, tls_key_file=key)
+    async with running(settings) as gw, aiohttp.ClientSession() as session:
+        trusted = ssl.create_default_context(cafile=str(ca_file))
+        async with session.get(f"https://127.0.0.1:{gw.http_port}/livez", ssl=trusted) as resp:
+            assert resp.status == 200
+        with pytest.raises(aiohttp.ClientError):  # plaintext to a TLS port
+            async with session.get(f"http://127.0.0.1:{gw.http_port}/livez") as resp:
+                await resp.read()
