@@ -1,4 +1,4 @@
-"""``python -m bench [--quick]``: the ranker, serve, ingest and training benchmarks, one after another.
+"""``python -m bench [--quick]``: the ranker, serve, ingest, training and loop_cost benchmarks, one after another.
 
 Each writes its own bench/results/<name>.json. ``served_quality`` (served =
 measured on Beauty) runs separately: it needs a Beauty-trained bundle.
@@ -11,7 +11,7 @@ import sys
 import traceback
 
 
-BENCHMARKS = ("ranker", "serve", "ingest", "training")
+BENCHMARKS = ("ranker", "serve", "ingest", "training", "loop_cost")
 
 
 def _run(name: str, argv: list[str]) -> str:

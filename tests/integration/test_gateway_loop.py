@@ -9,7 +9,9 @@ import json
 
 import grpc
 import pytest
+from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kafka.partitioner.default import murmur2
 from prometheus_client import REGISTRY
 from shopstream.events.v1 import events_pb2
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -115,8 +117,19 @@ async def test_answers_have_identity_and_every_one_is_published_as_an_impression
         assert imp.surface == "recommend" and imp.served_at.seconds > 0 and imp.experiment == ""
     key, imp = impressions[similar.recommendation_id]
     assert key is None and imp.surface == "similar" and list(imp.item_ids) == ids(similar)
-    # Co-partitioned with the events: the same partition count.
-    assert len({r.partition for r in records}) <= 2
+
+    # Keyed like the events (the Java client's murmur2 partitioner), so with the same partition
+    # count (ensure_topics, or the gateway creating the topic from the events' count) a user's
+    # impressions and events share a partition number.
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        count = len(await producer.partitions_for(topics.IMPRESSIONS))
+    finally:
+        await producer.stop()
+    by_id = {events_pb2.Impression.FromString(r.value).recommendation_id: r for r in records}
+    for answer, user in zip(answers, USERS):
+        assert by_id[answer.recommendation_id].partition == (murmur2(user.encode()) & 0x7FFFFFFF) % count
 
 
 async def test_impression_logging_off_publishes_nothing(world, redis_url):
