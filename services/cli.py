@@ -25,6 +25,7 @@ COMMANDS = {
     "gateway": ("services.gateway.main", "run the gateway gRPC server"),
     "simulate": ("services.simulator.cli", "synthetic shoppers with known tastes against a gateway"),
     "retrain": ("services.training.from_kafka", "train a candidate from the Kafka event log, compare, publish"),
+    "loop": ("services.simulator.loop", "the closed loop with simulated shoppers: drift, retrain, experiment, promote"),
 }
 
 

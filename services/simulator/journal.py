@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -129,22 +129,27 @@ def summarize(records: Iterable[dict[str, Any]]) -> Summary:
     return out
 
 
-def ctr_over_time(records: Iterable[dict[str, Any]], bucket_s: float) -> dict[str, list[dict[str, float]]]:
-    """Per variant and per ``bucket_s`` window of the run: lists, clicks, measured and expected CTR."""
+def ctr_over_time(records: Iterable[dict[str, Any]], bucket_s: float,
+                  key: Callable[[dict[str, Any]], str] | None = None) -> dict[str, list[dict[str, float]]]:
+    """Per series (default: the variant; ``key(list_record)`` chooses another grouping) and per
+    ``bucket_s`` window of the run: lists, clicks, measured CTR and expected (true) CTR. A
+    click counts in the bucket its list was served in."""
+    key = key or (lambda r: r["variant"])
     buckets: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0, 0, 0.0]))
-    click_variant: dict[str, tuple[str, int]] = {}
+    click_series: dict[str, tuple[str, int]] = {}
     for r in records:
         if r.get("kind") == "list":
             b = int(r["t"] // bucket_s)
-            row = buckets[r["variant"]][b]
+            name = key(r)
+            row = buckets[name][b]
             row[0] += 1
             row[2] += r["click_probability"]
-            click_variant[r["recommendation_id"]] = (r["variant"], b)
-        elif r.get("kind") == "event" and r["type"] == "click" and r.get("recommendation_id") in click_variant:
-            variant, b = click_variant[r["recommendation_id"]]
-            buckets[variant][b][1] += 1  # counted in the bucket its list was served in
+            click_series[r["recommendation_id"]] = (name, b)
+        elif r.get("kind") == "event" and r["type"] == "click" and r.get("recommendation_id") in click_series:
+            name, b = click_series[r["recommendation_id"]]
+            buckets[name][b][1] += 1
     return {
-        variant: [{"t": b * bucket_s, "lists": n, "clicks": c, "ctr": c / n, "expected_ctr": e / n}
-                  for b, (n, c, e) in sorted(rows.items())]
-        for variant, rows in buckets.items()
+        name: [{"t": b * bucket_s, "lists": n, "clicks": c, "ctr": c / n, "expected_ctr": e / n}
+               for b, (n, c, e) in sorted(rows.items())]
+        for name, rows in buckets.items()
     }

@@ -100,7 +100,7 @@ class Simulation:
         self._stopping: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._start = 0.0
+        self._start: float | None = None
         self.error: BaseException | None = None
 
     # -- running ---------------------------------------------------------------
@@ -108,7 +108,8 @@ class Simulation:
     async def run(self) -> Summary:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
-        self._start = time.monotonic()
+        if self._start is None:
+            self._start = time.monotonic()
         self.journal.write("run", run_id=self.run_id, gateway=self.gateway_addr, started_at=time.time(),
                            shoppers=len(self.users), config=self.cfg.as_dict(), drift_shift=self.shift,
                            categories=list(self.catalog.categories))
@@ -131,6 +132,7 @@ class Simulation:
                 asyncio.run(self.run())
             except BaseException as exc:  # reported by join()
                 self.error = exc
+        self._start = time.monotonic()  # the run's clock starts now, for callers timing phases by it
         self._thread = threading.Thread(target=target, name="simulator", daemon=True)
         self._thread.start()
         return self
@@ -150,7 +152,8 @@ class Simulation:
         return self.summary()
 
     def elapsed(self) -> float:
-        return time.monotonic() - self._start
+        """Seconds since the run started (0 before)."""
+        return 0.0 if self._start is None else time.monotonic() - self._start
 
     def summary(self) -> Summary:
         return summarize(self.journal.records)

@@ -221,8 +221,13 @@ class Holdout:
     targets: list[str]
 
 
-def holdout_of(sequences: dict[str, list[str]]) -> Holdout:
-    users = [u for u, seq in sequences.items() if len(seq) >= 3]  # split_leave_one_out's test users
+def holdout_of(sequences: dict[str, list[str]], last_seen: dict[str, datetime] | None = None,
+               after: datetime | None = None) -> Holdout:
+    """Users with at least three items (``split_leave_one_out``'s test users); with ``after``,
+    only those whose most recent event (``last_seen``) occurred after it, so that a live model
+    trained at ``after`` has not trained on their targets."""
+    users = [u for u, seq in sequences.items() if len(seq) >= 3
+             and (after is None or last_seen is None or last_seen[u] > after)]
     return Holdout(users, [sequences[u][:-1] for u in users], [sequences[u][-1] for u in users])
 
 
@@ -339,7 +344,8 @@ def retrain(kafka: str, models_dir: Path, out_dir: Path, train_args: Sequence[st
     if not rows:
         raise RuntimeError(f"no events to train on in {topics.EVENTS} (read {log.read}, window {since} .. {until})")
     events_path = out_dir / EVENTS_FILE
-    trained = write_training_input(collapse_repeats(rows), events_path)
+    trained_rows = collapse_repeats(rows)
+    trained = write_training_input(trained_rows, events_path)
     sequences = read_events_jsonl(events_path)  # what the trainer reads
     args = ["--events-jsonl", str(events_path)]
     attributes = asyncio.run(read_attributes(kafka)) if with_catalog else {}
@@ -358,13 +364,25 @@ def retrain(kafka: str, models_dir: Path, out_dir: Path, train_args: Sequence[st
         import_bundle(Path(staging), candidate, models_dir)
     publish_candidate(models_dir, candidate)
 
-    holdout = holdout_of(sequences)
     live = latest_version(models_dir)
-    models = {"candidate": candidate} | ({"live": live} if live else {})
-    evaluated = {}
-    for role, version in models.items():
-        bundle = load_bundle(models_dir, version, prefer_gpu=False, intra_op_threads=1)
-        evaluated[role] = {"version": version, "holdout": evaluate_bundle(bundle, holdout)}
+    bundles = {"candidate": load_bundle(models_dir, candidate, prefer_gpu=False, intra_op_threads=1)}
+    if live:
+        bundles["live"] = load_bundle(models_dir, live, prefer_gpu=False, intra_op_threads=1)
+    # The most recent hold-out: each user's latest event, for the users whose latest event came
+    # after the live model was published (it cannot have trained on those); all users when no
+    # model is live or none qualifies (then the live model may have seen some targets: said so).
+    last_seen = {r["user_id"]: parse_rfc3339(r["occurred_at"]) for r in trained_rows}
+    live_at = parse_rfc3339(bundles["live"].metadata["created_at"]) if live else None
+    holdout = holdout_of(sequences, last_seen, live_at)
+    rule = "each user's most recent item (users with >= 3 items)"
+    if live_at is not None and holdout.users:
+        rule += f" that occurred after the live model was published ({bundles['live'].metadata['created_at']})"
+    elif live_at is not None:
+        holdout = holdout_of(sequences)
+        rule += "; no user had an event after the live model was published, so the live model may have " \
+                "trained on these targets"
+    rule += ", ranked among all items of each model's vocabulary, earlier items excluded"
+    evaluated = {role: {"version": b.version, "holdout": evaluate_bundle(b, holdout)} for role, b in bundles.items()}
     evaluated["candidate"]["training"] = {k: report[k] for k in ("epochs", "best_epoch", "wall_seconds", "metrics")
                                          if k in report}
     better = None
@@ -378,8 +396,7 @@ def retrain(kafka: str, models_dir: Path, out_dir: Path, train_args: Sequence[st
         "events": log.describe() | {"selected": len(rows), "trained": trained, "event_types": list(event_types) if event_types else "all"},
         "users": len(sequences), "items": len({i for s in sequences.values() for i in s}),
         "attributes": len(attributes),
-        "holdout": {"users": len(holdout.users), "rule": "each user's most recent item (users with >= 3 items), "
-                    "ranked among all items of each model's vocabulary, earlier items excluded"},
+        "holdout": {"users": len(holdout.users), "rule": rule},
         "models": evaluated,
         "better_offline": better,
         "read_seconds": round(read_seconds, 3),
