@@ -55,6 +55,9 @@ class FeaturesMetrics:
                                 ["topic", "reason"], registry=r)
         self.rebuilding = Gauge(p + "rebuilding_partitions", "Partitions being replayed now (new writes wait)",
                                 registry=r)
+        self.log_replacements = Counter(p + "log_replacements_total",
+                                        "Partitions whose broker came back with a new log (read again from "
+                                        "its beginning)", ["topic"], registry=r)
 
         # Attribution (attribution.py): per experiment and variant, names bounded by the experiment
         # definitions; counted when the aggregates are applied, so each record once per process.

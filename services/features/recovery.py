@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -46,6 +47,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from services.common.stores.recovery_marks import RecoveryMarks
+from services.features.log_replacement import BrokerWatch, DeliveryScreen, Fingerprint
 from services.features.metrics import FeaturesMetrics
 from services.features.processing import CatalogBatchProcessor, EventBatchProcessor, Record, SourceRecord
 
@@ -99,30 +101,45 @@ class WriteGate:
 
 
 class GatedProcessor:
-    """A processor whose ``process`` passes the gate first; everything else is the processor's."""
+    """A processor whose ``process`` passes the gate first, then ``screen`` (which may drop
+    records); everything else is the processor's."""
 
-    def __init__(self, processor: Any, gate: WriteGate) -> None:
+    def __init__(self, processor: Any, gate: WriteGate,
+                 screen: Callable[[Sequence[Record]], Sequence[Record]] | None = None) -> None:
         self._processor = processor
         self._gate = gate
+        self._screen = screen
 
     async def process(self, records: Sequence[Record]) -> int:
-        return await self._gate.run(self._processor.process, records)
+        return await self._gate.run(self._write, records)
+
+    async def _write(self, records: Sequence[Record]) -> int:
+        if self._screen is not None:
+            records = self._screen(records)
+            if not records:
+                return 0
+        return await self._processor.process(records)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._processor, name)
 
 
 class WrittenSensor(faust.Sensor):
-    """faust's public sensor hook: an event whose message is acked by its last stream has
-    been written (the agents ack after the write), so its offset is written."""
+    """faust's public sensor hooks: a message handed to the streams (``on_message_in``), and
+    an event whose message is acked by its last stream has been written (the agents ack after
+    the write), so its offset is written."""
 
-    def __init__(self, on_written: Callable[[Any, int], None]) -> None:
+    def __init__(self, on_written: Callable[[Any, int, Any], None], on_delivered: Callable[[Any, Any], None]) -> None:
         super().__init__()
         self._on_written = on_written
+        self._on_delivered = on_delivered
+
+    def on_message_in(self, tp, offset, message) -> None:
+        self._on_delivered(tp, message)
 
     def on_stream_event_out(self, tp, offset, stream, event, state=None) -> None:
         if event.message.acked:
-            self._on_written(tp, offset)
+            self._on_written(tp, offset, event.message)
 
 
 class LogOffsets(NamedTuple):
@@ -159,6 +176,33 @@ class KafkaPartitionLog:
             committed = await consumer.committed(part)
             out[tp] = LogOffsets(earliest[part], end[part], committed)
         return out
+
+    async def read_at(self, points: Mapping[Any, int], timeout_s: float = 5.0) -> dict[Any, Fingerprint]:
+        """The record at ``points[tp]`` of each partition (which must hold it: below its end
+        offset); TimeoutError when one does not come within ``timeout_s``."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, group_id=None, enable_auto_commit=False,
+                                    client_id=f"{self._group_id}-check")
+        await consumer.start()
+        try:
+            parts = {TopicPartition(tp.topic, tp.partition): tp for tp in points}
+            consumer.assign(list(parts))
+            for part, tp in parts.items():
+                consumer.seek(part, points[tp])
+            found: dict[Any, Fingerprint] = {}
+            deadline = time.monotonic() + timeout_s
+            while len(found) < len(parts):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"records {points} not read back within {timeout_s}s")
+                waiting = [p for p, tp in parts.items() if tp not in found]
+                fetched = await consumer.getmany(*waiting, timeout_ms=int(min(left, 1.0) * 1000), max_records=1)
+                for part, rows in fetched.items():
+                    if rows:
+                        found[parts[part]] = Fingerprint.of_record(rows[0])
+                        consumer.pause(part)
+            return found
+        finally:
+            await consumer.stop()
 
     async def replay(self, starts: Mapping[Any, int], apply: Apply) -> dict[Any, int]:
         """Apply every record from ``starts[tp]`` at least up to the end offset found now; returns
@@ -202,6 +246,7 @@ class KafkaPartitionLog:
 class _Owned:
     expected: int  # the mark as this worker last wrote or read it
     written: int | None = None  # highest offset the agents wrote since the mark was checked
+    rewinding: bool = False  # the log was replaced: writes count once the new log's first record comes
 
 
 class Recovery:
@@ -221,17 +266,41 @@ class Recovery:
         self._generation = 0  # one per assignment
         self._checked = -1  # the generation whose first check is done
         self._wake = asyncio.Event()
+        self._marks_lock = asyncio.Lock()  # a rewind's mark against a concurrent advance
+        # A broker that comes back with a new log (log_replacement.py).
+        self.screen = DeliveryScreen()
+        self._seek: Callable[[Any, int], Awaitable[None]] | None = None
+        # Per partition, the last message handed to the streams (a copy: faust waits at a rebalance
+        # until every message it handed out is acked or gone, and drops its queues' ones).
+        self._last_in: dict[Any, Fingerprint] = {}
+        self._suspect: dict[Any, Fingerprint] | None = None  # to check: the last records read before it went
+        self._fences: dict[Any, int] = {}  # partitions read again from a new log's beginning: last old offset
+        self._unmarked: weakref.WeakSet = weakref.WeakSet()  # messages whose write says nothing of the new log
+        self._watch: BrokerWatch | None = None
 
     def gated(self, processor: Any) -> GatedProcessor:
-        return GatedProcessor(processor, self.gate)
+        return GatedProcessor(processor, self.gate, self._screen_fenced)
+
+    def watch_broker(self, bootstrap_servers: str) -> None:
+        """Check the log whenever a connection to one of these addresses closes (``BrokerWatch``)."""
+        self._watch = BrokerWatch(bootstrap_servers, self.on_broker_lost)
 
     def register(self, app: faust.App) -> None:
-        """The hooks on the faust app: the sensor, the check loop, the rebalance signals."""
-        app.sensors.add(WrittenSensor(self.on_written))
+        """The hooks on the faust app: the sensor, the check loop, the rebalance signals, the
+        worker consumer's delivery screen and the broker watch."""
+        watch = self._watch
+        app.sensors.add(WrittenSensor(self.on_written, self.on_delivered))
+        app.transport.delivery_screen = self.screen
+        self._seek = lambda tp, offset: app.consumer.seek(tp, offset)  # faust's public Consumer.seek
 
         @app.task
         async def check_recovery_marks():
             await self.run()
+
+        if watch is not None:
+            @app.task
+            async def watch_broker():
+                await watch.run()
 
         @app.on_partitions_revoked.connect
         async def mark_revoked(app, revoked, **kwargs):  # after faust's wait_empty: all written
@@ -245,20 +314,39 @@ class Recovery:
     def on_assigned(self, assigned: Collection[Any]) -> None:
         self._assigned = frozenset(tp for tp in assigned if tp.topic in self._replayers)
         self._owned.clear()
+        self._fences.clear()  # faust seeks every partition to its committed offset itself
+        self.screen.clear()
+        self._last_in = {tp: m for tp, m in self._last_in.items() if tp in self._assigned}
         self._generation += 1
         self.gate.close()  # nothing is written before the new partitions' marks are checked
         self._wake.set()
 
-    def on_written(self, tp: Any, offset: int) -> None:
+    def on_written(self, tp: Any, offset: int, message: Any = None) -> None:
         owned = self._owned.get(tp)
-        if owned is not None and (owned.written is None or offset > owned.written):
+        if owned is None or owned.rewinding or (message is not None and message in self._unmarked):
+            return
+        if owned.written is None or offset > owned.written:
             owned.written = offset
+
+    def on_delivered(self, tp: Any, message: Any) -> None:
+        self._last_in[tp] = Fingerprint.of_message(message)
+
+    def on_broker_lost(self) -> None:
+        """The broker went away (BrokerWatch): hold the writes until its log is checked. The
+        last record handed out per partition is taken now, before a new log can hand out any."""
+        taken = {tp: fp for tp, fp in self._last_in.items() if tp in self._assigned}
+        if self._suspect is None:
+            self._suspect = taken
+        else:  # gone again before the check: the older records are the ones of the log we read
+            self._suspect = {**taken, **self._suspect}
+        self.gate.close()
+        self._wake.set()
 
     async def run(self) -> None:
         """Check every ``check_interval_s`` (at once after an assignment) until cancelled."""
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+            try:  # while the broker's log is to be checked, often: the writes wait for it
+                await asyncio.wait_for(self._wake.wait(), 0.2 if self._suspect is not None else self._interval)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
@@ -267,17 +355,97 @@ class Recovery:
             except asyncio.CancelledError:
                 raise
             except Exception:  # Redis or Kafka away: the next round tries again (the gate stays as it is)
-                logger.warning("recovery check failed; retrying", exc_info=True)
+                logger.log(logging.INFO if self._suspect is not None else logging.WARNING,
+                           "recovery check failed; retrying", exc_info=True)
 
     async def check(self) -> None:
+        if self._suspect is not None:
+            await self._check_log()
         generation = self._generation
         if self._checked != generation:
             await self._check_assigned(self._assigned)
             if generation == self._generation:
                 self._checked = generation
-                self.gate.open()
+                self._open_gate()
             return
         await self._advance()
+
+    def _open_gate(self) -> None:
+        if self._checked == self._generation and self._suspect is None:
+            self.gate.open()
+
+    # A broker that came back with a new log (log_replacement.py).
+    async def _check_log(self) -> None:
+        """Does the broker still hold the last record read from each partition? A partition
+        whose log now ends before it, or holds another record there, is read again from its
+        new beginning."""
+        taken = {tp: fp for tp, fp in self._suspect.items() if tp in self._assigned}
+        replaced: dict[Any, int] = {}
+        if taken:
+            offsets = await asyncio.wait_for(self._log.offsets(taken), 5.0)  # the topics may not be back yet
+            for tp, fp in taken.items():
+                if offsets[tp].end <= fp.offset:
+                    replaced[tp] = offsets[tp].earliest
+            kept = {tp: fp.offset for tp, fp in taken.items() if tp not in replaced}
+            if kept:
+                found = await self._log.read_at(kept)
+                replaced.update({tp: offsets[tp].earliest for tp in kept if found[tp] != taken[tp]})
+        if replaced:
+            await self._rewind(replaced, taken)
+        else:
+            logger.info("broker back with the same log", extra={"partitions": len(taken)})
+        self._suspect = None
+        self._open_gate()
+
+    async def _rewind(self, replaced: dict[Any, int], taken: Mapping[Any, Fingerprint]) -> None:
+        """Read each replaced partition again from its new log's beginning: its mark there (the
+        new log's records are applied from it), the consumer sought there (faust's public
+        ``Consumer.seek``, which also forgets faust's read offset); what was read of the old log
+        but not yet written is still written, what came of the new log before the seek is
+        dropped (``_screen_fenced``, ``DeliveryScreen``): it comes again, in order."""
+        await self.gate.close_and_drain()
+        async with self._marks_lock:
+            await self._marks.set({mark_field(tp): start for tp, start in replaced.items()})
+            for tp, start in replaced.items():
+                self._owned[tp] = _Owned(expected=start, rewinding=start <= taken[tp].offset)
+        for tp, start in replaced.items():
+            last_old = taken[tp].offset
+            self._metrics.log_replacements.labels(tp.topic).inc()
+            logger.error("recovery: the broker's log of %s was replaced (its record %d is gone): reading it "
+                         "again from offset %d", mark_field(tp), last_old, start,
+                         extra={"partition": mark_field(tp), "last_read": last_old, "start": start})
+            if start <= last_old:
+                self._fences[tp] = last_old
+                self.screen.start(tp, last_old)
+            await self._seek(tp, start)
+
+    def _screen_fenced(self, records: Sequence[Record]) -> Sequence[Record]:
+        """Inside the gate: the records of a partition read again from a new log's beginning,
+        until that read's first record (``DeliveryScreen.first_new``): those of the old log are
+        written (below or at its last offset), those of the new log fetched before the seek are
+        dropped; neither counts for the partition's mark."""
+        fences = self._fences
+        if not fences:
+            return records
+        kept = []
+        for rec in records:
+            tp = rec.tp
+            last_old = fences.get(tp)
+            if last_old is None:
+                kept.append(rec)
+                continue
+            if rec is self.screen.first_new(tp):  # the new read begins: writes count again
+                del fences[tp]
+                self.screen.done(tp)
+                owned = self._owned.get(tp)
+                if owned is not None:
+                    owned.rewinding = False
+                kept.append(rec)
+                continue
+            self._unmarked.add(rec)
+            if rec.offset <= last_old:
+                kept.append(rec)
+        return kept
 
     async def close(self) -> None:
         """At shutdown, after faust's last commit: the final marks, then the Kafka client."""
@@ -319,7 +487,10 @@ class Recovery:
         for tp, o in owned.items():
             new = o.written + 1 if o.written is not None else o.expected
             entries[mark_field(tp)] = (o.expected, max(new, o.expected))
-        result = await self._marks.advance(entries) if entries else {}
+        async with self._marks_lock:
+            if any(self._owned.get(tp) is not o for tp, o in owned.items()):
+                return  # a rewind reset a mark meanwhile: the next round
+            result = await self._marks.advance(entries) if entries else {}
         starts: dict[Any, tuple[int, str]] = {}
         missing = []
         for tp, o in owned.items():
@@ -338,8 +509,7 @@ class Recovery:
             # what this worker expects: the next round finds it rolled back and replays again.
             await self.gate.close_and_drain()
             await self._rebuild(starts)
-        if self._checked == self._generation:
-            self.gate.open()
+        self._open_gate()
 
     @staticmethod
     def _from(tp: Any, mark: int, log: LogOffsets) -> int:
@@ -426,6 +596,8 @@ def create_recovery(settings: Any, deps: Any, topics: Any, embeddings: Any, mark
     events = EventBatchProcessor(deps.users, deps.trending, embeddings, NoDeadLetters(), quiet)
     catalog = CatalogBatchProcessor(deps.catalog, NoDeadLetters(), quiet)
     log = KafkaPartitionLog(settings.kafka_bootstrap_servers, settings.app_id, settings.batch_size)
-    return Recovery(marks, log, {topics.events.get_topic_name(): events.process,
-                                 topics.catalog.get_topic_name(): catalog.process},
-                    deps.metrics, settings.recovery_check_interval_s, settings.shutdown_flush_s)
+    recovery = Recovery(marks, log, {topics.events.get_topic_name(): events.process,
+                                     topics.catalog.get_topic_name(): catalog.process},
+                        deps.metrics, settings.recovery_check_interval_s, settings.shutdown_flush_s)
+    recovery.watch_broker(settings.kafka_bootstrap_servers)
+    return recovery

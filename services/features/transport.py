@@ -54,6 +54,15 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self):
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def getmany(self, timeout: float):
+        """faust's (public) ``Consumer.getmany``, through the transport's ``delivery_screen``
+        when it has one: records fetched before a rewind to a new log's beginning are dropped
+        before faust reads them (see log_replacement.DeliveryScreen)."""
+        screen = self.transport.delivery_screen
+        async for tp, message in super().getmany(timeout):
+            if screen is None or screen.admit(tp, message):
+                yield tp, message
+
 
 class FetchWaitTransport(faust_aiokafka.Transport):
     """faust's aiokafka transport whose worker consumer waits at most ``fetch_max_wait_ms`` per fetch."""
@@ -63,3 +72,4 @@ class FetchWaitTransport(faust_aiokafka.Transport):
     def __init__(self, url: Any, app: Any, *args: Any, fetch_max_wait_ms: int, **kwargs: Any) -> None:
         super().__init__(url, app, *args, **kwargs)
         self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.delivery_screen: Any = None  # set by the recovery (log_replacement.DeliveryScreen)

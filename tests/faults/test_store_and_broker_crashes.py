@@ -96,10 +96,6 @@ def test_broker_sigkill_and_restart_loses_only_what_was_not_consumed(rig):
     publisher.close()
 
 
-@pytest.mark.xfail(strict=True, reason="known loss: after a broker restart the running worker keeps its read "
-                   "positions on the new, empty topics, so it skips as many new events per partition as it had "
-                   "read before; a fix (features worker: rejoin and seek to the committed offsets, or earliest, "
-                   "when the broker lost its state) turns this into a pass, and strict fails it then")
 def test_events_published_right_after_a_broker_restart_are_all_applied(rig):
     users = [f"user-{n}" for n in range(12)]
     publisher = Publisher(rig.kafka.bootstrap_servers, users)
