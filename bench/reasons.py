@@ -18,7 +18,8 @@ import numpy as np
 from bench.report import machine, table, write
 from services.common.bundle.model import load_bundle
 from services.ingest.datasets import read_sequences
-from services.ranker.reasons import explain, unit_rows
+from services.ranker.reasons import explain
+from services.ranker.scoring import unit_rows
 
 
 def ranks_of(bundle, rows: list[list[int]], targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,12 @@ For the jobs of one batch (grouped by model, in case a hot swap splits a batch):
    category filter, much out of stock) that row falls back to an exact masked scan.
 
 A failure while compiling one caller's filter fails that caller only.
+
+A caller with merchandising (a filter expression, boosts, diversity or a category cap:
+``services.rules.merchandising``) is scored exactly over the whole catalog instead, since
+boosts move items the plain top-``fetch`` would never see; then MMR / the cap re-rank its best
+candidates (``diversity.py``). Every answer carries its evidence: the history item closest to
+each picked item (``reasons.py``), a [k x L] product.
 """
 from __future__ import annotations
 
@@ -20,10 +26,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from services.common.filters import ItemFilter
+from services.common.filters import ItemFilter, RowFilter
+from services.ranker.diversity import rerank
 from services.ranker.model_holder import LoadedModel
-from services.common.filters import RowFilter
+from services.ranker.reasons import explain
 from services.ranker.scoring import pick_allowed_rows, top_k
+from services.rules.evaluate import Interactions
+from services.rules.merchandising import Merchandising
+
+# Candidates MMR / the category cap choose from: this many times k, at least RERANK_MIN.
+RERANK_FACTOR = 5
+RERANK_MIN = 50
 
 
 @dataclass(frozen=True)
@@ -34,12 +47,15 @@ class RankJob:
     vector: np.ndarray | None  # a fresh embedding from Redis, or None to encode the history
     item_filter: ItemFilter
     k: int
+    merch: Merchandising | None = None
 
 
 @dataclass(frozen=True)
 class Ranked:
     indices: np.ndarray  # int64 vocabulary indices, best first
     scores: np.ndarray  # float32
+    evidence: np.ndarray | None = None  # int64 per item: the history index that explains it (0: none)
+    strength: np.ndarray | None = None  # float32 per item: cosine to that history item
 
 
 class RankEngine:
@@ -70,7 +86,17 @@ class RankEngine:
                 results[row] = exc
         if not ready:
             return
-        users = self._user_vectors(model, [job for _, job, _ in ready])
+        users_all = self._user_vectors(model, [job for _, job, _ in ready])
+        plain = [i for i, (_, job, _) in enumerate(ready) if job.merch is None]
+        for i, (row, job, row_filter) in enumerate(ready):
+            if job.merch is not None:
+                results[row] = self._merchandised(model, job, row_filter, users_all[i])
+        if len(plain) < len(ready):
+            ready, users = [ready[i] for i in plain], users_all[plain]
+        else:
+            users = users_all
+        if not ready:
+            return
         fetch = max(job.k + f.drop.size + max(job.k, self._overfetch_min) for _, job, f in ready)
         indices, scores = model.scorer.candidates(users, fetch)
         order = np.lexsort((indices, -scores), axis=-1)  # best first, ties by index: one call per batch
@@ -83,7 +109,29 @@ class RankEngine:
                 if self._on_fallback is not None:
                     self._on_fallback()
                 got_i, got_s = top_k(items.embeddings @ users[i], row_filter.mask(), job.k)
-            results[row] = Ranked(got_i, got_s)
+            results[row] = with_evidence(model, job, got_i, got_s)
+
+    @staticmethod
+    def _merchandised(model: LoadedModel, job: RankJob, row_filter: RowFilter, user: np.ndarray) -> Ranked:
+        """Exact scores plus boosts, under the filter and the expression; re-ranked for variety."""
+        merch = job.merch
+        scores = model.items.embeddings @ user
+        mask = row_filter.mask()
+        if merch.expression is not None or merch.boosts:
+            table = model.rules_table
+            allowed = merch.eligible(table, Interactions(job.history, job.purchased))
+            if allowed is not None:
+                mask &= allowed
+            boost = merch.boost(table)
+            if boost is not None:
+                scores = scores + boost
+        if not merch.reranks:
+            got_i, got_s = top_k(scores, mask, job.k)
+            return with_evidence(model, job, got_i, got_s)
+        cand_i, cand_s = top_k(scores, mask, max(RERANK_MIN, RERANK_FACTOR * job.k))
+        picked, _ = rerank(cand_i, cand_s, job.k, unit_vectors=model.unit_embeddings, weight=merch.diversity,
+                           categories=model.masks.category_codes, cap=merch.max_per_category)
+        return with_evidence(model, job, picked, scores[picked].astype(np.float32))
 
     @staticmethod
     def _user_vectors(model: LoadedModel, jobs: list[RankJob]) -> np.ndarray:
@@ -107,6 +155,14 @@ class RankEngine:
             if job.vector is not None:
                 users[i] = job.vector
         return users
+
+
+def with_evidence(model: LoadedModel, job: RankJob, indices: np.ndarray, scores: np.ndarray) -> Ranked:
+    """``Ranked`` with, per item, the history item that explains it (``reasons.explain``)."""
+    history = np.array(model.bundle.index_rows([job.history])[0] if job.history else [], dtype=np.int64)
+    history = history[history <= model.items.num_trained] if history.size else history
+    evidence = explain(model.unit_embeddings, history, indices)
+    return Ranked(indices, scores, evidence.item, evidence.strength)
 
 
 def user_only_exclusions(job: RankJob) -> list[str] | tuple[()]:

@@ -15,6 +15,7 @@ that moves from candidate to LATEST (a promotion) switches at once, without a re
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 from concurrent.futures import Executor
@@ -40,6 +41,7 @@ from services.ranker.runtime import ScoringConfig, ScoringPlan
 from services.ranker.scorers import CatalogScorer, build_scorer
 from services.common.filters import CatalogMasks, eligible_mask
 from services.ranker.scoring import top_k, unit_rows, user_scores
+from services.rules.evaluate import ItemTable
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +59,13 @@ class LoadedModel:
     plan: ScoringPlan | None = None
     scorer: CatalogScorer | None = None
     encoder: Encoder | None = None
+    catalog: CatalogSnapshot | None = field(default=None, repr=False)  # what ``masks`` were built from
+
+    @functools.cached_property
+    def rules_table(self) -> ItemTable:
+        """The catalog facts filter expressions and boosts read, per vocabulary index (0: padding).
+        Built on the first request that needs it, once per catalog version of this model."""
+        return ItemTable.build(["", *self.items.item_ids], self.catalog or CatalogSnapshot())
 
     @property
     def version(self) -> str:
@@ -186,7 +195,7 @@ class ModelHolder:
         items = ServingItems.build(bundle, catalog)
         plan = self._scoring.plan(len(items.item_ids))
         return LoadedModel(bundle, items, unit_rows(items.embeddings), CatalogMasks.build(items.item_ids, catalog),
-                           plan, build_scorer(plan, items.embeddings, self._scoring), encoder)
+                           plan, build_scorer(plan, items.embeddings, self._scoring), encoder, catalog)
 
     def wanted(self) -> tuple[str | None, list[str], list[str]]:
         """(LATEST, the candidates to hold, newest first, and those the cap leaves out).
@@ -306,7 +315,7 @@ class ModelHolder:
         """Masks for the new catalog; the item table and scorer too when new items arrived."""
         if ServingItems.new_items(model.bundle, catalog) != model.items.new_item_ids:
             return self._serving(model.bundle, model.encoder, catalog)
-        return replace(model, masks=CatalogMasks.build(model.items.item_ids, catalog))
+        return replace(model, masks=CatalogMasks.build(model.items.item_ids, catalog), catalog=catalog)
 
     async def rebuild_masks(self) -> None:
         """Bring every loaded model up to the latest catalog (idempotent)."""

@@ -22,16 +22,11 @@ class Evidence:
     strength: np.ndarray  # float32 [k]: its similarity (cosine for "cosine")
 
 
-def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero): computed once per loaded model."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
 def explain(vectors: np.ndarray, history: np.ndarray, picked: np.ndarray, method: str = "cosine") -> Evidence:
     """Evidence for each of ``picked`` (vocabulary indices) from ``history`` (indices, oldest
-    first, no padding). ``vectors`` are the item vectors the method compares: unit rows for
-    "cosine", raw output embeddings for "dot"; "recent" cites the newest history item."""
+    first, no padding). ``vectors`` are the item vectors the method compares: unit rows
+    (``scoring.unit_rows``, the loaded model's ``unit_embeddings``) for "cosine", raw output
+    embeddings for "dot"; "recent" cites the newest history item."""
     k = len(picked)
     if not len(history) or not k:
         return Evidence(np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.float32))

@@ -30,6 +30,7 @@ from services.ranker.memory import model_memory
 from services.ranker.model_holder import LoadedModel, ModelHolder, ModelSet
 from services.common.filters import eligible_mask
 from services.ranker.scoring import top_k
+from services.rules.merchandising import Merchandising, from_rank_request
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,20 @@ logger = logging.getLogger(__name__)
 def _scored(model: LoadedModel, indices: np.ndarray, scores: np.ndarray) -> list[ranker_pb2.ScoredItem]:
     ids = model.items.item_ids
     return [ranker_pb2.ScoredItem(item_id=ids[i - 1], score=float(s)) for i, s in zip(indices.tolist(), scores.tolist())]
+
+
+def _ranked_items(model: LoadedModel, ranked: Ranked) -> list[ranker_pb2.ScoredItem]:
+    """Scored items with their evidence (the explaining history item) and new-arrival flag."""
+    items = _scored(model, ranked.indices, ranked.scores)
+    if ranked.evidence is None:
+        return items
+    ids, trained = model.items.item_ids, model.items.num_trained
+    for item, index, cited, strength in zip(items, ranked.indices.tolist(), ranked.evidence.tolist(),
+                                            ranked.strength.tolist()):
+        item.new_arrival = index > trained
+        if cited > 0:
+            item.reason_item_id, item.reason_strength = ids[cited - 1], strength
+    return items
 
 
 def _error_outcome(exc: BaseException) -> ranker_pb2.RankOutcome:
@@ -75,12 +90,12 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         if not 1 <= k <= self._max_k:
             raise InvalidArgument(f"k must be between 1 and {self._max_k}, got {k}")
 
-    def _checked_filter(self, request: ranker_pb2.RankRequest) -> ItemFilter:
+    def _checked_filter(self, request: ranker_pb2.RankRequest) -> tuple[ItemFilter, Merchandising | None]:
         self._validate("user_id", request.user_id, request.k)
         check_filter("filter", request.filter)
         if request.model_version:
             check_id("model_version", request.model_version)
-        return ItemFilter.from_proto(request.filter)
+        return ItemFilter.from_proto(request.filter), from_rank_request(request)
 
     def _model(self, models: ModelSet, version: str) -> LoadedModel:
         """``version``'s model in ``models`` ("" = the live one)."""
@@ -101,7 +116,7 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
             raise Unavailable("user state store unavailable") from None
 
     def _job(self, model: LoadedModel, request: ranker_pb2.RankRequest, item_filter: ItemFilter,
-             state: UserState) -> tuple[RankJob | None, str]:
+             merch: Merchandising | None, state: UserState) -> tuple[RankJob | None, str]:
         """The scoring job for a known user and where its vector comes from; (None, "") if unknown."""
         if not state.known:
             return None, ""
@@ -110,20 +125,20 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
             stored = None
         source = "redis" if stored is not None else "encoded"
         self._metrics.embedding_source.labels(source).inc()
-        return RankJob(model, state.history, state.purchased, stored, item_filter, request.k), source
+        return RankJob(model, state.history, state.purchased, stored, item_filter, request.k, merch), source
 
     @staticmethod
     def _response(model: LoadedModel, ranked: Ranked | None, source: str) -> ranker_pb2.RankResponse:
         if ranked is None:
             return ranker_pb2.RankResponse(model_version=model.version, user_known=False)
-        return ranker_pb2.RankResponse(items=_scored(model, ranked.indices, ranked.scores),
+        return ranker_pb2.RankResponse(items=_ranked_items(model, ranked),
                                        model_version=model.version, user_known=True, embedding_source=source)
 
     async def Rank(self, request: ranker_pb2.RankRequest, context) -> ranker_pb2.RankResponse:
-        item_filter = self._checked_filter(request)
+        item_filter, merch = self._checked_filter(request)
         model = self._model(self._holder.models, request.model_version)
         (state,) = await self._read_states([request.user_id])
-        job, source = self._job(model, request, item_filter, state)
+        job, source = self._job(model, request, item_filter, merch, state)
         if job is None:
             return self._response(model, None, source)
         try:
@@ -145,18 +160,18 @@ class RankerServicer(ranker_pb2_grpc.RankerServiceServicer):
         if models.live is None and not models.models:
             raise Unavailable("no model loaded yet")
         outcomes: list[ranker_pb2.RankOutcome | None] = [None] * len(requests)
-        valid: list[tuple[int, ranker_pb2.RankRequest, ItemFilter, LoadedModel]] = []
+        valid: list[tuple[int, ranker_pb2.RankRequest, tuple[ItemFilter, Merchandising | None], LoadedModel]] = []
         for i, req in enumerate(requests):
             try:
-                item_filter = self._checked_filter(req)
-                valid.append((i, req, item_filter, self._model(models, req.model_version)))
+                checked = self._checked_filter(req)
+                valid.append((i, req, checked, self._model(models, req.model_version)))
             except DomainError as exc:
                 outcomes[i] = _error_outcome(exc)
         states = await self._read_states([req.user_id for _, req, _, _ in valid]) if valid else []
         jobs: list[RankJob] = []
         slots: list[tuple[int, str]] = []
-        for (i, req, item_filter, model), state in zip(valid, states):
-            job, source = self._job(model, req, item_filter, state)
+        for (i, req, (item_filter, merch), model), state in zip(valid, states):
+            job, source = self._job(model, req, item_filter, merch, state)
             if job is None:
                 outcomes[i] = ranker_pb2.RankOutcome(response=self._response(model, None, source))
             else:

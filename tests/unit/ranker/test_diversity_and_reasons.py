@@ -2,7 +2,8 @@
 import numpy as np
 
 from services.ranker.diversity import intra_list_diversity, rerank
-from services.ranker.reasons import explain, unit_rows
+from services.ranker.reasons import explain
+from services.ranker.scoring import unit_rows
 
 # Items 1-3 point one way, 4-6 another (index 0 is padding).
 VECS = unit_rows(np.array([[0, 0], [1, 0], [0.99, 0.1], [0.98, 0.2], [0, 1], [0.1, 0.99], [0.2, 0.98]],
