@@ -192,7 +192,14 @@ def _prometheus_binary(args) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        return _up(_parser().parse_args(argv))
+    except KeyboardInterrupt:  # Ctrl-C before start-up finished: everything started is stopped by now
+        _say("\n==> interrupted; stopped")
+        return 130
+
+
+def _up(args: argparse.Namespace) -> int:
     workdir = args.workdir
     models_dir, log_dir = workdir / "models", workdir / "logs"
     prometheus_bin = _prometheus_binary(args) if args.prometheus is not False else None
