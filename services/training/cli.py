@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_main(argv[1:])
     if argv and argv[0] == "train":
         argv = argv[1:]
-    return train_main(argv)
+    try:
+        return train_main(argv)
+    except KeyboardInterrupt:  # Ctrl-C: a line, not a torch stack
+        print("shopstream train: interrupted; nothing published", file=sys.stderr)
+        return 130
 
 
 def train_main(argv: list[str]) -> int:
