@@ -13,8 +13,9 @@ or expired cache share one read.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Collection, Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ import numpy as np
 from services.common.filters import CatalogMasks, ItemFilter, RowFilter
 from services.common.stores.catalog import CatalogSnapshot
 from services.common.stores.trending import TrendingStore
+from services.rules.evaluate import Interactions, ItemTable
+from services.rules.merchandising import Merchandising
 
 PAD_CHUNK = 256
 
@@ -34,16 +37,29 @@ class Compiled:
     ids: list[str]
     index_of: dict[str, int]
     masks: CatalogMasks
+    snapshot: CatalogSnapshot = field(default_factory=CatalogSnapshot, repr=False)
 
     @classmethod
     def build(cls, item_ids: Sequence[str], snapshot: CatalogSnapshot) -> Compiled:
         ids = list(dict.fromkeys(item_ids))
-        return cls(ids, {item_id: n for n, item_id in enumerate(ids, start=1)}, CatalogMasks.build(ids, snapshot))
+        return cls(ids, {item_id: n for n, item_id in enumerate(ids, start=1)}, CatalogMasks.build(ids, snapshot),
+                   snapshot)
 
-    def allowed(self, item_filter: ItemFilter, excluded: Collection[str]) -> list[tuple[str, bool]]:
-        """(item id, allowed) in order, under this filter and the user's exclusions."""
+    @functools.cached_property
+    def table(self) -> ItemTable:
+        """The catalog facts of ``ids`` for filter expressions and boosts (built when first needed)."""
+        return ItemTable.build(self.ids, self.snapshot)
+
+    def allowed(self, item_filter: ItemFilter, excluded: Collection[str], merch: Merchandising | None = None,
+                interactions: Interactions = Interactions()) -> list[tuple[str, bool]]:
+        """(item id, allowed) in order, under this filter, the user's exclusions and the request's
+        filter expression (the same rules the ranker applies)."""
         row_filter = RowFilter.build(self.masks, self.index_of, item_filter, excluded)
-        return list(zip(self.ids, row_filter.allows(np.arange(1, len(self.ids) + 1)).tolist()))
+        ok = row_filter.allows(np.arange(1, len(self.ids) + 1))
+        expression = merch.eligible(self.table, interactions) if merch is not None else None
+        if expression is not None:
+            ok &= expression
+        return list(zip(self.ids, ok.tolist()))
 
 
 def select(
@@ -54,17 +70,27 @@ def select(
     k: int,
     catalog_order: Sequence[str] | None = None,
     compiled: Compiled | None = None,
+    merch: Merchandising | None = None,
+    interactions: Interactions = Interactions(),
 ) -> list[tuple[str, float]]:
     """Pure selection: the first k allowed trending items, then catalog padding.
 
     ``compiled``: ``Compiled.build`` of the trending ids under ``snapshot``, when the caller keeps one.
+    ``merch``: the request's filter expression applies like the built-in filter; boosts and the
+    category cap re-order the allowed trending items (``merchandised``).
     """
     out: list[tuple[str, float]] = []
     if k <= 0:
         return out
     scores = dict(trending)
     compiled = compiled or Compiled.build(list(scores), snapshot)
-    for item_id, ok in compiled.allowed(item_filter, excluded):
+    allowed = compiled.allowed(item_filter, excluded, merch, interactions)
+    if merch is not None and (merch.boosts or merch.max_per_category):
+        out = merchandised([(i, scores[i]) for i, ok in allowed if ok], compiled, merch, k)
+        if len(out) >= k:
+            return out
+        allowed = []
+    for item_id, ok in allowed:
         if ok:
             out.append((item_id, scores[item_id]))
             if len(out) >= k:
@@ -74,12 +100,47 @@ def select(
     chunk = max(PAD_CHUNK, 2 * k)  # padding is compiled a chunk of the catalog at a time
     for start in range(0, len(catalog_order), chunk):
         padding = Compiled.build([i for i in catalog_order[start:start + chunk] if i not in scores], snapshot)
-        for item_id, ok in padding.allowed(item_filter, excluded):
+        for item_id, ok in padding.allowed(item_filter, excluded, merch, interactions):
             if ok:
                 out.append((item_id, 0.0))
                 if len(out) >= k:
                     return out
     return out
+
+
+def merchandised(allowed: list[tuple[str, float]], compiled: Compiled, merch: Merchandising,
+                 k: int) -> list[tuple[str, float]]:
+    """Allowed trending items re-ordered by boosts and cut by the category cap.
+
+    Trending scores are counts, not the model's units, so a boost here adds its weight to the
+    item's relevance as a rank in [0, 1] (1 = the top trending item): any boost of 1 or more
+    lifts an item above every unboosted one (docs/rules.md). The cap fills from the best items
+    it skipped when it would leave the row short, as the ranker's does.
+    """
+    if not allowed:
+        return []
+    n = len(allowed)
+    boost = merch.boost(compiled.table)
+    keyed = []
+    for rank, (item_id, score) in enumerate(allowed):
+        relevance = 1.0 - rank / n
+        if boost is not None:
+            relevance += float(boost[compiled.index_of[item_id] - 1])
+        keyed.append((relevance, -rank, item_id, score))
+    keyed.sort(reverse=True)
+    ordered = [(item_id, score) for _, _, item_id, score in keyed]
+    if not merch.max_per_category:
+        return ordered[:k]
+    counts: dict[str, int] = {}
+    kept, skipped = [], []
+    for item_id, score in ordered:
+        category = compiled.snapshot.category(item_id)
+        if counts.get(category, 0) < merch.max_per_category:
+            counts[category] = counts.get(category, 0) + 1
+            kept.append((item_id, score))
+        else:
+            skipped.append((item_id, score))
+    return (kept + skipped)[:k]
 
 
 class TrendingFallback:
@@ -127,11 +188,17 @@ class TrendingFallback:
         if not fut.cancelled():
             fut.exception()  # retrieved here so an unawaited failure is not logged as lost
 
-    async def recommend(self, k: int, item_filter: ItemFilter, excluded: Collection[str] = ()) -> list[tuple[str, float]]:
+    async def recommend(self, k: int, item_filter: ItemFilter, excluded: Collection[str] = (),
+                        merch: Merchandising | None = None,
+                        interactions: Interactions = Interactions()) -> list[tuple[str, float]]:
         top = await self.top(max(self._pool, k))
         snapshot = self._snapshot()
         return select(top, snapshot, item_filter, excluded, k, self._catalog_order(snapshot),
-                      self._compile(top, snapshot))
+                      self._compile(top, snapshot), merch, interactions)
+
+    def catalog(self) -> CatalogSnapshot:
+        """The catalog snapshot the fallback filters with (titles and categories for reasons)."""
+        return self._snapshot()
 
     def _compile(self, top: list[tuple[str, float]], snapshot: CatalogSnapshot) -> Compiled:
         cached_top, version, compiled = self._compiled

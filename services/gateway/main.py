@@ -32,6 +32,7 @@ from services.gateway.ranker_client import RankerClient, channel_options, ranker
 from services.gateway import http_api
 from services.gateway.server import SERVICE_NAMES, GatewayDeps, create_server, make_servicer, watch_readiness
 from services.gateway.settings import GatewaySettings
+from services.rules.registry import FilterRegistry
 from services.gateway.shadow import ShadowScorer
 
 logger = logging.getLogger(__name__)
@@ -80,12 +81,14 @@ def build(settings: GatewaySettings) -> GatewayDeps:
         metrics=metrics,
         guard=make_guard(settings.api_clients(), metrics),
         impressions=ImpressionLog.to_kafka(settings.kafka_bootstrap_servers, settings.kafka_timeout_s, metrics,
-                                           settings.impressions_buffer, settings.impressions_batch_max)
+                                           settings.impressions_buffer, settings.impressions_batch_max,
+                                           settings.impressions_linger_s)
         if settings.impressions_enabled else None,
         experiments=ExperimentWatcher(ExperimentStore(redis), settings.experiments_poll_s, loaded_models,
                                       on_error=lambda reason: metrics.experiment_config_errors.labels(reason).inc()),
         shadow=ShadowScorer(ranker, metrics, settings.shadow_sample_rate, settings.shadow_max_in_flight,
                             settings.ranker_timeout_s),
+        filters=FilterRegistry(redis),
     )
 
 

@@ -37,6 +37,7 @@ class GatewayMetrics:
     ranker_latency: Histogram
     ranker_batch_requests: Histogram
     events_tracked: Counter
+    users_forgotten: Counter
     rate_limited: Counter
     # The closed loop (issue 13): impressions, experiment definitions, shadow scoring.
     impressions_published: Counter
@@ -76,6 +77,10 @@ def gateway_metrics() -> GatewayMetrics:
         events_tracked=Counter(
             "shopstream_gateway_events_tracked_total",
             "Events accepted by TrackEvents and published to Kafka",
+        ),
+        users_forgotten=Counter(
+            "shopstream_gateway_users_forgotten_total",
+            "ForgetUser calls that removed a user's state",
         ),
         # client: the name from the token configuration (operator-chosen, bounded), never the token.
         rate_limited=Counter(

@@ -27,13 +27,19 @@ from services.gateway.fallback import TrendingFallback
 from services.gateway.impressions import ImpressionLog
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.ranker_client import RankerClient
+from services.gateway.merchandising import MerchandisingServicer
+from services.gateway.privacy import PrivacyServicer
 from services.gateway.servicer import EventPublisher, GatewayServicer
+from services.rules.registry import FilterRegistry
 from services.gateway.shadow import ShadowScorer
 from services.gateway.settings import GatewaySettings
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAMES = (gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name,)
+# The storefront API first (its name is the one readiness probes ask for), then the
+# merchandising (named filters) and privacy (ForgetUser) services on the same port.
+SERVICE_NAMES = tuple(gateway_pb2.DESCRIPTOR.services_by_name[name].full_name
+                      for name in ("GatewayService", "MerchandisingService", "PrivacyService"))
 
 
 @dataclass
@@ -54,13 +60,14 @@ class GatewayDeps:
     impressions: ImpressionLog | None = None  # served lists to Kafka (impressions.py)
     experiments: ExperimentWatcher | None = None  # experiment definitions from Redis
     shadow: ShadowScorer | None = None  # a running experiment's shadow variant (shadow.py)
+    filters: FilterRegistry | None = None  # named filter expressions (services/rules/registry.py)
 
 
 def make_servicer(settings: GatewaySettings, deps: GatewayDeps) -> GatewayServicer:
     """The one GatewayServicer of a gateway: the gRPC server and the HTTP API both call it."""
     return GatewayServicer(settings, deps.ranker, deps.user_states, deps.fallback, deps.publisher,
                            deps.executor, deps.metrics, impressions=deps.impressions, experiments=deps.experiments,
-                           shadow=deps.shadow)
+                           shadow=deps.shadow, filters=deps.filters)
 
 
 async def create_server(settings: GatewaySettings, deps: GatewayDeps,
@@ -72,6 +79,9 @@ async def create_server(settings: GatewaySettings, deps: GatewayDeps,
         servicer if servicer is not None else make_servicer(settings, deps),
         server,
     )
+    if deps.filters is not None:
+        gateway_pb2_grpc.add_MerchandisingServiceServicer_to_server(MerchandisingServicer(deps.filters), server)
+    gateway_pb2_grpc.add_PrivacyServiceServicer_to_server(PrivacyServicer(deps.user_states, deps.metrics), server)
     health_servicer = await add_health_and_reflection(server, SERVICE_NAMES)
     await set_health(health_servicer, SERVICE_NAMES, False)
     port = bind(server, settings.addr, settings.server_tls())

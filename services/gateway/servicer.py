@@ -26,6 +26,7 @@ from services.common.filters import ItemFilter
 from services.common.stores.user_state import UserStateStore
 from services.experiments.definition import TRENDING
 from services.experiments.store import ExperimentWatcher, Live
+from services.gateway import merchandise, reasons
 from services.gateway import metrics as m
 from services.gateway import rules
 from services.gateway.fallback import TrendingFallback
@@ -34,6 +35,9 @@ from services.gateway.ranker_client import RankerClient, RankerFailed
 from services.gateway.shadow import ShadowScorer
 from services.gateway.settings import GatewaySettings
 from services.contract.limits import check_id
+from services.rules.evaluate import Interactions
+from services.rules.merchandising import Merchandising
+from services.rules.registry import FilterRegistry
 from services.contract.validation import InvalidEvent, validate_event
 
 logger = logging.getLogger(__name__)
@@ -85,6 +89,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         impressions: ImpressionLog | None = None,
         experiments: ExperimentWatcher | None = None,
         shadow: ShadowScorer | None = None,
+        filters: FilterRegistry | None = None,
     ) -> None:
         self._s = settings
         self._ranker = ranker
@@ -96,6 +101,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         self._impressions = impressions
         self._experiments = experiments
         self._shadow = shadow
+        self._filters = filters
 
     # -- ranker calls --------------------------------------------------------
 
@@ -114,54 +120,72 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         user_id = check_id("user_id", request.user_id)
         k = rules.resolve_k(request.k, self._s.default_k, self._s.max_k)
         item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
+        merch, pins = await merchandise.from_request(request, k, self._filters)
+        personalize = request.personalize if request.HasField("personalize") else True
         live = self._experiments.live if self._experiments is not None else _NO_EXPERIMENTS
-        arm = live.assigner.assign(user_id) if live.assigner is not None else None
-        if arm is not None:  # the user's variant of the running experiment serves
+        arm = live.assigner.assign(user_id) if live.assigner is not None and personalize else None
+        if not personalize:  # nothing about the user is read, scored, assigned or logged
+            resp = await self._trending(user_id, k, item_filter, None, context=context, merch=merch,
+                                        anonymous=True)
+            resp.variant = TRENDING_VARIANT
+        elif arm is not None:  # the user's variant of the running experiment serves
             if arm.kind == TRENDING:
-                resp = await self._trending(user_id, k, item_filter, None, context=context)
+                resp = await self._trending(user_id, k, item_filter, None, context=context, merch=merch)
             else:
-                resp = await self._personalized(user_id, k, item_filter, arm.model_version, context)
+                resp = await self._personalized(user_id, k, item_filter, arm.model_version, context, merch)
             resp.variant, resp.experiment = arm.name, live.experiment.name
         elif live.default is not None and live.default.kind == TRENDING:  # trending won an experiment
-            resp = await self._trending(user_id, k, item_filter, None, context=context)
+            resp = await self._trending(user_id, k, item_filter, None, context=context, merch=merch)
             resp.variant = TRENDING_VARIANT
         else:  # the ranker's live model (a promoted model variant was made live at the ranker: LATEST)
-            resp = await self._personalized(user_id, k, item_filter, "", context)
+            resp = await self._personalized(user_id, k, item_filter, "", context, merch)
             resp.variant = (resp.model_version if resp.strategy == gateway_pb2.STRATEGY_PERSONALIZED
                             else TRENDING_VARIANT)
+        if pins:
+            excluded, interactions = await self._user_context(
+                user_id, item_filter, merch, context, user_known=personalize)
+            pinned = merchandise.apply_pins(list(resp.items), pins, k, self._fallback.catalog(), item_filter,
+                                            excluded, merch, interactions)
+            del resp.items[:]
+            resp.items.extend(pinned)
         resp.recommendation_id = new_recommendation_id()
-        self._log_impression(resp, user_id, SURFACE_RECOMMEND)
+        self._log_impression(resp, user_id if personalize else "", SURFACE_RECOMMEND)
         shadow = live.experiment.shadow if live.experiment is not None else None
-        if shadow is not None and self._shadow is not None and not resp.degraded:
+        if shadow is not None and self._shadow is not None and not resp.degraded and personalize:
             self._shadow.maybe_score(user_id, k, item_filter, shadow.model_version,
                                      [i.item_id for i in resp.items])
         return resp
 
     async def _personalized(self, user_id: str, k: int, item_filter: ItemFilter, model_version: str,
-                            context) -> gateway_pb2.RecommendResponse:
+                            context, merch: Merchandising | None = None) -> gateway_pb2.RecommendResponse:
         """The ranker's answer with ``model_version`` ("" = its live model), padded from trending
         when the filters left it short; trending when the ranker cannot answer or does not know
-        the user."""
+        the user. ``merch`` (filter expression, boosts, diversity) travels to the ranker."""
+        request = ranker_pb2.RankRequest(user_id=user_id, k=k, filter=item_filter.to_proto(),
+                                         model_version=model_version)
+        if merch is not None:
+            merch.fill(request)
         try:
-            ranked = await self._ranker.rank(
-                ranker_pb2.RankRequest(user_id=user_id, k=k, filter=item_filter.to_proto(),
-                                       model_version=model_version),
-                self._ranker_timeout(context))
+            ranked = await self._ranker.rank(request, self._ranker_timeout(context))
         except RankerFailed as failed:
-            return await self._trending(user_id, k, item_filter, failed.reason, context=context)
+            return await self._trending(user_id, k, item_filter, failed.reason, context=context, merch=merch)
         if not ranked.user_known:
             return await self._trending(user_id, k, item_filter, m.USER_UNKNOWN, model_version=ranked.model_version,
-                                        context=context)
-        items = [gateway_pb2.RecommendedItem(item_id=i.item_id, score=i.score) for i in ranked.items]
+                                        context=context, merch=merch)
+        catalog = self._fallback.catalog()
+        items = [gateway_pb2.RecommendedItem(item_id=i.item_id, score=i.score,
+                                             reason=reasons.personalized(i, catalog)) for i in ranked.items]
         if len(items) < k:  # the filters left the model short: pad from trending
             self._metrics.fallbacks.labels("Recommend", m.PADDED).inc()
-            excluded = await self._user_exclusions(user_id, item_filter, context)
+            excluded, interactions = await self._user_context(user_id, item_filter, merch, context)
             excluded.update(i.item_id for i in items)
             base = min((i.score for i in items), default=0.0)
-            padding = await self._store_call(self._fallback.recommend(k - len(items), item_filter, excluded),
-                                             context, "recommendations unavailable")
+            padding = await self._store_call(
+                self._fallback.recommend(k - len(items), item_filter, excluded, merch, interactions),
+                context, "recommendations unavailable")
             for rank, (item_id, _) in enumerate(padding, start=1):  # below every ranked item
-                items.append(gateway_pb2.RecommendedItem(item_id=item_id, score=base - rank * 1e-3))
+                items.append(gateway_pb2.RecommendedItem(item_id=item_id, score=base - rank * 1e-3,
+                                                         reason=reasons.filler()))
         return gateway_pb2.RecommendResponse(items=items, strategy=gateway_pb2.STRATEGY_PERSONALIZED,
                                              model_version=ranked.model_version)
 
@@ -199,30 +223,40 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             logger.warning("%s: %s", unavailable, exc or type(exc).__name__)
             raise Unavailable(unavailable) from None
 
-    async def _user_exclusions(self, user_id: str, item_filter: ItemFilter, context=None,
-                               user_known: bool = True) -> set[str]:
-        """Explicit excludes plus the user's seen / purchased items: one pipelined read, or none
-        when no rule needs the user's state or the ranker already said the user has none."""
-        if not user_known or not (item_filter.exclude_purchased or item_filter.exclude_seen):
-            return set(item_filter.exclude_item_ids)
+    async def _user_context(self, user_id: str, item_filter: ItemFilter, merch: Merchandising | None,
+                            context=None, user_known: bool = True) -> tuple[set[str], Interactions]:
+        """Explicit excludes plus the user's seen / purchased items, and what a filter expression's
+        ``Interactions`` see: one pipelined read, or none when no rule needs the user's state or
+        the ranker already said the user has none."""
+        needs_state = item_filter.exclude_purchased or item_filter.exclude_seen or (
+            merch is not None and merch.expression is not None)
+        if not user_known or not needs_state:
+            return set(item_filter.exclude_item_ids), Interactions()
         (state,) = await self._store_call(
             self._states.get_states([user_id], self._s.history_len, with_embedding=False),
             context, "user state store unavailable")
-        return item_filter.user_exclusions(state.history, state.purchased)
+        return (item_filter.user_exclusions(state.history, state.purchased),
+                Interactions(state.history, state.purchased))
 
     async def _trending(self, user_id: str, k: int, item_filter: ItemFilter, reason: str | None,
-                        model_version: str = "", context=None) -> gateway_pb2.RecommendResponse:
+                        model_version: str = "", context=None, merch: Merchandising | None = None,
+                        anonymous: bool = False) -> gateway_pb2.RecommendResponse:
         """Trending for the user; ``reason`` is why it is a fallback (None: trending was chosen,
-        by an experiment or a promotion, so it is neither a fallback nor degraded)."""
+        by an experiment, a promotion or personalize=false, so it is neither a fallback nor
+        degraded). ``anonymous``: read nothing about the user."""
         if reason is not None:
             self._metrics.fallbacks.labels("Recommend", reason).inc()
         # The ranker found no history for an unknown user, so there is nothing of theirs to exclude.
-        excluded = await self._user_exclusions(user_id, item_filter, context, user_known=reason != m.USER_UNKNOWN)
-        picked = await self._store_call(self._fallback.recommend(k, item_filter, excluded), context,
-                                        "recommendations unavailable")
+        excluded, interactions = await self._user_context(
+            user_id, item_filter, merch, context, user_known=reason != m.USER_UNKNOWN and not anonymous)
+        picked = await self._store_call(self._fallback.recommend(k, item_filter, excluded, merch, interactions),
+                                        context, "recommendations unavailable")
         degraded_reason = DEGRADED_REASONS.get(reason, "") if reason is not None else ""
+        catalog = self._fallback.catalog()
         return gateway_pb2.RecommendResponse(
-            items=[gateway_pb2.RecommendedItem(item_id=i, score=s) for i, s in picked],
+            items=[gateway_pb2.RecommendedItem(item_id=i, score=s,
+                                               reason=reasons.trending(i, catalog) if s > 0 else reasons.filler())
+                   for i, s in picked],
             strategy=gateway_pb2.STRATEGY_TRENDING,
             model_version=model_version,
             degraded=bool(degraded_reason),
@@ -250,12 +284,16 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
             )
             picked = await self._store_call(self._fallback.recommend(k, same_category, {item_id}), context,
                                             "similar items unavailable")
+            catalog = self._fallback.catalog()
             resp = gateway_pb2.SimilarItemsResponse(
-                items=[gateway_pb2.RecommendedItem(item_id=i, score=s) for i, s in picked],
+                items=[gateway_pb2.RecommendedItem(item_id=i, score=s, reason=reasons.trending(i, catalog))
+                       for i, s in picked],
                 degraded=True, degraded_reason=DEGRADED_REASONS[failed.reason], variant=SIMILAR_TRENDING_VARIANT)
         else:
+            reason = reasons.similar_to(item_id, self._fallback.catalog())
             resp = gateway_pb2.SimilarItemsResponse(
-                items=[gateway_pb2.RecommendedItem(item_id=i.item_id, score=i.score) for i in similar.items],
+                items=[gateway_pb2.RecommendedItem(item_id=i.item_id, score=i.score, reason=reason)
+                       for i in similar.items],
                 model_version=similar.model_version, variant=similar.model_version)
         resp.recommendation_id = new_recommendation_id()
         self._log_impression(resp, "", SURFACE_SIMILAR)  # SimilarItems has no user
