@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=c.k)
     p.add_argument("--think", type=float, default=c.think_s, help="mean seconds between two lists of a session")
     p.add_argument("--session-gap", type=float, default=c.session_gap_s, help="mean seconds between sessions")
+    p.add_argument("--max-in-flight", type=int, default=None, help="calls to the gateway at once (default: no bound)")
     p.add_argument("--eta", type=float, default=b.eta, help="position bias: examination 1/(1+pos)^eta")
     p.add_argument("--log", type=Path, default=None, help="the shoppers' JSONL log")
     add_dataset_args(p)
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = SimulationConfig(shoppers=args.shoppers, duration_s=args.duration, lists_per_shopper=args.lists_per_shopper,
                            seed=args.seed, k=args.k, think_s=args.think, session_gap_s=args.session_gap,
                            drift_after_s=args.drift_after, drift_after_sessions=args.drift_after_sessions,
-                           drift_shift=args.drift_shift, behaviour=BehaviourConfig(eta=args.eta))
+                           drift_shift=args.drift_shift, max_in_flight=args.max_in_flight,
+                           behaviour=BehaviourConfig(eta=args.eta))
     if cfg.duration_s <= 0 and cfg.lists_per_shopper is None:
         print("shopstream simulate: give --duration or --lists-per-shopper", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ dedup sets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import threading
@@ -48,6 +49,7 @@ class SimulationConfig:
     drift_after_sessions: int | None = None  # ... or after each shopper's Nth session
     drift_shift: int | None = None  # how far the categories rotate (default: half the categories)
     timeout_s: float = 5.0
+    max_in_flight: int | None = None  # calls to the gateway at once, all shoppers together (None: no bound)
     users: tuple[str, ...] | None = None  # which generated users shop (default: a seeded sample)
     taste: TasteConfig = field(default_factory=TasteConfig)
     behaviour: BehaviourConfig = field(default_factory=BehaviourConfig)
@@ -98,6 +100,7 @@ class Simulation:
         self.run_id = run_id or uuid.uuid4().hex[:8]
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._stopping: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | contextlib.nullcontext = contextlib.nullcontext()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._start: float | None = None
@@ -108,6 +111,8 @@ class Simulation:
     async def run(self) -> Summary:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        if self.cfg.max_in_flight:
+            self._slots = asyncio.Semaphore(self.cfg.max_in_flight)
         if self._start is None:
             self._start = time.monotonic()
         self.journal.write("run", run_id=self.run_id, gateway=self.gateway_addr, started_at=time.time(),
@@ -188,8 +193,9 @@ class Simulation:
                     taste, drifted = taste.drifted(self.catalog, self.shift), True
                 lists += 1
                 try:
-                    resp = await stub.Recommend(gateway_pb2.RecommendRequest(user_id=user, k=cfg.k),
-                                                timeout=cfg.timeout_s, metadata=self._metadata)
+                    async with self._slots:
+                        resp = await stub.Recommend(gateway_pb2.RecommendRequest(user_id=user, k=cfg.k),
+                                                    timeout=cfg.timeout_s, metadata=self._metadata)
                 except grpc.aio.AioRpcError as exc:
                     self.journal.write("error", t=self.elapsed(), call="Recommend", user_id=user,
                                        code=exc.code().name, details=exc.details())
@@ -228,7 +234,8 @@ class Simulation:
     async def _track(self, stub, user: str, variant: str, batch: list[tuple[str, events_pb2.Event]]) -> None:
         request = gateway_pb2.TrackEventsRequest(events=[ev for _, ev in batch])
         try:
-            await stub.TrackEvents(request, timeout=self.cfg.timeout_s, metadata=self._metadata)
+            async with self._slots:
+                await stub.TrackEvents(request, timeout=self.cfg.timeout_s, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             self.journal.write("error", t=self.elapsed(), call="TrackEvents", user_id=user, code=exc.code().name,
                                details=exc.details(), event_ids=[ev.event_id for _, ev in batch])
