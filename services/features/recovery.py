@@ -31,6 +31,13 @@ already applied are redeliveries. Then the mark is raised to the end offset, by
 the same never-recreate script, so a second loss during the replay starts it
 again. Limits (the log's retention, trending's decay, events written between a
 loss and its detection): docs/redis-keys.md, "Recovery marks".
+
+The other way round, the broker may come back with a new log (the embedded broker's
+restart: memory storage): when its watch connection closes, the worker holds its writes
+and checks that the broker still holds the last record it read per partition; a replaced
+partition gets its mark at the new log's beginning and is read again from there, what was
+fetched of the new log before that being dropped (``_check_log``, ``_rewind``,
+``_screen_fenced``; log_replacement.py says why).
 """
 from __future__ import annotations
 
@@ -272,7 +279,7 @@ class Recovery:
         self._seek: Callable[[Any, int], Awaitable[None]] | None = None
         # Per partition, the last message handed to the streams (a copy: faust waits at a rebalance
         # until every message it handed out is acked or gone, and drops its queues' ones).
-        self._last_in: dict[Any, Fingerprint] = {}
+        self._last_in: dict[Any, tuple] = {}  # (offset, key, value, timestamp in s)
         self._suspect: dict[Any, Fingerprint] | None = None  # to check: the last records read before it went
         self._fences: dict[Any, int] = {}  # partitions read again from a new log's beginning: last old offset
         self._unmarked: weakref.WeakSet = weakref.WeakSet()  # messages whose write says nothing of the new log
@@ -329,12 +336,13 @@ class Recovery:
             owned.written = offset
 
     def on_delivered(self, tp: Any, message: Any) -> None:
-        self._last_in[tp] = Fingerprint.of_message(message)
+        self._last_in[tp] = (message.offset, message.key, message.value, message.timestamp)
 
     def on_broker_lost(self) -> None:
         """The broker went away (BrokerWatch): hold the writes until its log is checked. The
         last record handed out per partition is taken now, before a new log can hand out any."""
-        taken = {tp: fp for tp, fp in self._last_in.items() if tp in self._assigned}
+        taken = {tp: Fingerprint(offset, key, value, round(ts * 1000))
+                 for tp, (offset, key, value, ts) in self._last_in.items() if tp in self._assigned}
         if self._suspect is None:
             self._suspect = taken
         else:  # gone again before the check: the older records are the ones of the log we read
@@ -354,9 +362,11 @@ class Recovery:
                 await self.check()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # Redis or Kafka away: the next round tries again (the gate stays as it is)
-                logger.log(logging.INFO if self._suspect is not None else logging.WARNING,
-                           "recovery check failed; retrying", exc_info=True)
+            except Exception as exc:  # Redis or Kafka away: the next round tries again (the gate stays as it is)
+                if self._suspect is not None:  # the broker is not back yet: tried again in 0.2 s
+                    logger.info("broker's log not checked yet (%r); retrying", exc)
+                else:
+                    logger.warning("recovery check failed; retrying", exc_info=True)
 
     async def check(self) -> None:
         if self._suspect is not None:
