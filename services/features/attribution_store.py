@@ -31,7 +31,8 @@ from typing import Any, Sequence
 
 from redis.exceptions import NoScriptError
 
-PREFIX = "ss:v1"
+from services.common.stores import keys
+from services.common.stores.keys import PREFIX
 NO_EXPERIMENT = "-"  # the experiment name of lists served outside any experiment
 POSITION_BUCKETS = 20  # click positions 0..19 counted one by one, 20 and beyond together
 CLOCK_SKEW_MS = 1000  # a list served up to this much "after" an event still counts (clocks differ)
@@ -54,7 +55,7 @@ REASONS = (UNKNOWN_RECOMMENDATION, EXPIRED_RECOMMENDATION, NO_LIST_IN_WINDOW)
 # ---- keys ---------------------------------------------------------------------------------
 
 def _user(user_id: str, suffix: str) -> bytes:
-    return f"{PREFIX}:{{u:{user_id}}}:attr:{suffix}".encode()
+    return keys.attribution(user_id, suffix)
 
 
 def user_keys(user_id: str) -> list[bytes]:

@@ -23,6 +23,10 @@ async def test_forget_removes_everything_and_redeliveries_do_not_recreate_it(sto
     before = [EventWrite(f"e{n}", "alice", f"i{n}", 4 if n == 2 else 1, 1_000 + n) for n in range(5)]
     await users.apply_events(before + [EventWrite("b1", "bob", "i9", 1, 1_000)])
     await users.put_embeddings([EmbeddingWrite("alice", "v1", 5, np.ones(4, dtype=np.float32))])
+    if client is not None:  # the attribution job's join state of the user (lists served, waiting events)
+        await client.hset(keys.attribution("alice", "lists"), "r1", "{}")
+        await client.rpush(keys.attribution("alice", "pending"), "e9")
+        await client.hset(keys.attribution("alice", "outbox"), "1", "{}")  # counts on their way: kept
 
     deleted = await users.forget("alice", now_ms=2_000)
 
@@ -30,7 +34,8 @@ async def test_forget_removes_everything_and_redeliveries_do_not_recreate_it(sto
     (alice,) = await users.get_states(["alice"], 10)
     assert not alice.known and alice.purchased == set() and alice.embedding is None
     if client is not None:
-        assert await client.keys(f"{keys.PREFIX}:{{u:alice}}:*".encode()) == [keys.forgotten("alice")]
+        assert sorted(await client.keys(f"{keys.PREFIX}:{{u:alice}}:*".encode())) == sorted(
+            [keys.forgotten("alice"), keys.attribution("alice", "outbox")])
         assert await client.zscore(keys.FORGOTTEN_USERS, "alice") == 2_000
     assert await users.apply_events(before) == [False] * len(before)  # redelivered: not applied
     (alice,) = await users.get_states(["alice"], 10)

@@ -32,6 +32,17 @@ def embedding(user_id: str) -> bytes:
     return _user(user_id, "emb")
 
 
+def attribution(user_id: str, suffix: str) -> bytes:
+    """The attribution job's per-user join state (services/features/attribution_store.py)."""
+    return _user(user_id, f"attr:{suffix}")
+
+
+# What ForgetUser deletes of the attribution state: the lists served and the events waiting
+# for them. The outbox and its sequence hold only counts on their way to the per-variant
+# aggregates and stay, so that exactly-once still holds for what was already counted.
+ATTRIBUTION_PERSONAL = ("lists", "recent", "seen", "pending")
+
+
 def forgotten(user_id: str) -> bytes:
     """ForgetUser's tombstone: when (ms) the user was forgotten; events that occurred before
     it are never applied again (docs/privacy.md)."""

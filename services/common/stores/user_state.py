@@ -22,10 +22,10 @@ EVENT_TYPE_NAMES = {1: "view", 2: "click", 3: "add_to_cart", 4: "purchase"}
 PURCHASE = 4
 
 _FORGET_USER = """
--- KEYS: hist, purchased, counts, dedup, emb, forgotten (one user, one hash slot); ARGV: now_ms
+-- KEYS: the user's keys to delete, then its tombstone last (one user, one hash slot); ARGV: now_ms
 -- Deletes the user's state and leaves the tombstone the apply script honours.
-local deleted = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-redis.call('SET', KEYS[6], ARGV[1])
+local deleted = redis.call('DEL', unpack(KEYS, 1, #KEYS - 1))
+redis.call('SET', KEYS[#KEYS], ARGV[1])
 return deleted
 """
 
@@ -291,9 +291,10 @@ class RedisUserStateStore:
         """Delete the user's state and leave a tombstone at ``now_ms``: events that occurred
         before it are never applied again (redeliveries, replays). Returns the keys deleted."""
         await self._redis.zadd(keys.FORGOTTEN_USERS, {user_id: now_ms})  # first: exports see it even if we fail next
+        doomed = [keys.history(user_id), keys.purchased(user_id), keys.counters(user_id), keys.dedup(user_id),
+                  keys.embedding(user_id), *(keys.attribution(user_id, s) for s in keys.ATTRIBUTION_PERSONAL)]
         (deleted,) = await self._evalsha_all(_FORGET_USER, [(
-            self._forget_sha, 6, keys.history(user_id), keys.purchased(user_id), keys.counters(user_id),
-            keys.dedup(user_id), keys.embedding(user_id), keys.forgotten(user_id), now_ms)])
+            self._forget_sha, len(doomed) + 1, *doomed, keys.forgotten(user_id), now_ms)])
         return int(deleted)
 
     async def put_embeddings(self, writes: Sequence[EmbeddingWrite]) -> None:
