@@ -189,3 +189,26 @@ async def test_the_watch_calls_on_lost_when_the_broker_closes_the_connection():
     finally:
         task.cancel()
         server.close()
+
+
+async def test_the_worker_consumer_hands_on_only_what_the_screen_admits(monkeypatch):
+    from types import SimpleNamespace
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from services.features.transport import _Consumer
+
+    fetched = [Msg(EVENTS0, 12, b"new-12"), Msg(EVENTS1, 3), Msg(EVENTS0, 0, b"new-0"), Msg(EVENTS0, 1, b"new-1")]
+
+    async def faust_getmany(self, timeout):  # faust's own, as the batch it was iterating
+        for message in fetched:
+            yield message.tp, message
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", faust_getmany)
+    consumer = object.__new__(_Consumer)
+    consumer.transport = SimpleNamespace(delivery_screen=None)
+    assert [m async for _, m in consumer.getmany(1.0)] == fetched  # no screen: all of it
+    screen = DeliveryScreen()
+    consumer.transport.delivery_screen = screen
+    screen.start(EVENTS0, 9)
+    assert [m async for _, m in consumer.getmany(1.0)] == fetched[1:]
