@@ -27,28 +27,26 @@ def rerank(candidates: np.ndarray, scores: np.ndarray, k: int, *, unit_vectors: 
     span = relevance.max() - relevance.min()
     relevance = (relevance - relevance.min()) / span if span > 0 else np.ones_like(relevance)
     vecs = unit_vectors[candidates]
-    closest = np.full(len(candidates), -np.inf)  # max cosine to anything picked so far
-    taken = np.zeros(len(candidates), dtype=bool)
-    counts: dict[int, int] = {}
-    cats = categories[candidates] if use_cap else None
+    closest = np.zeros(len(candidates))  # max cosine to anything picked so far (0 before the first)
+    gain = (1 - weight) * relevance
+    cats = categories[candidates] + 1 if use_cap else None  # +1: unknown (-1) becomes a category of its own
+    counts = np.zeros(int(cats.max()) + 1, dtype=np.int64) if use_cap else None
     picked: list[int] = []
     while len(picked) < k:
-        gain = (1 - weight) * relevance - weight * np.where(np.isfinite(closest), closest, 0.0)
-        gain[taken] = -np.inf
-        if use_cap:
-            full = np.array([counts.get(int(c), 0) >= cap for c in cats])
-            gain[full] = -np.inf
         best = int(np.argmax(gain))
         if not np.isfinite(gain[best]):
             break
         picked.append(best)
-        taken[best] = True
-        if use_cap:
-            counts[int(cats[best])] = counts.get(int(cats[best]), 0) + 1
         closest = np.maximum(closest, vecs @ vecs[best])
+        gain = (1 - weight) * relevance - weight * closest
+        gain[picked] = -np.inf
+        if use_cap:
+            counts[cats[best]] += 1
+            gain[counts[cats] >= cap] = -np.inf
     held = len(picked) >= k
     if not held:  # the cap left the row short: the best skipped candidates fill it
-        picked += [i for i in range(len(candidates)) if not taken[i]][:k - len(picked)]
+        taken = set(picked)
+        picked += [i for i in range(len(candidates)) if i not in taken][:k - len(picked)]
     return candidates[np.array(picked, dtype=np.int64)], held
 
 
