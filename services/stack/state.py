@@ -58,10 +58,10 @@ def check_ports(ports: dict[str, int]) -> None:
     """Raises PortInUse naming every taken port and the flag that moves it."""
     taken = [name for name, port in ports.items() if port and not port_free(port)]
     if taken:
-        lines = [f"port {ports[name]} ({name.replace('_', ' ')}) is in use: pass {PORTS[name][1]} PORT"
+        lines = [f"  port {ports[name]} ({name.replace('_', ' ')}) is in use: pass {PORTS[name][1]} PORT"
                  for name in taken]
-        raise PortInUse("; ".join(lines) + " (or --free-ports), or stop what listens there"
-                        " (another `shopstream up`?)")
+        raise PortInUse("\n".join(["ports in use (another `shopstream up`? stop it first):", *lines,
+                                    "  or --free-ports to let the OS pick every port"]))
 
 
 @dataclass
