@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -124,9 +125,27 @@ def cmd_generate(args) -> int:
 def cmd_export(args) -> int:
     from services.ingest.export import export_events_sync
 
-    result = export_events_sync(_bootstrap(args), args.out)
-    print(f"exported {result.written} events to {args.out} ({result.skipped} invalid records skipped)")
+    forgotten = {}
+    if args.redis:
+        forgotten = asyncio.run(_forgotten(args.redis))
+    else:
+        print("no --redis / $REDIS_URL: users forgotten with ForgetUser are NOT left out of this export")
+    result = export_events_sync(_bootstrap(args), args.out, forgotten=forgotten)
+    print(f"exported {result.written} events to {args.out} ({result.skipped} invalid records skipped, "
+          f"{result.forgotten} of forgotten users left out)")
     return 0
+
+
+async def _forgotten(redis_url: str) -> dict[str, int]:
+    """Users forgotten with ForgetUser -> when (docs/privacy.md)."""
+    from services.common.infra import connect_redis
+    from services.common.stores.user_state import read_forgotten
+
+    client = connect_redis(redis_url)
+    try:
+        return await read_forgotten(client)
+    finally:
+        await client.aclose()
 
 
 def cmd_topics(args) -> int:
@@ -187,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export the event log (events topic) to JSONL for training")
     p.add_argument("out", help="JSONL file to write")
+    p.add_argument("--redis", default=os.environ.get("REDIS_URL"),
+                   help="Redis of the stack: users forgotten there are left out (default: $REDIS_URL)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("topics", help="create the topics if missing")
