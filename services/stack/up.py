@@ -38,8 +38,8 @@ from services.stack.embedded import free_port
 from services.stack.local import DEV_GATEWAY_ENV, ServiceStack, gateway_has_http, infrastructure
 from services.stack.popularity import seed_trending
 from services.stack.prometheus import LocalPrometheus, fetch_prometheus, find_binary
-from services.stack.state import KAFKA_PORT, PORTS, REDIS_PORT, PortInUse, StackState, check_ports, \
-    port_free, remove_state, state_path
+from services.stack.state import DEFAULT_WORKDIR, KAFKA_PORT, PORTS, REDIS_PORT, STATE_FILE_NAME, STATE_FILE_VAR, \
+    PortInUse, StackState, check_ports, port_free, remove_state, state_path
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +295,10 @@ def _up(args: argparse.Namespace) -> int:
             _say(f"    {name + ' metrics':<19} {state.metrics[name]}")
         _say(f"    logs                {log_dir}/ ({', '.join(sorted(Path(p).name for p in state.logs.values()))})")
         _say(f"    stack file          {state_file}")
-        _say(f"\n    try, in another terminal here: source .venv/bin/activate && shopstream recommend {samples[0]}")
+        # The other commands look for var/stack.json from where they run; elsewhere the variable says where.
+        found_here = state_file.resolve() == (Path.cwd() / DEFAULT_WORKDIR / STATE_FILE_NAME).resolve()
+        hint = "" if found_here else f"{STATE_FILE_VAR}={state_file.resolve()} "
+        _say(f"\n    try, in another terminal here: source .venv/bin/activate && {hint}shopstream recommend {samples[0]}")
         _say("==> running; Ctrl-C to stop" if args.duration <= 0 else f"==> running for {args.duration:.0f}s")
         _wait_for_signal(args.duration)
         _say("\n==> stopping services, then the brokers")
