@@ -5,19 +5,19 @@ Two parts, in one run:
 
 1. **Component**: the gateway-side CPU per impression (build it from an answer, buffer it,
    publish it through the gateway's own ImpressionLog and Kafka producer on an event loop,
-   every one acknowledged), measured as process CPU time in this process, and the broker's
-   CPU per impression. CPU time barely depends on what else the machine runs.
-2. **End to end**: one Redis, one broker, one ranker and three gateway processes on it:
-   two with impression logging off (SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED=false) and one
-   with it on. Per round, four configurations run back to back (seconds apart, the order
-   rotated per round), each a closed-loop load generator (bench.loadgen, its own process)
-   at one concurrency:
+   with the gateway's default linger, answers arriving at about 1,000/s, every one
+   acknowledged), measured as process CPU time in this process, and the broker's
+   CPU per impression: steadier than wall-clock figures on a machine that runs other work.
+2. **End to end**: one Redis, one broker, one ranker, and per run a fresh gateway process
+   (impression logging on or off: SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED). Per round, four
+   configurations run back to back (seconds apart, the order rotated per round), each a
+   closed-loop load generator (bench.loadgen, its own process) at one concurrency:
 
-     off                  gateway A: impressions off, no experiment (today's gateway plus ids)
-     off-control          gateway B, configured as A: the spread between two identical
-                          gateway processes, i.e. what a difference smaller than it means
-     impressions          gateway C: impressions on, no experiment
-     impressions+shadow   gateway C with an experiment serving the live model and a shadow
+     off                  impressions off, no experiment (today's gateway plus ids)
+     off-control          the same as off, run again: the spread between two runs of one
+                          configuration, i.e. what a smaller difference is worth here
+     impressions          impressions on, no experiment
+     impressions+shadow   impressions on, an experiment serving the live model with a shadow
                           variant scored on every request (sample rate 1.0)
 
 The shadow names the live model version itself unless the models directory holds a
@@ -95,6 +95,7 @@ def component(kafka: str, broker_pid: int | None, n: int) -> dict:
     from services.gateway.impressions import ImpressionLog, impression_of
     from services.gateway.metrics import gateway_metrics
     from services.gateway.servicer import new_recommendation_id
+    from services.gateway.settings import GatewaySettings
 
     def answer() -> gw.RecommendResponse:
         resp = gw.RecommendResponse(items=[gw.RecommendedItem(item_id=f"B00{j:07d}", score=1.0 - j / 10)
@@ -112,15 +113,16 @@ def component(kafka: str, broker_pid: int | None, n: int) -> dict:
         return REGISTRY.get_sample_value("shopstream_gateway_impressions_published_total") or 0.0
 
     async def publish(count: int) -> float:
-        log = ImpressionLog.to_kafka(kafka, 10.0, metrics, capacity=count + 1, batch_max=500)
+        log = ImpressionLog.to_kafka(kafka, 10.0, metrics, capacity=count + 1, batch_max=500,
+                                     linger_s=GatewaySettings.model_fields["impressions_linger_s"].default)
         task = asyncio.create_task(log.run())
         start, target = time.process_time(), published() + count
         for i in range(count):
             resp = answers[i % len(answers)]
             resp.recommendation_id = new_recommendation_id()
             log.offer(impression_of(resp, f"bench-user-{i % 997}", "recommend"))
-            if i % 100 == 99:
-                await asyncio.sleep(0)  # requests arrive spread out; the drain runs between them
+            if i % 10 == 9:
+                await asyncio.sleep(0.01)  # answers at about 1,000/s, as a busy gateway serves them
         while published() < target:
             await asyncio.sleep(0.001)
         cpu = time.process_time() - start
@@ -160,6 +162,7 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
     sequences = world.sequences_for(models)
     chosen = list(sequences)[:users_n]
     rows = []
+    impressions = {"published": 0.0, "dropped_buffer_full": 0.0, "dropped_publish_failed": 0.0}
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shopstream-bench-loop-")))
         redis_server = stack.enter_context(EmbeddedRedis(data_dir=tmp / "redis"))
@@ -175,42 +178,26 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
                 await client.aclose()
 
         users = asyncio.run(populate())
-        parts = component(kafka, broker.pid, 5000 if quick else 20000)
+        parts = component(kafka, broker.pid, 3000 if quick else 10000)
         print(f"==> component: {parts['gateway_cpu_us_per_impression']:.1f} us of gateway CPU and "
               f"{parts['broker_cpu_us_per_impression']:.1f} us of broker CPU per impression", flush=True)
-        quiet = {"SHOPSTREAM_GATEWAY_LOG_LEVEL": "WARNING", "SHOPSTREAM_RANKER_LOG_LEVEL": "WARNING",
-                 "SHOPSTREAM_GATEWAY_EXPERIMENTS_POLL_S": "0.2"}
-        on = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / "on",
-                          partitions=PARTITIONS, extra_env=quiet)
-        stack.callback(on.stop)
-        on.start_service("ranker")
-        on.start_service("gateway")
-        off = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / "off",
-                           partitions=PARTITIONS,
-                           extra_env={**quiet, "SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED": "false"})
-        off.ports["ranker"] = on.ports["ranker"]  # the same ranker behind every gateway
-        stack.callback(off.stop)
-        off.start_service("gateway")
-        control = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / "control",
-                               partitions=PARTITIONS,
-                               extra_env={**quiet, "SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED": "false"})
-        control.ports["ranker"] = on.ports["ranker"]
-        stack.callback(control.stop)
-        control.start_service("gateway")
-        gateways = {"off": off, "off-control": control, "impressions": on, "impressions+shadow": on}
-        addrs = {config: g.gateway_addr for config, g in gateways.items()}
+        quiet = {"SHOPSTREAM_GATEWAY_LOG_LEVEL": "WARNING", "SHOPSTREAM_RANKER_LOG_LEVEL": "WARNING"}
+        ranker = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / "ranker",
+                              partitions=PARTITIONS, extra_env=quiet)
+        stack.callback(ranker.stop)
+        ranker.start_service("ranker")
         print(f"==> {len(users)} users, model {live} (shadow: {shadow_version}), concurrency {concurrency}, "
-              f"{seconds:g} s per run; {os.cpu_count()} CPUs shared by Redis, the broker, the ranker, both "
-              "gateways and the load generator", flush=True)
+              f"{seconds:g} s per run, a fresh gateway process per run; {os.cpu_count()} CPUs shared by Redis, the "
+              "broker, the ranker, the gateway and the load generator", flush=True)
 
-        def set_experiment(name: str | None, previous: str | None) -> None:
+        def experiment(name: str, end: bool) -> None:
             async def change():
                 client = connect_redis(redis_server.url)
                 try:
                     store = ExperimentStore(client)
-                    if previous is not None:
-                        await store.promote(previous, "control")  # ends it: the live model serves
-                    if name is not None:
+                    if end:
+                        await store.promote(name, "control")  # ends it: the live model serves
+                    else:
                         await store.set({"name": name, "variants": [
                             {"name": "control", "kind": "model", "model_version": live, "weight": 1},
                             {"name": "shadow", "kind": "shadow", "model_version": shadow_version}]},
@@ -219,68 +206,83 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
                     await client.aclose()
 
             asyncio.run(change())
-            user = users[0]
-            _wait(lambda: _experiment_seen(on.gateway_addr, user, name or ""), "the gateway serving the change")
 
-        running = None
+        def gateway_for(config: str, n: int) -> ServiceStack:
+            """A fresh gateway process for one run: a difference between two processes of the same
+            configuration (off vs off-control) would otherwise pass for the configuration's cost."""
+            env = {**quiet, "SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED": "true" if config.startswith("impr") else "false"}
+            gw = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / f"gw-{n}",
+                              partitions=PARTITIONS, extra_env=env)
+            gw.ports["ranker"] = ranker.ports["ranker"]  # the same ranker behind every gateway
+            gw.start_service("gateway")
+            return gw
+
+        runs = 0
         for round_ in range(1, rounds + 1):
             order = CONFIGS[round_ % len(CONFIGS):] + CONFIGS[:round_ % len(CONFIGS)]
             for config in order:
+                name = f"bench-shadow-{round_}"
                 if config == "impressions+shadow":
-                    name = f"bench-shadow-{round_}"
-                    set_experiment(name, running)
-                    running = name
-                elif running is not None:
-                    set_experiment(None, running)
-                    running = None
-                gateway_pid = gateways[config].processes["gateway"].proc.pid
-                pids = {"gateway": gateway_pid, "ranker": on.processes["ranker"].proc.pid, "broker": broker.pid,
-                        "redis": redis_server.pid}
-                before = _scrape(on.ports["gateway_metrics"])
-                cpu_before = {k: _cpu_s(pid) for k, pid in pids.items()}
-                res = _loadgen(addrs[config], users, concurrency, seconds)
-                cpu = {k: _cpu_s(pid) - cpu_before[k] for k, pid in pids.items()}
-                after = _scrape(on.ports["gateway_metrics"])
-                n = len(res["latencies_s"])
-                # The servers' CPU per request (the load generator's own is left out): what the
-                # throughput would follow on CPUs of their own, and steadier than requests/s on a
-                # machine shared with other work. It includes the warm-up's requests, equally for all.
-                row = {"round": round_, "config": config, "requests": n,
-                       "rps": n / res["elapsed_s"] if res["elapsed_s"] else 0.0,
-                       **report.percentiles_ms(res["latencies_s"]), "errors": sum(res["errors"].values()),
-                       "degraded": res["degraded"],
-                       "server_cpu_ms_per_request": 1000 * sum(cpu.values()) / n if n else float("nan"),
-                       **{f"{k}_cpu_ms_per_request": 1000 * v / n if n else float("nan") for k, v in cpu.items()}}
-                if config == "impressions+shadow":
-                    scored = (after.get('shopstream_gateway_shadow_requests_total{outcome="scored"}', 0)
-                              - before.get('shopstream_gateway_shadow_requests_total{outcome="scored"}', 0))
-                    count = (after.get("shopstream_gateway_shadow_overlap_ratio_count", 0)
-                             - before.get("shopstream_gateway_shadow_overlap_ratio_count", 0))
-                    total = (after.get("shopstream_gateway_shadow_overlap_ratio_sum", 0)
-                             - before.get("shopstream_gateway_shadow_overlap_ratio_sum", 0))
-                    row["shadow_scored"] = scored
-                    row["shadow_skipped_busy"] = (
-                        after.get('shopstream_gateway_shadow_requests_total{outcome="skipped_busy"}', 0)
-                        - before.get('shopstream_gateway_shadow_requests_total{outcome="skipped_busy"}', 0))
-                    row["shadow_mean_overlap"] = total / count if count else float("nan")
+                    experiment(name, end=False)  # read by the gateway at start-up
+                runs += 1
+                gw = gateway_for(config, runs)
+                try:
+                    if config == "impressions+shadow":
+                        _wait(lambda: _experiment_seen(gw.gateway_addr, users[0], name), "the experiment served")
+                    row = _measure(round_, config, gw, ranker, broker, redis_server, users, concurrency, seconds)
+                finally:
+                    if config.startswith("impr"):
+                        time.sleep(0.5)  # the last batch of impressions acknowledged before the count
+                        final = _scrape(gw.ports["gateway_metrics"])
+                        for key, name_ in (("published", "shopstream_gateway_impressions_published_total"),
+                                           ("dropped_buffer_full", 'shopstream_gateway_impressions_dropped_total'
+                                                                   '{reason="buffer_full"}'),
+                                           ("dropped_publish_failed", 'shopstream_gateway_impressions_dropped_total'
+                                                                      '{reason="publish_failed"}')):
+                            impressions[key] += final.get(name_, 0.0)
+                    gw.stop()
+                    if config == "impressions+shadow":
+                        experiment(name, end=True)
                 rows.append(row)
                 print(f"    round {round_} {config:<19} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:.2f} ms  "
                       f"p99 {row['p99_ms']:.2f} ms  errors {row['errors']}  degraded {row['degraded']}", flush=True)
-        if running is not None:
-            set_experiment(None, running)
-        # Every impression of the "on" gateway either acknowledged or counted as dropped.
-        time.sleep(1.0)
-        final = _scrape(on.ports["gateway_metrics"])
-    impressions = {"published": final.get("shopstream_gateway_impressions_published_total", 0.0),
-                   "dropped_buffer_full": final.get(
-                       'shopstream_gateway_impressions_dropped_total{reason="buffer_full"}', 0.0),
-                   "dropped_publish_failed": final.get(
-                       'shopstream_gateway_impressions_dropped_total{reason="publish_failed"}', 0.0)}
     return {"rows": rows, "quick": quick, "rounds": rounds, "concurrency": concurrency, "seconds_per_run": seconds,
             "users": len(users), "model": live, "shadow_model": shadow_version, "impressions": impressions,
             "component": parts, "summary": _summary(rows, parts),
-            "notes": f"{os.cpu_count()} CPUs shared by Redis, the broker, the ranker, two gateways and the load "
+            "notes": f"{os.cpu_count()} CPUs shared by Redis, the broker, the ranker, the gateway and the load "
                      "generator (and whatever else runs on the machine); closed loop, loopback only"}
+
+
+def _measure(round_: int, config: str, gw: ServiceStack, ranker: ServiceStack, broker, redis_server,
+             users: list[str], concurrency: int, seconds: float) -> dict:
+    """One load-generator run against ``gw``: its row (latency, throughput, CPU per request of
+    each server process, and for the shadow configuration what the shadow scored)."""
+    pids = {"gateway": gw.processes["gateway"].proc.pid, "ranker": ranker.processes["ranker"].proc.pid,
+            "broker": broker.pid, "redis": redis_server.pid}
+    before = _scrape(gw.ports["gateway_metrics"])
+    cpu_before = {k: _cpu_s(pid) for k, pid in pids.items()}
+    res = _loadgen(gw.gateway_addr, users, concurrency, seconds)
+    cpu = {k: _cpu_s(pid) - cpu_before[k] for k, pid in pids.items()}
+    after = _scrape(gw.ports["gateway_metrics"])
+    n = len(res["latencies_s"])
+    # The servers' CPU per request (the load generator's own is left out): what the
+    # throughput would follow on CPUs of their own. It includes the warm-up's requests.
+    row = {"round": round_, "config": config, "requests": n,
+           "rps": n / res["elapsed_s"] if res["elapsed_s"] else 0.0,
+           **report.percentiles_ms(res["latencies_s"]), "errors": sum(res["errors"].values()),
+           "degraded": res["degraded"],
+           "server_cpu_ms_per_request": 1000 * sum(cpu.values()) / n if n else float("nan"),
+           **{f"{k}_cpu_ms_per_request": 1000 * v / n if n else float("nan") for k, v in cpu.items()}}
+    if config == "impressions+shadow":
+        def delta(name: str) -> float:
+            return after.get(name, 0.0) - before.get(name, 0.0)
+
+        count = delta("shopstream_gateway_shadow_overlap_ratio_count")
+        row["shadow_scored"] = delta('shopstream_gateway_shadow_requests_total{outcome="scored"}')
+        row["shadow_skipped_busy"] = delta('shopstream_gateway_shadow_requests_total{outcome="skipped_busy"}')
+        row["shadow_mean_overlap"] = (delta("shopstream_gateway_shadow_overlap_ratio_sum") / count
+                                      if count else float("nan"))
+    return row
 
 
 def _summary(rows: list[dict], parts: dict) -> dict:

@@ -3,8 +3,9 @@
 ``offer`` is what a request does: append to a bounded in-memory buffer, or, when the buffer
 is full, drop the impression and count it (``shopstream_gateway_impressions_dropped_total``
 {reason="buffer_full"}); it never waits. One background task drains the buffer: it takes
-everything buffered (up to ``batch_max``), publishes it (one acknowledged batch at a time,
-so what queued while one batch was out leaves together in the next) and counts what Kafka
+everything buffered (up to ``batch_max``, after waiting ``linger_s`` for a batch to gather),
+publishes it (one acknowledged batch at a time, so what queued while one batch was out leaves
+together in the next) and counts what Kafka
 acknowledged, or what it refused or did not acknowledge in time (reason="publish_failed").
 After a failure it waits ``retry_s`` before the next batch, so a broker outage costs one
 attempt per ``retry_s`` while the buffer fills and drops are counted.
@@ -29,6 +30,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 from shopstream.events.v1 import events_pb2
 
 from services.contract import topics
@@ -52,8 +55,10 @@ def impression_of(resp, user_id: str, surface: str) -> events_pb2.Impression:
 
 class ImpressionLog:
     def __init__(self, send: Send, metrics: m.GatewayMetrics, capacity: int = 10_000, batch_max: int = 500,
-                 retry_s: float = 1.0, close_sender: Callable[[], Awaitable[None]] | None = None) -> None:
+                 retry_s: float = 1.0, close_sender: Callable[[], Awaitable[None]] | None = None,
+                 linger_s: float = 0.0) -> None:
         self._send = send
+        self._linger_s = linger_s
         self._close_sender = close_sender
         self._metrics = metrics
         self._capacity = capacity
@@ -87,6 +92,10 @@ class ImpressionLog:
                 self._waiting.clear()
                 self._metrics.impressions_buffered.set(0)
                 await self._waiting.wait()
+            if self._linger_s > 0 and len(self._buffer) < self._batch_max:
+                # Let a batch gather: one produce request per batch, not per answer, is most of
+                # what publishing costs the gateway and the broker.
+                await asyncio.sleep(self._linger_s)
             if not await self._publish_batch(send):
                 await asyncio.sleep(self._retry_s)
 
@@ -130,10 +139,10 @@ class ImpressionLog:
 
     @classmethod
     def to_kafka(cls, bootstrap_servers: str, timeout_s: float, metrics: m.GatewayMetrics, capacity: int,
-                 batch_max: int) -> "ImpressionLog":
+                 batch_max: int, linger_s: float) -> "ImpressionLog":
         """The gateway's log, publishing to the impressions topic (``KafkaImpressions``)."""
         kafka = KafkaImpressions(bootstrap_servers, timeout_s)
-        return cls(kafka.send, metrics, capacity, batch_max, close_sender=kafka.close)
+        return cls(kafka.send, metrics, capacity, batch_max, close_sender=kafka.close, linger_s=linger_s)
 
 
 class KafkaImpressions:
@@ -144,11 +153,18 @@ class KafkaImpressions:
     partition count (co-partitioned), as ``ensure_topics`` would. Call ``send`` from one task
     at a time (the ImpressionLog's drain)."""
 
+    # Users' partitions remembered (the partitioner is pure Python, and users come back); cleared
+    # when this many are held, and whenever the producer is replaced.
+    PARTITION_CACHE = 100_000
+
     def __init__(self, bootstrap_servers: str, timeout_s: float, linger_ms: int = 5) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._timeout_s = timeout_s
         self._linger_ms = linger_ms
         self._producer = None
+        self._partitioner = None
+        self._all_partitions: list[int] = []
+        self._partition_of: dict[bytes, int] = {}
 
     async def send(self, impressions: Sequence[events_pb2.Impression]) -> int:
         """Publish ``impressions`` keyed by user id (none for SimilarItems'); returns how many,
@@ -156,19 +172,32 @@ class KafkaImpressions:
         try:
             async with asyncio.timeout(self._timeout_s):
                 producer = await self._connected()
-                futures = [await producer.send(topics.IMPRESSIONS, imp.SerializeToString(),
-                                               key=imp.user_id.encode() or None) for imp in impressions]
+                futures = []
+                for imp in impressions:
+                    key = imp.user_id.encode() or None
+                    futures.append(await producer.send(topics.IMPRESSIONS, imp.SerializeToString(), key=key,
+                                                       partition=self._partition(key)))
                 await asyncio.gather(*futures)
         except BaseException:
             await self.close()
             raise
         return len(impressions)
 
+    def _partition(self, key: bytes | None) -> int | None:
+        """The key's partition by the producer's own partitioner (murmur2, as the events'), or None
+        (no key: the producer spreads them)."""
+        if key is None:
+            return None
+        partition = self._partition_of.get(key)
+        if partition is None:
+            if len(self._partition_of) >= self.PARTITION_CACHE:
+                self._partition_of.clear()
+            partition = self._partition_of[key] = self._partitioner(key, self._all_partitions, self._all_partitions)
+        return partition
+
     async def _connected(self):
         if self._producer is not None:
             return self._producer
-        from aiokafka import AIOKafkaProducer
-
         timeout_ms = max(1, int(self._timeout_s * 1000))
         producer = AIOKafkaProducer(bootstrap_servers=self._bootstrap_servers.split(","), acks="all",
                                     linger_ms=self._linger_ms, request_timeout_ms=timeout_ms,
@@ -176,9 +205,13 @@ class KafkaImpressions:
         try:
             await producer.start()
             await self._ensure_topic(producer)
+            partitions = await producer.partitions_for(topics.IMPRESSIONS)
         except BaseException:
             await producer.stop()
             raise
+        self._partitioner = DefaultPartitioner()
+        self._all_partitions = sorted(partitions)
+        self._partition_of = {}
         self._producer = producer
         return producer
 

@@ -79,6 +79,8 @@ class GatewaySettings(BaseSettings):
     impressions_buffer: int = Field(10_000, ge=1, description="served lists held for publishing; more are "
                                                               "dropped (and counted), never waited for")
     impressions_batch_max: int = Field(500, ge=1, description="most impressions in one publish")
+    impressions_linger_s: float = Field(0.1, ge=0, description="how long impressions gather before a publish "
+                                                                "(unless batch_max are waiting)")
     experiments_poll_s: float = Field(1.0, gt=0, description="how often the experiment definitions in Redis "
                                                              "are checked for changes")
     shadow_sample_rate: float = Field(1.0, ge=0, le=1, description="share of requests also scored by a running "

@@ -97,3 +97,22 @@ async def test_close_publishes_what_is_left():
     assert [i.recommendation_id for i in sent] == [f"r{n}" for n in range(5)]
     assert closed == [True]
     assert not log.offer(imp(6))  # closed
+
+
+async def test_a_batch_gathers_for_the_linger():
+    batches: list[int] = []
+
+    async def send(batch):
+        batches.append(len(batch))
+        return len(batch)
+
+    log = ImpressionLog(send, gateway_metrics(), capacity=100, batch_max=50, linger_s=0.2)
+    task = asyncio.create_task(log.run())
+    for n in range(5):  # the first wakes the drain, which lingers while the others arrive
+        log.offer(imp(n))
+        await asyncio.sleep(0)
+    async with asyncio.timeout(10):
+        while sum(batches) < 5:
+            await asyncio.sleep(0.01)
+    task.cancel()
+    assert batches == [5]
