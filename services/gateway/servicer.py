@@ -153,7 +153,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         shadow = live.experiment.shadow if live.experiment is not None else None
         if shadow is not None and self._shadow is not None and not resp.degraded and personalize:
             self._shadow.maybe_score(user_id, k, item_filter, shadow.model_version,
-                                     [i.item_id for i in resp.items])
+                                     [i.item_id for i in resp.items], merch)
         return resp
 
     async def _personalized(self, user_id: str, k: int, item_filter: ItemFilter, model_version: str,

@@ -43,9 +43,10 @@ class ShadowScorer:
         return len(self._tasks)
 
     def maybe_score(self, user_id: str, k: int, item_filter: ItemFilter, model_version: str,
-                    served: Sequence[str]) -> asyncio.Task | None:
+                    served: Sequence[str], merch=None) -> asyncio.Task | None:
         """Score the request with ``model_version`` in the background (when sampled and a slot
-        is free) and compare with ``served``; returns the task, or None when not scored."""
+        is free) and compare with ``served``; returns the task, or None when not scored.
+        ``merch`` (the request's merchandising, as the served answer had it) fills the request."""
         if self._sample_rate <= 0 or (self._sample_rate < 1 and self._rng() >= self._sample_rate):
             return None
         if len(self._tasks) >= self._max_in_flight:
@@ -53,6 +54,8 @@ class ShadowScorer:
             return None
         request = ranker_pb2.RankRequest(user_id=user_id, k=k, filter=item_filter.to_proto(),
                                          model_version=model_version)
+        if merch is not None:
+            merch.fill(request)
         task = asyncio.create_task(self._score(request, list(served)), name="shadow-score")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
