@@ -29,10 +29,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from redis.exceptions import NoScriptError
 
 from services.common.stores import keys
 from services.common.stores.keys import PREFIX
+from services.common.stores.scripts import evalsha_all
 NO_EXPERIMENT = "-"  # the experiment name of lists served outside any experiment
 POSITION_BUCKETS = 20  # click positions 0..19 counted one by one, 20 and beyond together
 CLOCK_SKEW_MS = 1000  # a list served up to this much "after" an event still counts (clocks differ)
@@ -374,7 +374,7 @@ class RedisAttributionStore:
         calls = [(self._join_sha, 6, *user_keys(uid), *head, uid,
                   as_json([records[i].packed() for i in positions]))
                  for uid, positions in by_user.items()]
-        replies = await self._evalsha_all({self._join_sha: _JOIN_USER}, calls)
+        replies = await evalsha_all(self._redis, [_JOIN_USER], calls)
         new = [False] * len(records)
         entries: list[dict] = []
         for positions, reply in zip(by_user.values(), replies):
@@ -417,8 +417,8 @@ class RedisAttributionStore:
                 incs.append([k(AGG_UNATTRIBUTED), reason_type, n, 0])
             packed.append([e["user"], e["s"], incs])
         ops = [[cmd, idx, member, score] for (cmd, idx, member), score in members.items()]
-        reply = await self._evalsha_all({self._apply_sha: _APPLY_AGGREGATES},
-                                        [(self._apply_sha, len(keys), *keys, as_json(packed), as_json(ops))])
+        reply = await evalsha_all(self._redis, [_APPLY_AGGREGATES],
+                                  [(self._apply_sha, len(keys), *keys, as_json(packed), as_json(ops))])
         for e, flag in zip(entries, reply[0].decode()):
             if flag != "1":
                 continue
@@ -426,27 +426,6 @@ class RedisAttributionStore:
                 experiment, variant, _ = key.split(SEP)
                 applied.increments.append((experiment, variant, fld, n))
             applied.unattributed += [(reason_type, n) for reason_type, n in e["un"]]
-
-    async def _evalsha_all(self, scripts: dict[str, str], calls: list[tuple]) -> list:
-        """EVALSHA each call in one pipeline; calls that met NOSCRIPT run again once loaded.
-        Each call is atomic, so re-running only the failed ones applies each once."""
-        pipe = self._redis.pipeline(transaction=False)
-        for args in calls:
-            pipe.execute_command("EVALSHA", *args)
-        replies = await pipe.execute(raise_on_error=False)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
-            for script in scripts.values():
-                await self._redis.script_load(script)
-            pipe = self._redis.pipeline(transaction=False)
-            for i in missing:
-                pipe.execute_command("EVALSHA", *calls[i])
-            for i, reply in zip(missing, await pipe.execute(raise_on_error=False)):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
 
     async def prices_micros(self, item_ids: Sequence[str]) -> dict[str, int]:
         """Catalog prices of ``item_ids`` in millionths (items without one are left out)."""

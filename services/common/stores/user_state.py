@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, Sequence
 
 import numpy as np
-from redis.exceptions import NoScriptError
 
 from services.common.stores import keys
+from services.common.stores.scripts import evalsha_all
 
 # Numeric codes stored in Redis for each event type (matches the proto enum).
 EVENT_TYPE_NAMES = {1: "view", 2: "click", 3: "add_to_cart", 4: "purchase"}
@@ -228,7 +228,7 @@ class RedisUserStateStore:
              keys.forgotten(uid), *head, (_RS.join(rows) + _RS).encode("utf-8", "surrogateescape"))
             for uid, rows in packed.items()
         ]
-        replies = await self._evalsha_all(_APPLY_USER_EVENTS, calls)
+        replies = await evalsha_all(self._redis, [_APPLY_USER_EVENTS], calls)
         new = [False] * len(events)
         states: dict[str, UserState] = {}
         for (uid, positions), reply in zip(by_user.items(), replies):
@@ -240,29 +240,6 @@ class RedisUserStateStore:
             states[uid] = UserState(user_id=uid, history=items, hist_version=int(hist_version))
         return AppliedEvents(new, states)
 
-    async def _evalsha_all(self, script: str, calls: list[tuple]) -> list:
-        """EVALSHA each call in one pipeline; calls that met NOSCRIPT run again once it is loaded.
-
-        Each call is one user's whole batch and atomic, so re-running only the
-        failed ones keeps every user's events in order and applied once.
-        """
-        pipe = self._redis.pipeline(transaction=False)
-        for args in calls:
-            pipe.execute_command("EVALSHA", *args)
-        replies = await pipe.execute(raise_on_error=False)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
-            await self._redis.script_load(script)
-            pipe = self._redis.pipeline(transaction=False)
-            for i in missing:
-                pipe.execute_command("EVALSHA", *calls[i])
-            for i, reply in zip(missing, await pipe.execute(raise_on_error=False)):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-
     async def get_states(self, user_ids: Sequence[str], history_len: int, *,
                          with_embedding: bool = True) -> list[UserState]:
         """One pipelined round trip. ``with_embedding=False`` leaves out the embedding hash,
@@ -272,7 +249,7 @@ class RedisUserStateStore:
         length = str(max(1, history_len)).encode()
         calls = [(self._read_sha, 4, keys.history(uid), keys.purchased(uid), keys.counters(uid), keys.embedding(uid),
                   length, flag) for uid in user_ids]
-        replies = await self._evalsha_all(_READ_USER_STATE, calls) if calls else []
+        replies = await evalsha_all(self._redis, [_READ_USER_STATE], calls) if calls else []
         states = []
         for uid, (text, vec) in zip(user_ids, replies):
             history, bought, hist_version, model, emb_version = text.decode("utf-8", "surrogateescape").split(_RS)
@@ -293,7 +270,7 @@ class RedisUserStateStore:
         await self._redis.zadd(keys.FORGOTTEN_USERS, {user_id: now_ms})  # first: exports see it even if we fail next
         doomed = [keys.history(user_id), keys.purchased(user_id), keys.counters(user_id), keys.dedup(user_id),
                   keys.embedding(user_id), *(keys.attribution(user_id, s) for s in keys.ATTRIBUTION_PERSONAL)]
-        (deleted,) = await self._evalsha_all(_FORGET_USER, [(
+        (deleted,) = await evalsha_all(self._redis, [_FORGET_USER], [(
             self._forget_sha, len(doomed) + 1, *doomed, keys.forgotten(user_id), now_ms)])
         return int(deleted)
 
