@@ -128,9 +128,11 @@ class ExperimentStore:
         return None if raw is None else parse_winner(raw)
 
     async def promote(self, name: str, variant: str) -> Winner:
-        """Make ``variant`` of ``name`` the live default and end the experiment (one transaction).
+        """Record ``variant`` of ``name`` as the live default and end the experiment (one transaction).
 
-        A shadow variant may be promoted: its model version becomes the default."""
+        Gateways serve a trending winner to everyone; a model (or shadow) winner is served by
+        making its version the ranker's live model, which ``services.experiments.cli.promote``
+        does (LATEST in the models directory) before calling this."""
         winner: Winner | None = None
 
         async def write(pipe) -> None:
