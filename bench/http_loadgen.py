@@ -2,10 +2,13 @@
 the twin of bench.loadgen (same options, same JSON on stdout), so that bench.serve puts
 the HTTP row beside the gRPC one.
 
-``concurrency`` async clients, each on its own keep-alive connection (HTTP/1.1 has no
-multiplexing), each sending its next request when the previous answer arrived, for at
-most ``requests`` requests or ``seconds`` seconds, after a short warm-up. Bodies are
-serialized once up front; every answer is parsed, as a storefront would.
+``concurrency`` async clients, each on its own keep-alive HTTP/1.1 connection (HTTP/1.1
+has no multiplexing), each sending its next request when the previous answer arrived, for
+at most ``requests`` requests or ``seconds`` seconds, after a short warm-up. The client
+is a minimal one on asyncio streams (requests prepared as bytes, answers read by their
+Content-Length and parsed with json.loads), so that on a shared machine the load
+generator takes as little CPU from the server as the gRPC one's C core does; a full
+client library (aiohttp's) costs several times more per request.
 """
 from __future__ import annotations
 
@@ -14,62 +17,89 @@ import asyncio
 import json
 import sys
 import time
+from urllib.parse import urlsplit
 
-import aiohttp
+
+def _requests(host: str, port: int, users: list[str], k: int, timeout: float) -> list[bytes]:
+    out = []
+    for user in users:
+        body = json.dumps({"userId": user, "k": k}).encode()
+        # The same deadline the gRPC load generator sets, in the header the gateway reads.
+        head = (f"POST /v1/recommend HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                f"grpc-timeout: {int(timeout * 1000)}m\r\nContent-Length: {len(body)}\r\n\r\n")
+        out.append(head.encode() + body)
+    return out
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, bytes]:
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
 
 
 async def run(url: str, users: list[str], concurrency: int, requests: int, seconds: float,
               warmup_s: float = 0.5, k: int = 10, timeout: float = 1.0) -> dict:
-    bodies = [json.dumps({"userId": u, "k": k}).encode() for u in users]
-    # The same deadline the gRPC load generator sets, in the header the gateway reads.
-    headers = {"Content-Type": "application/json", "grpc-timeout": f"{int(timeout * 1000)}m"}
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    prepared = _requests(host, port, users, k, timeout)
     latencies: list[float] = []
     errors: dict[str, int] = {}
     degraded = 0
     counter = 0
     measuring = False
     stop_at = 0.0
-    endpoint = url.rstrip("/") + "/v1/recommend"
+    connections = [await asyncio.open_connection(host, port) for _ in range(concurrency)]
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
-                                     timeout=aiohttp.ClientTimeout(total=timeout + 5)) as session:
-
-        async def client() -> None:
-            nonlocal counter, degraded
-            while True:
-                now = time.perf_counter()
-                if measuring and (now >= stop_at or len(latencies) + sum(errors.values()) >= requests):
-                    return
-                if not measuring and now >= stop_at:
-                    return
-                i = counter
-                counter += 1
-                start = time.perf_counter()
-                try:
-                    async with session.post(endpoint, data=bodies[i % len(bodies)], headers=headers) as resp:
-                        answer = await resp.json()
-                        status = resp.status
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    if measuring:
-                        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                    continue
-                if status != 200:
-                    if measuring:
-                        code = answer.get("error", {}).get("code", str(status))
-                        errors[code] = errors.get(code, 0) + 1
-                    continue
+    async def client(n: int) -> None:
+        nonlocal counter, degraded, connections
+        while True:
+            now = time.perf_counter()
+            if measuring and (now >= stop_at or len(latencies) + sum(errors.values()) >= requests):
+                return
+            if not measuring and now >= stop_at:
+                return
+            i = counter
+            counter += 1
+            start = time.perf_counter()
+            reader, writer = connections[n]
+            try:
+                status, body = await asyncio.wait_for(_exchange(reader, writer, prepared[i % len(prepared)]),
+                                                      timeout + 5)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
                 if measuring:
-                    latencies.append(time.perf_counter() - start)
-                    if answer.get("degraded"):
-                        degraded += 1
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                writer.close()
+                connections[n] = await asyncio.open_connection(host, port)
+                continue
+            answer = json.loads(body)
+            if status != 200:
+                if measuring:
+                    code = answer.get("error", {}).get("code", str(status))
+                    errors[code] = errors.get(code, 0) + 1
+                continue
+            if measuring:
+                latencies.append(time.perf_counter() - start)
+                if answer.get("degraded"):
+                    degraded += 1
 
+    try:
         stop_at = time.perf_counter() + warmup_s
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.gather(*(client(n) for n in range(concurrency)))
         measuring = True
         started = time.perf_counter()
         stop_at = started + seconds
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.gather(*(client(n) for n in range(concurrency)))
         elapsed = time.perf_counter() - started
+    finally:
+        for _, writer in connections:
+            writer.close()
     return {"latencies_s": latencies, "errors": errors, "degraded": degraded, "elapsed_s": elapsed}
 
 
