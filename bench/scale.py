@@ -63,6 +63,19 @@ def _used(client: redis_sync.Redis) -> int:
     return int(client.info("memory")["used_memory"])
 
 
+def _redis_cpu_s(client: redis_sync.Redis) -> float:
+    """CPU seconds the Redis server has used (user + system): per-unit costs that hold on a
+    loaded machine, where wall-clock rates measure the neighbours too."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid``, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _write_users(url: str, bundle, histories: dict[str, list[str]]) -> None:
     """As the features worker writes them: the apply script (32-hex event ids, a purchase in
     five), then one embedding per user at its hist_version."""
@@ -133,13 +146,15 @@ def memory(models: Path, sequences: dict[str, list[str]], quick: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-scale-redis-") as tmp, EmbeddedRedis(data_dir=tmp) as server:
         client = redis_sync.Redis.from_url(server.url)
         for name, histories in profiles.items():
-            before = _used(client)
+            before, cpu_before = _used(client), _redis_cpu_s(client)
             asyncio.run(_write_users(server.url, bundle, histories))
-            delta = _used(client) - before
+            delta, cpu = _used(client) - before, _redis_cpu_s(client) - cpu_before
             per_key = _per_key_sample(client, list(histories)[:200])
-            rows.append({"what": f"user ({name})", "n": len(histories),
-                         "events_per_user": float(np.mean([len(h) for h in histories.values()])),
-                         "bytes_each": delta / len(histories), **{f"{k}_bytes": v for k, v in per_key.items()}})
+            events = sum(len(h) for h in histories.values())
+            rows.append({"what": f"user ({name})", "n": len(histories), "events_per_user": events / len(histories),
+                         "bytes_each": delta / len(histories), **{f"{k}_bytes": v for k, v in per_key.items()},
+                         # the apply script and the embedding write, server side
+                         "redis_cpu_us_per_event": 1e6 * cpu / events})
         items_n = 20_000 if quick else 50_000
         catalog_bytes, trending_bytes = asyncio.run(_write_items(server.url, items_n, rng))
         rows.append({"what": "item (catalog)", "n": items_n, "bytes_each": catalog_bytes / items_n})
@@ -162,7 +177,7 @@ def memory(models: Path, sequences: dict[str, list[str]], quick: bool) -> dict:
 
 
 MEMORY_COLUMNS = ["what", "n", "events_per_user", "bytes_each", "hist_bytes", "purchased_bytes", "counts_bytes",
-                  "dedup_bytes", "emb_bytes"]
+                  "dedup_bytes", "emb_bytes", "redis_cpu_us_per_event"]
 PROJECTION_COLUMNS = ["profile", "users", "items", "redis_GiB", "masters_at_24GiB", "with_replica_each"]
 
 
@@ -199,32 +214,43 @@ def features_phase(kafka: str, redis_url: str, models: Path, sequences: dict, wo
         for stack in stacks:
             stack.start_service("features", timeout=120)
         # Every worker holds partitions before the first event: the split is the group's, not a race.
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a rebalance takes long on a loaded machine
         while not all(_metric(s, assigned) > 0 for s in stacks) and time.monotonic() < deadline:
             time.sleep(0.2)
         shares = [_metric(s, assigned) for s in stacks]
+        pids = [s.processes["features"].proc.pid for s in stacks]
+        redis_client = redis_sync.Redis.from_url(redis_url)
         producing = threading.Thread(target=lambda: _produce(kafka, chosen), daemon=True)
         producing.start()
         first = done = None
         first_count, per_worker = 0.0, [0.0] * workers
+        cpu0 = redis_cpu0 = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             per_worker = [_metric(s, applied) for s in stacks]
             now = time.perf_counter()
             if first is None and sum(per_worker) > 0:
                 first, first_count = now, sum(per_worker)
+                cpu0, redis_cpu0 = [_process_cpu_s(p) for p in pids], _redis_cpu_s(redis_client)
             if sum(per_worker) >= total:
                 done = now
                 break
             time.sleep(0.05)
+        worker_cpu = sum(_process_cpu_s(p) - c for p, c in zip(pids, cpu0 or [0.0] * workers))
+        redis_cpu = _redis_cpu_s(redis_client) - (redis_cpu0 or 0.0)
+        redis_client.close()
         producing.join()
     finally:
         for stack in stacks:
             stack.stop()
     seconds = (done - first) if done and first else float("nan")
+    timed = total - first_count
     return {"workers": workers, "events": total, "partitions_held": "/".join(f"{s:.0f}" for s in shares),
             "applied_per_worker": "/".join(f"{a:.0f}" for a in per_worker), "seconds": seconds,
-            "events_per_s": (total - first_count) / seconds if seconds > 0 else float("nan"),
+            "events_per_s": timed / seconds if seconds > 0 else float("nan"),
+            # What a core of worker buys, whatever else runs on the machine.
+            "events_per_worker_cpu_s": timed / worker_cpu if worker_cpu > 0 else float("nan"),
+            "redis_cpu_us_per_event": 1e6 * redis_cpu / timed if timed > 0 else float("nan"),
             "load_avg_1m": os.getloadavg()[0]}
 
 
@@ -255,7 +281,7 @@ def features_throughput(models: Path, sequences: dict, quick: bool) -> list[dict
 
 
 FEATURES_COLUMNS = ["workers", "events", "partitions_held", "applied_per_worker", "seconds", "events_per_s",
-                    "x_vs_1_worker", "load_avg_1m"]
+                    "x_vs_1_worker", "events_per_worker_cpu_s", "redis_cpu_us_per_event", "load_avg_1m"]
 
 
 # -- 3. ranker scoring vs catalog size -------------------------------------------------------
@@ -374,9 +400,9 @@ def refresh(models: Path, sequences: dict, counts: list[int]) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-scale-refresh-") as tmp, EmbeddedRedis(data_dir=tmp) as server:
         for n in counts:
             batch = [histories[i] for i in rng.integers(0, len(histories), n)]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             vectors = bundle.encode(batch)
-            encode_s = time.perf_counter() - t0
+            encode_s, encode_cpu = time.perf_counter() - t0, time.process_time() - c0
             writes = [EmbeddingWrite(f"r-{n}-{i}", bundle.version, 1, vectors[i]) for i in range(n)]
 
             async def put():
@@ -390,17 +416,25 @@ def refresh(models: Path, sequences: dict, counts: list[int]) -> list[dict]:
                 finally:
                     await client.aclose()
 
+            plain = redis_sync.Redis.from_url(server.url)
+            redis_cpu0 = _redis_cpu_s(plain)
             write_s = asyncio.run(put())
+            redis_cpu = _redis_cpu_s(plain) - redis_cpu0
+            plain.close()
             rows.append({"users": n, "encode_s": encode_s, "write_s": write_s,
                          "encode_us_per_user": 1e6 * encode_s / n, "write_us_per_user": 1e6 * write_s / n,
+                         "encode_cpu_us_per_user": 1e6 * encode_cpu / n, "redis_cpu_us_per_user": 1e6 * redis_cpu / n,
                          "users_per_s_one_core": n / (encode_s + write_s)})
-    per_user = rows[-1]["encode_s"] / rows[-1]["users"] + rows[-1]["write_s"] / rows[-1]["users"]
+    # CPU, not wall time: what a refresh of every user costs in encoder cores (a loaded machine
+    # stretches the wall clock, not the work).
+    last = rows[-1]
     for row in rows:
-        row["full_refresh_10M_users_core_hours"] = USERS_10M * per_user / 3600
+        row["full_refresh_10M_users_encoder_core_hours"] = USERS_10M * last["encode_cpu_us_per_user"] / 1e6 / 3600
     return rows
 
 
-REFRESH_COLUMNS = ["users", "encode_s", "write_s", "encode_us_per_user", "write_us_per_user", "users_per_s_one_core"]
+REFRESH_COLUMNS = ["users", "encode_s", "write_s", "encode_us_per_user", "encode_cpu_us_per_user", "write_us_per_user",
+                   "redis_cpu_us_per_user", "users_per_s_one_core", "full_refresh_10M_users_encoder_core_hours"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -408,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer users, events and timing reps (a few minutes)")
     parser.add_argument("--max-items", type=int, default=5_000_000, help="largest catalog of the ranker section")
     parser.add_argument("--big-nlist", type=int, default=1024, help="IVF lists above 1M items")
+    parser.add_argument("--sizes", type=int, nargs="*", help="catalog sizes of the ranker section (default: "
+                        "12,101, 100K, 1M, 5M up to --max-items)")
+    parser.add_argument("--out", default="scale", help="results name: bench/results/<out>.json")
     parser.add_argument("--skip", nargs="*", default=[], choices=["memory", "features", "ranker", "refresh"])
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -418,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> Path:  # after every section: a run cut short keeps what it measured
         out["total_seconds"] = time.perf_counter() - started
         out["load_avg_1m_at_save"] = os.getloadavg()[0]
-        return write("scale", out)
+        return write(args.out, out)
 
     if "memory" not in args.skip:
         print("== Redis memory per user and per item (INFO used_memory deltas; MEMORY USAGE per key, sample)")
@@ -436,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
     if "ranker" not in args.skip:
         print(f"\n== ranker scoring (top-{K}) vs catalog size, {THREADS} threads")
-        sizes = [s for s in (12_101, 100_000, 1_000_000, 5_000_000) if s <= args.max_items]
+        sizes = args.sizes or [s for s in (12_101, 100_000, 1_000_000, 5_000_000) if s <= args.max_items]
         out["ranker"] = rows = []
         ranker_sizes(sizes, 0.5 if args.quick else 1.5, 200 if args.quick else 400, args.big_nlist, rows, save)
         print(table(rows, RANKER_COLUMNS))
