@@ -238,3 +238,17 @@ async def test_cli_refuses_unknown_model_versions_and_bad_definitions(world, red
     assert (ranker.settings.models_dir / "LATEST").read_text().strip() == candidate
     default = await ExperimentStore(redis_client).default()
     assert (default.variant, default.model_version) == ("s", candidate)
+
+
+async def test_the_contract_producer_sends_impressions_keyed_by_user(kafka_bootstrap):
+    # For tools and tests that publish impressions themselves (the gateway has its own producer).
+    from services.contract.producer import EventProducer
+
+    await asyncio.to_thread(ensure_topics, kafka_bootstrap, 2)
+    imp = events_pb2.Impression(recommendation_id="contract-producer-1", user_id="u-contract", item_ids=["a"])
+    with EventProducer(kafka_bootstrap, timeout_s=10) as producer:
+        assert await asyncio.to_thread(producer.send_impressions, [imp]) == 1
+        with pytest.raises(Exception, match="recommendation_id is required"):
+            producer.send_impressions([events_pb2.Impression(user_id="u-contract")])
+    records = [r for r in await read_topic_async(kafka_bootstrap, topics.IMPRESSIONS) if r.key == b"u-contract"]
+    assert [events_pb2.Impression.FromString(r.value) for r in records] == [imp]
