@@ -11,14 +11,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def write_loop_chart(series: dict[str, list[dict]], marks: dict[str, float], path: Path | str,
-                     title: str = "closed loop: CTR over time per served model") -> Path:
+                     title: str = "closed loop: CTR over time per served model", min_lists: int = 10) -> Path:
     """``series``: name -> rows of ``journal.ctr_over_time``; ``marks``: label -> seconds into
     the run (vertical lines). Solid lines are measured CTR (clicked lists / served lists),
-    dashed lines the shoppers' true click probability for the same lists."""
+    dashed lines the shoppers' true click probability for the same lists; a bucket with fewer
+    than ``min_lists`` lists of a series is left out (its CTR is mostly noise)."""
     path = Path(path)
     fig, ax = plt.subplots(figsize=(11, 5.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for n, (name, rows) in enumerate(series.items()):
+        rows = [r for r in rows if r["lists"] >= min_lists]
+        if not rows:
+            continue
         color = colors[n % len(colors)]
         t = [r["t"] for r in rows]
         ax.plot(t, [r["ctr"] for r in rows], marker=".", color=color, label=f"{name}: measured")

@@ -65,9 +65,11 @@ class LoopConfig:
     seed: int = 7
     shoppers: int = 60
     think_s: float = 0.5
+    max_in_flight: int = 8  # calls to the gateway at once (the services share the machine)
     session_gap_s: float = 1.0
     warmup_s: float = 60.0  # before the drift
     collect_s: float = 60.0  # after the drift, before retraining
+    retrain_window_s: float | None = None  # retrain on the last this many seconds of the log (None: all)
     experiment_max_s: float = 240.0
     after_s: float = 45.0  # after the promotion
     report_every_s: float = 10.0
@@ -95,8 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shoppers", type=int, default=d.shoppers, help="simulated shoppers (a sample of the users)")
     p.add_argument("--think", type=float, default=d.think_s, help="mean seconds between two lists of a session")
     p.add_argument("--session-gap", type=float, default=d.session_gap_s)
+    p.add_argument("--max-in-flight", type=int, default=d.max_in_flight, help="calls to the gateway at once")
     p.add_argument("--warmup", type=float, default=d.warmup_s, help="seconds of shopping before the drift")
     p.add_argument("--collect", type=float, default=d.collect_s, help="seconds after the drift before retraining")
+    p.add_argument("--retrain-window", type=float, default=None,
+                   help="retrain on the last this many seconds of the event log (default: everything retained)")
     p.add_argument("--experiment-max", type=float, default=d.experiment_max_s,
                    help="seconds the experiment may run without a decision")
     p.add_argument("--after", type=float, default=d.after_s, help="seconds of shopping after the promotion")
@@ -126,6 +131,8 @@ def _retrain(cfg: LoopConfig, kafka: str, redis: str, stack: ServiceStack, model
     cmd = [sys.executable, "-m", "services.cli", "retrain", "--kafka", kafka, "--models-dir", str(models_dir),
            "--out", str(out), "--experiment", cfg.experiment, "--redis", redis, "--ranker", stack.ranker_addr,
            "--log-level", "WARNING", *cfg.train_args]
+    if cfg.retrain_window_s:
+        cmd[4:4] = ["--since", f"{cfg.retrain_window_s:g}s"]
     with open(cfg.workdir / "logs" / "retrain.log", "w") as log:
         code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
     if code != 0:
@@ -220,17 +227,20 @@ def run_loop(cfg: LoopConfig, command: str) -> dict:
         _say(f"Kafka at {kafka}, Redis at {redacted(redis)}")
         asyncio.run(_with_redis(redis, lambda r: r.flushdb()))  # experiments and attribution of earlier runs
         ensure_topics(kafka, 4)
+        # The history goes through Kafka first and the first model is trained after it (on the
+        # same history), so it is published after every event it saw: retrain's hold-out then
+        # holds only what the shoppers did later.
+        _say("replaying the generated history through Kafka")
+        producer = stack_guard.enter_context(EventProducer(kafka))
+        producer.send_catalog(catalog_from_docs(dataset.catalog))
+        result["replayed_events"] = replay(producer, dataset.sequences)
         t0 = time.monotonic()
         _say(f"training the first model on the generated history ({cfg.users} users, {cfg.items} items)")
         _train_initial(data, models_dir, cfg.train_args, log_dir)
         from services.common.bundle import latest_version
         first = latest_version(models_dir)
         result["first_model"] = {"version": first, "train_seconds": round(time.monotonic() - t0, 1)}
-        _say(f"model {first}; replaying the history through Kafka")
-        producer = stack_guard.enter_context(EventProducer(kafka))
-        producer.send_catalog(catalog_from_docs(dataset.catalog))
-        replayed = replay(producer, dataset.sequences)
-        result["replayed_events"] = replayed
+        _say(f"model {first}")
         env = {"SHOPSTREAM_RANKER_RELOAD_INTERVAL_S": "1", "SHOPSTREAM_FEATURES_MODEL_RELOAD_INTERVAL_S": "1"}
         stack = stack_guard.enter_context(ServiceStack(kafka, redis, models_dir, log_dir, partitions=4,
                                                        extra_env=env))
@@ -243,7 +253,8 @@ def run_loop(cfg: LoopConfig, command: str) -> dict:
             time.sleep(0.5)
 
         sim_cfg = SimulationConfig(shoppers=cfg.shoppers, duration_s=0, seed=cfg.seed, think_s=cfg.think_s,
-                                   session_gap_s=cfg.session_gap_s, drift_after_s=cfg.warmup_s)
+                                   session_gap_s=cfg.session_gap_s, drift_after_s=cfg.warmup_s,
+                                   max_in_flight=cfg.max_in_flight, timeout_s=10.0)
         journal = Journal(cfg.workdir / "shoppers.jsonl")
         sim = Simulation(stack.gateway_addr, dataset, sim_cfg, journal)
         metrics_url = f"http://127.0.0.1:{stack.ports['gateway_metrics']}/metrics"
@@ -338,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, json_format=False)
     cfg = LoopConfig(workdir=args.workdir, results=args.results or args.workdir / "results", users=args.users,
                      items=args.items, categories=args.categories, seed=args.seed, shoppers=args.shoppers,
-                     think_s=args.think, session_gap_s=args.session_gap, warmup_s=args.warmup,
-                     collect_s=args.collect, experiment_max_s=args.experiment_max, after_s=args.after,
+                     think_s=args.think, session_gap_s=args.session_gap, max_in_flight=args.max_in_flight,
+                     warmup_s=args.warmup,
+                     collect_s=args.collect, retrain_window_s=args.retrain_window, experiment_max_s=args.experiment_max, after_s=args.after,
                      report_every_s=args.report_every, min_impressions=args.min_impressions, alpha=args.alpha,
                      bucket_s=args.bucket, experiment=args.experiment)
     if train_args:

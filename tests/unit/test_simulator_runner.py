@@ -3,6 +3,7 @@ server on port 0): what the shoppers log is exactly what the server served and r
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import grpc
@@ -94,3 +95,18 @@ async def test_stop_from_another_thread(gateway):
     sim.stop()
     summary = await asyncio.to_thread(sim.join, 30)
     assert summary.lists >= 20
+
+
+async def test_the_command_writes_its_log_and_summary(gateway, tmp_path, capsys):
+    from services.simulator.cli import main
+
+    ds, servicer, addr = gateway
+    log = tmp_path / "sim.jsonl"
+    argv = ["--gateway", addr, "--shoppers", "5", "--duration", "0", "--lists-per-shopper", "4", "--think", "0",
+            "--session-gap", "0", "--log", str(log), "--synthetic-users", "40", "--synthetic-items", "60",
+            "--synthetic-categories", "4", "--synthetic-seed", "3"]
+    assert await asyncio.to_thread(main, argv) == 0
+    summary = json.loads(log.with_name("sim.jsonl.summary.json").read_text())
+    assert summary["lists"] == 20 == len(servicer.served)
+    assert summary["events"] == len(servicer.events)
+    assert "true CTR" in capsys.readouterr().out
