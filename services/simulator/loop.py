@@ -350,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = LoopConfig(workdir=args.workdir, results=args.results or args.workdir / "results", users=args.users,
                      items=args.items, categories=args.categories, seed=args.seed, shoppers=args.shoppers,
                      think_s=args.think, session_gap_s=args.session_gap, max_in_flight=args.max_in_flight,
-                     warmup_s=args.warmup,
-                     collect_s=args.collect, retrain_window_s=args.retrain_window, experiment_max_s=args.experiment_max, after_s=args.after,
+                     warmup_s=args.warmup, collect_s=args.collect, retrain_window_s=args.retrain_window,
+                     experiment_max_s=args.experiment_max, after_s=args.after,
                      report_every_s=args.report_every, min_impressions=args.min_impressions, alpha=args.alpha,
                      bucket_s=args.bucket, experiment=args.experiment)
     if train_args:

@@ -312,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis", default=os.environ.get("REDIS_URL"),
                    help="leaves out forgotten users' events; needed by --experiment (default: $REDIS_URL)")
     p.add_argument("--ranker", default=os.environ.get("SHOPSTREAM_RANKER_ADDR"),
-                   help="for --experiment: the ranker whose loaded models are checked (default: $SHOPSTREAM_RANKER_ADDR)")
+                   help="for --experiment: the ranker whose loaded models are checked "
+                        "(default: $SHOPSTREAM_RANKER_ADDR)")
     p.add_argument("--load-timeout", type=float, default=60.0,
                    help="seconds to wait for the ranker to load the candidate (with --experiment)")
     p.add_argument("--log-level", default="INFO")
@@ -393,7 +394,8 @@ def retrain(kafka: str, models_dir: Path, out_dir: Path, train_args: Sequence[st
         "created_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
         "kafka_topic": topics.EVENTS,
         "window": {"since": since and since.isoformat(), "until": until and until.isoformat()},
-        "events": log.describe() | {"selected": len(rows), "trained": trained, "event_types": list(event_types) if event_types else "all"},
+        "events": log.describe() | {"selected": len(rows), "trained": trained,
+                                    "event_types": list(event_types) if event_types else "all"},
         "users": len(sequences), "items": len({i for s in sequences.values() for i in s}),
         "attributes": len(attributes),
         "holdout": {"users": len(holdout.users), "rule": rule},
@@ -472,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--kafka or KAFKA_BOOTSTRAP_SERVERS is required")
     if args.experiment and not (args.redis and args.ranker):
         parser.error("--experiment needs --redis (or REDIS_URL) and --ranker (or SHOPSTREAM_RANKER_ADDR)")
-    out = args.out or args.models_dir.resolve().parent / "retrain" / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = args.out or args.models_dir.resolve().parent / "retrain" / stamp
     types = args.event_types.split(",") if args.event_types else None
     try:
         result = retrain(args.kafka, args.models_dir, out, train_args, args.since, args.until, types,
