@@ -18,7 +18,7 @@ What this module gives :class:`services.features.recovery.Recovery` to handle it
   moment; the check reads the broker's record at the same offset: a log that ends before it,
   or holds another record there, is a new log.
 - :class:`DeliveryScreen`: after the consumer is sought back to a new log's beginning
-  (faust's ``Consumer.seek``), records fetched before the seek may still come out of the
+  (faust's ``Consumer.seek_wait``), records fetched before the seek may still come out of the
   batch faust is iterating; handed on, they would move faust's read offset past the records
   the seek is to deliver again (faust drops records below it). The screen, in the worker
   consumer's ``getmany`` (``transport.py``), drops them until the first record of the new

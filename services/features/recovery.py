@@ -276,7 +276,7 @@ class Recovery:
         self._marks_lock = asyncio.Lock()  # a rewind's mark against a concurrent advance
         # A broker that comes back with a new log (log_replacement.py).
         self.screen = DeliveryScreen()
-        self._seek: Callable[[Any, int], Awaitable[None]] | None = None
+        self._seek: Callable[[Mapping[Any, int]], Awaitable[None]] | None = None
         # Per partition, the last message handed to the streams (a copy: faust waits at a rebalance
         # until every message it handed out is acked or gone, and drops its queues' ones).
         self._last_in: dict[Any, tuple] = {}  # (offset, key, value, timestamp in s)
@@ -284,6 +284,10 @@ class Recovery:
         self._fences: dict[Any, int] = {}  # partitions read again from a new log's beginning: last old offset
         self._unmarked: weakref.WeakSet = weakref.WeakSet()  # messages whose write says nothing of the new log
         self._watch: BrokerWatch | None = None
+        # Records the consumer took but faust never handed out (see _find_dropped).
+        self._position: Callable[[Any], Awaitable[int | None]] | None = None
+        self._delivered: dict[Any, int] = {}  # per partition: the last offset handed out since assignment
+        self._stalled: dict[Any, tuple] = {}  # per partition: (delivered, position) seen by the last round
 
     def gated(self, processor: Any) -> GatedProcessor:
         return GatedProcessor(processor, self.gate, self._screen_fenced)
@@ -298,7 +302,10 @@ class Recovery:
         watch = self._watch
         app.sensors.add(WrittenSensor(self.on_written, self.on_delivered))
         app.transport.delivery_screen = self.screen
-        self._seek = lambda tp, offset: app.consumer.seek(tp, offset)  # faust's public Consumer.seek
+        # faust's public Consumer.seek_wait: the seek runs on the consumer's own thread (Consumer.seek
+        # would call the aiokafka client from this one) and faust's read offsets follow it.
+        self._seek = lambda offsets: app.consumer.seek_wait(offsets)
+        self._position = lambda tp: app.consumer.position(tp)  # faust's public Consumer.position
 
         @app.task
         async def check_recovery_marks():
@@ -323,6 +330,8 @@ class Recovery:
         self._owned.clear()
         self._fences.clear()  # faust seeks every partition to its committed offset itself
         self.screen.clear()
+        self._delivered.clear()
+        self._stalled.clear()
         self._last_in = {tp: m for tp, m in self._last_in.items() if tp in self._assigned}
         self._generation += 1
         self.gate.close()  # nothing is written before the new partitions' marks are checked
@@ -337,6 +346,7 @@ class Recovery:
 
     def on_delivered(self, tp: Any, message: Any) -> None:
         self._last_in[tp] = (message.offset, message.key, message.value, message.timestamp)
+        self._delivered[tp] = message.offset
 
     def on_broker_lost(self) -> None:
         """The broker went away (BrokerWatch): hold the writes until its log is checked. The
@@ -401,7 +411,7 @@ class Recovery:
                 found = await self._log.read_at(kept)
                 replaced.update({tp: offsets[tp].earliest for tp in kept if found[tp] != taken[tp]})
         if replaced:
-            await self._rewind(replaced, taken)
+            await self._rewind(replaced, taken)  # raises, the log still to check, if the seek fails
         else:
             logger.info("broker back with the same log", extra={"partitions": len(taken)})
         self._suspect = None
@@ -410,24 +420,28 @@ class Recovery:
     async def _rewind(self, replaced: dict[Any, int], taken: Mapping[Any, Fingerprint]) -> None:
         """Read each replaced partition again from its new log's beginning: its mark there (the
         new log's records are applied from it), the consumer sought there (faust's public
-        ``Consumer.seek``, which also forgets faust's read offset); what was read of the old log
+        ``Consumer.seek_wait``, which also forgets faust's read offset); what was read of the old log
         but not yet written is still written, what came of the new log before the seek is
-        dropped (``_screen_fenced``, ``DeliveryScreen``): it comes again, in order."""
+        dropped (``_screen_fenced``, ``DeliveryScreen``): it comes again, in order. A seek that
+        fails (the partitions revoked meanwhile) leaves the log to be checked again next round."""
         await self.gate.close_and_drain()
         async with self._marks_lock:
             await self._marks.set({mark_field(tp): start for tp, start in replaced.items()})
             for tp, start in replaced.items():
                 self._owned[tp] = _Owned(expected=start, rewinding=start <= taken[tp].offset)
         for tp, start in replaced.items():
-            last_old = taken[tp].offset
+            if start <= taken[tp].offset:
+                self._fences[tp] = taken[tp].offset
+                self.screen.start(tp, taken[tp].offset)
+        for tp in replaced:
+            self._delivered.pop(tp, None)
+            self._stalled.pop(tp, None)
+        await self._seek(replaced)
+        for tp, start in replaced.items():
             self._metrics.log_replacements.labels(tp.topic).inc()
             logger.error("recovery: the broker's log of %s was replaced (its record %d is gone): reading it "
-                         "again from offset %d", mark_field(tp), last_old, start,
-                         extra={"partition": mark_field(tp), "last_read": last_old, "start": start})
-            if start <= last_old:
-                self._fences[tp] = last_old
-                self.screen.start(tp, last_old)
-            await self._seek(tp, start)
+                         "again from offset %d", mark_field(tp), taken[tp].offset, start,
+                         extra={"partition": mark_field(tp), "last_read": taken[tp].offset, "start": start})
 
     def _screen_fenced(self, records: Sequence[Record]) -> Sequence[Record]:
         """Inside the gate: the records of a partition read again from a new log's beginning,
@@ -520,6 +534,43 @@ class Recovery:
             await self.gate.close_and_drain()
             await self._rebuild(starts)
         self._open_gate()
+        await self._find_dropped()
+
+    async def _find_dropped(self) -> None:
+        """Records the consumer took but faust never handed out: seek back to them.
+
+        faust drops a fetched batch when a rebalance stops its flow meanwhile, and then seeks
+        back to the committed offsets (``Consumer.perform_seek``); where none is committed
+        (a broker that came back empty, a new group) aiokafka does not seek, and the batch is
+        lost. A partition is taken for such a case when, two rounds running, every record
+        handed out was written and the consumer's position is past the next one (or, nothing
+        handed out since the assignment, past the mark); it is sought back there (faust's
+        public ``Consumer.seek_wait``). Should records still come, they are redeliveries."""
+        if self._position is None or self._fences:
+            return
+        for tp, o in list(self._owned.items()):
+            delivered = self._delivered.get(tp)
+            if o.rewinding or delivered != o.written:  # records handed out are on their way to Redis
+                self._stalled.pop(tp, None)
+                continue
+            nxt = delivered + 1 if delivered is not None else o.expected
+            try:
+                position = await asyncio.wait_for(self._position(tp), 1.0)
+            except Exception:  # not assigned any more, or its position is being reset
+                self._stalled.pop(tp, None)
+                continue
+            if position is None or position <= nxt:
+                self._stalled.pop(tp, None)
+                continue
+            seen = (delivered, position)
+            if self._stalled.get(tp) != seen:
+                self._stalled[tp] = seen
+                continue
+            self._stalled.pop(tp, None)
+            logger.warning("recovery: %s: the consumer is at offset %d but handed out nothing past %d: "
+                           "reading from %d again", mark_field(tp), position, nxt - 1, nxt,
+                           extra={"partition": mark_field(tp), "position": position, "next": nxt})
+            await self._seek({tp: nxt})
 
     @staticmethod
     def _from(tp: Any, mark: int, log: LogOffsets) -> int:

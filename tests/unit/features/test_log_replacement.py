@@ -49,8 +49,8 @@ def make(log):
     recovery = Recovery(marks, log, {"events": None}, metrics, check_interval_s=1.0)
     seeks = []
 
-    async def seek(tp, offset):
-        seeks.append((tp, offset))
+    async def seek(offsets):
+        seeks.extend(offsets.items())
 
     recovery._seek = seek
     return recovery, marks, metrics, seeks
@@ -212,3 +212,39 @@ async def test_the_worker_consumer_hands_on_only_what_the_screen_admits(monkeypa
     consumer.transport.delivery_screen = screen
     screen.start(EVENTS0, 9)
     assert [m async for _, m in consumer.getmany(1.0)] == fetched[1:]
+
+
+async def test_records_the_consumer_took_but_faust_never_handed_out_are_read_again():
+    """faust drops a batch fetched while a rebalance stopped its flow and seeks back to the
+    committed offsets; with none committed (a broker that came back empty) nothing seeks."""
+    log = FakeLog({EVENTS0: LogOffsets(0, 600, None)})
+    recovery, marks, metrics, seeks = make(log)
+    positions = {EVENTS0: 0}
+
+    async def position(tp):
+        return positions[tp]
+
+    recovery._position = position
+    recovery.on_assigned({EVENTS0})
+    await recovery.check()  # mark 0
+    positions[EVENTS0] = 600  # took 0..599, handed out none
+    await recovery.check()
+    assert seeks == []  # once could be a batch on its way
+    await recovery.check()
+    assert seeks == [(EVENTS0, 0)]
+    # Handed out and written up to 9 while the consumer is at 10: nothing to do.
+    seeks.clear()
+    for offset in range(10):
+        message = Msg(EVENTS0, offset)
+        recovery.on_delivered(EVENTS0, message)
+        recovery.on_written(EVENTS0, offset, message)
+    positions[EVENTS0] = 10
+    await recovery.check()
+    await recovery.check()
+    assert seeks == []
+    # Handed out up to 9, not yet written: on its way, whatever the position.
+    recovery.on_delivered(EVENTS0, Msg(EVENTS0, 10))
+    positions[EVENTS0] = 50
+    await recovery.check()
+    await recovery.check()
+    assert seeks == []
