@@ -2,10 +2,12 @@
 
 The embedded broker (tansu, memory storage) comes back from a restart with empty topics
 and no committed offsets, and it answers a fetch past the end of a partition with nothing
-rather than ``OFFSET_OUT_OF_RANGE``; its group coordinator accepts the running worker's
-heartbeats, so no rebalance happens. A running worker therefore keeps fetching at its old
-positions and skips, per partition, as many events of the new log as it had read from the
-old one (faust also drops any record below the offset it last read).
+rather than ``OFFSET_OUT_OF_RANGE``; its group coordinator often accepts the running
+worker's heartbeats, so often no rebalance happens. A running worker therefore keeps fetching
+at its old positions and skips, per partition, as many events of the new log as it had read
+from the old one (faust also drops any record below the offset it last read). When a
+rebalance does follow, faust may drop a batch it fetched meanwhile with no committed offset
+to seek back to: ``Recovery._find_dropped`` reads such a batch again.
 
 What this module gives :class:`services.features.recovery.Recovery` to handle it:
 
