@@ -14,7 +14,9 @@ from services.stack.local import DEV_GATEWAY_ENV
 from services.stack.processes import ServiceProcess, grpc_serving, metric_value, metrics_text
 from support.helpers import event, recommend, wait_for
 
-pytestmark = pytest.mark.e2e
+# Starts its own processes (three rankers and a gateway) on top of the
+# session fixtures, which train a model when this test runs first: slow on a loaded machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 REPLICAS = 3
 CALLS = 60

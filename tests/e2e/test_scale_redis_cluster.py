@@ -18,7 +18,9 @@ from services.stack.local import ServiceStack
 from services.stack.redis_cluster import EmbeddedRedisCluster
 from support.helpers import event, recommend, wait_for
 
-pytestmark = pytest.mark.e2e
+# Starts its own processes (a cluster and a whole stack) on top of the
+# session fixtures, which train a model when this test runs first: slow on a loaded machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 CLUSTER_ERRORS = ("CROSSSLOT", "MOVED", "ASK ", "ClusterDownError", "RedisClusterException", "Traceback")
 
