@@ -92,7 +92,9 @@ async def read_topic(bootstrap_servers: str, topic: str, since: datetime | None 
     ``ranges`` gets each partition's [start, end) as read. Nothing is committed; an absent
     topic yields nothing.
 
-    The start is ``offsets_for_times(since)`` (default: the first retained offset). The end
+    The start is ``offsets_for_times(since)`` (default: the first retained offset), and records
+    stamped before ``since`` are skipped after it too (the embedded broker answers at batch
+    granularity). The end
     is the first record stamped after ``until`` (default: the moment the read began), or,
     when no such record exists yet, the point where the partition has no more records to
     give (``idle_polls`` polls in a row return nothing for it). The end is found by reading
@@ -100,6 +102,7 @@ async def read_topic(bootstrap_servers: str, topic: str, since: datetime | None 
     short of the last batch it stored, so a read bounded by it misses the newest records.
     """
     until_ms = _ms(until) if until is not None else int(time.time() * 1000)
+    since_ms = _ms(since)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
@@ -141,6 +144,8 @@ async def read_topic(bootstrap_servers: str, topic: str, since: datetime | None 
                         pending.discard(tp)
                         break
                     position[tp] = record.offset + 1
+                    if since_ms is not None and record.timestamp < since_ms:
+                        continue  # offsets_for_times may answer a batch's first offset: earlier records
                     yield record
             consumer.pause(*(tp for tp in parts if tp not in pending))
         if ranges is not None:

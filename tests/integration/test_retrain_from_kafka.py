@@ -27,6 +27,10 @@ TINY = ["--epochs", "1", "--dim", "16", "--blocks", "1", "--heads", "1", "--thre
         "--parity-users", "20"]
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
 @pytest.fixture(scope="module")
 def shop():
     return generate(SyntheticConfig(users=80, items=50, categories=4, seed=21))
@@ -46,9 +50,13 @@ def test_retrain_reads_the_log_and_publishes_a_candidate(restartable_kafka, shop
         producer.send_raw(topics.EVENTS, b"u1", b"not an event")
         producer.send_raw(topics.EVENTS, b"u2", b'{"event_id": "x"}')
         producer.flush()
+        # Record timestamps are milliseconds: the boundary lies in a millisecond after every
+        # record of the first part, and the second part starts in a later one.
+        flushed_ms = _now_ms()
+        wait_for(lambda: _now_ms() >= flushed_ms + 2, timeout=1.0, what="a millisecond after the first part")
         boundary = datetime.now(timezone.utc)
-        wait_for(lambda: datetime.now(timezone.utc).timestamp() * 1000 >= int(boundary.timestamp() * 1000) + 2,
-                 timeout=1.0, what="the clock to pass the window boundary")
+        wait_for(lambda: _now_ms() >= int(boundary.timestamp() * 1000) + 2, timeout=1.0,
+                 what="the clock to pass the window boundary")
         batch2 = list(to_events(second, namespace="second"))
         producer.send_events(batch2)
         producer.flush()
