@@ -6,8 +6,8 @@
 2. Simulated shoppers with the generator's tastes shop through the gateway; ``--warmup``
    seconds in, their tastes drift (each preferred category rotates to another).
 3. ``--collect`` seconds after the drift, ``shopstream retrain`` reads the event log from
-   Kafka, trains a candidate, publishes it beside the live model and starts an experiment
-   control (live) vs candidate.
+   Kafka (everything retained, or the last ``--retrain-window`` seconds), trains a candidate,
+   publishes it beside the live model and starts an experiment control (live) vs candidate.
 4. The promotion policy (services/experiments/policy.py) reads the experiment's report every
    ``--report-every`` seconds and promotes the winner once both variants have
    ``--min-impressions`` lists and the difference in CTR is significant with no guardrail
