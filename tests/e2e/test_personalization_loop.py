@@ -1,14 +1,17 @@
 """The whole loop: Kafka → features → Redis → ranker → gateway, every part real."""
 from __future__ import annotations
 
+import math
 import time
 import uuid
 
 import grpc
 import pytest
+import redis
 
 from shopstream.gateway.v1 import gateway_pb2
 
+from services.common.stores import keys
 from support.helpers import event, recommend, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -42,11 +45,19 @@ def test_new_user_trending_then_personalized_within_a_second(system, producer, c
 
 
 def test_trending_reflects_popular_items(system, producer, catalog_items):
-    """Many users buying one item make it trend for a brand-new user."""
+    """Many users buying one item make it trend for a brand-new user: enough of them to pass
+    what earlier tests of the session made trend (one purchase's weight measured first)."""
+    trending = redis.Redis.from_url(system.redis)
     hot = catalog_items[-1]
-    producer.send_events([event(f"fan-{i}-{uuid.uuid4().hex[:6]}", hot, "PURCHASE") for i in range(30)], wait=True)
+    before = trending.zscore(keys.TRENDING, hot) or 0.0
+    producer.send_events([event(f"fan-0-{uuid.uuid4().hex[:6]}", hot, "PURCHASE")], wait=True)
+    one = wait_for(lambda: (trending.zscore(keys.TRENDING, hot) or 0.0) - before, timeout=5.0,
+                   what="one purchase counted in trending")
+    top = trending.zrevrange(keys.TRENDING, 0, 0, withscores=True)[0][1]
+    fans = min(5_000, math.ceil((top - before) / one) + 10)
+    producer.send_events([event(f"fan-{i}-{uuid.uuid4().hex[:6]}", hot, "PURCHASE") for i in range(fans)], wait=True)
     wait_for(lambda: hot in [it.item_id for it in recommend(system.gateway, f"nobody-{uuid.uuid4().hex}", k=5).items],
-             timeout=5.0)
+             timeout=10.0, what=f"{hot} trending after {fans + 1} purchases")
 
 
 def test_bad_requests_get_invalid_argument(system):
