@@ -29,7 +29,7 @@ import numpy as np
 from services.common.filters import ItemFilter, RowFilter
 from services.ranker.diversity import rerank
 from services.ranker.model_holder import LoadedModel
-from services.ranker.reasons import explain
+from services.ranker.reasons import SERVED, explain
 from services.ranker.scoring import pick_allowed_rows, top_k
 from services.rules.evaluate import Interactions
 from services.rules.merchandising import Merchandising
@@ -161,7 +161,7 @@ def with_evidence(model: LoadedModel, job: RankJob, indices: np.ndarray, scores:
     """``Ranked`` with, per item, the history item that explains it (``reasons.explain``)."""
     history = np.array(model.bundle.index_rows([job.history])[0] if job.history else [], dtype=np.int64)
     history = history[history <= model.items.num_trained] if history.size else history
-    evidence = explain(model.unit_embeddings, history, indices)
+    evidence = explain(model.unit_embeddings, history, indices, SERVED)
     return Ranked(indices, scores, evidence.item, evidence.strength)
 
 

@@ -1,11 +1,11 @@
-"""Why an item was recommended: the history item that explains it best in the model's item space.
+"""Why an item was recommended: the history item that explains it.
 
-For each recommended item the evidence is the history item whose output embedding is most
-similar (cosine) to the recommended item's: the model scores items by a dot product with a user
-vector built from those same history items, so the nearest history item is the one whose removal
-moves the recommended item most. ``bench/reasons.py`` measures that faithfulness against the
-other methods tried (raw dot product, the most recent item, a random one) on a trained bundle.
-It costs one [k x L] product per request, inside the ranker's batch.
+Methods tried (``METHODS``): the history item nearest to the recommended one in the model's
+output item space (``cosine``; ``dot`` without normalising), that similarity weighted by recency
+(``recent-cosine``), and the newest history item (``recent``). ``bench/reasons.py`` measures
+each one's faithfulness on a trained bundle (removing the cited item must lower the recommended
+item's rank more than removing another history item); the ranker serves ``SERVED``, the most
+faithful. It costs at most one [k x L] product per request, inside the ranker's batch.
 """
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-METHODS = ("cosine", "dot", "recent")
+METHODS = ("cosine", "dot", "recent", "recent-cosine")
+# What the ranker serves: the most faithful method measured on Amazon Beauty (bench/reasons.py,
+# bench/results/reasons-beauty-seed*.json): removing the newest history item moves the
+# recommended item more often than removing the nearest one in item space, since a SASRec
+# model leans on the newest items. The price: one row shares one evidence item.
+SERVED = "recent"
+# "recent-cosine": cosine weighted by recency, RECENCY_DECAY per step back from the newest item:
+# a sequence model leans on the newest items, so a similar item far back explains less.
+RECENCY_DECAY = 0.3
 
 
 @dataclass(frozen=True)
@@ -33,5 +41,9 @@ def explain(vectors: np.ndarray, history: np.ndarray, picked: np.ndarray, method
     if method == "recent":
         return Evidence(np.full(k, history[-1], dtype=np.int64), np.zeros(k, dtype=np.float32))
     sims = vectors[picked] @ vectors[history].T  # [k, L]
-    best = sims.argmax(axis=1)
+    if method == "recent-cosine":
+        weights = RECENCY_DECAY ** np.arange(len(history) - 1, -1, -1, dtype=np.float32)
+        best = (np.maximum(sims, 0) * weights).argmax(axis=1)
+    else:
+        best = sims.argmax(axis=1)
     return Evidence(np.asarray(history, dtype=np.int64)[best], sims[np.arange(k), best].astype(np.float32))

@@ -39,3 +39,6 @@ def test_evidence_is_the_closest_history_item():
     assert np.all(ev.strength > 0.9)
     assert explain(VECS, np.array([1, 5]), np.array([3]), method="recent").item.tolist() == [5]
     assert explain(VECS, np.array([], dtype=np.int64), np.array([3])).item.tolist() == [0]
+    # Weighted by recency, a similar item far back loses to a less similar recent one.
+    assert explain(VECS, np.array([4, 1]), np.array([3]), method="recent-cosine").item.tolist() == [1]
+    assert explain(VECS, np.array([1] + [4] * 6), np.array([2]), method="recent-cosine").item.tolist() == [4]
