@@ -26,9 +26,10 @@ def personalized(scored: ranker_pb2.ScoredItem, catalog: CatalogSnapshot) -> gat
                                   evidence_title=_title(catalog, evidence), text=text)
     if not evidence:  # a history the model does not know: nothing to cite
         return gateway_pb2.Reason(kind=gateway_pb2.REASON_KIND_BECAUSE_YOU_INTERACTED, text="Picked for you")
+    text = (f"Because you showed interest in {_named(catalog, evidence)}" if evidence != scored.item_id
+            else "You showed interest in it")  # an item of the history itself (filters.exclude_seen unset)
     return gateway_pb2.Reason(kind=gateway_pb2.REASON_KIND_BECAUSE_YOU_INTERACTED, evidence_item_id=evidence,
-                              evidence_title=_title(catalog, evidence),
-                              text=f"Because you showed interest in {_named(catalog, evidence)}")
+                              evidence_title=_title(catalog, evidence), text=text)
 
 
 def trending(item_id: str, catalog: CatalogSnapshot) -> gateway_pb2.Reason:
