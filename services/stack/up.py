@@ -38,6 +38,7 @@ from services.stack.embedded import free_port
 from services.stack.local import DEV_GATEWAY_ENV, ServiceStack, gateway_has_http, infrastructure
 from services.stack.popularity import seed_trending
 from services.stack.prometheus import LocalPrometheus, fetch_prometheus, find_binary
+from services.stack.retrain_schedule import RetrainSchedule
 from services.stack.state import DEFAULT_WORKDIR, KAFKA_PORT, PORTS, REDIS_PORT, STATE_FILE_NAME, STATE_FILE_VAR, \
     PortInUse, StackState, check_ports, port_free, remove_state, state_path
 
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-minutes", type=float, default=2.0, help="wall-time cap when training the demo model")
     p.add_argument("--train-args", default="", help="more `shopstream train` flags, e.g. '--epochs 5 --dim 32'")
     p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--retrain-every", type=float, default=0.0, metavar="SECONDS",
+                   help="the closed loop on a schedule: every SECONDS retrain from the Kafka log, start an "
+                        "experiment live vs candidate, let the promotion policy decide (0 = off)")
     p.add_argument("--prometheus", action=argparse.BooleanOptionalAction, default=None,
                    help="start Prometheus on the services (default: when its binary is on PATH or under "
                         "var/promtool; --prometheus fetches Debian's package when missing)")
@@ -300,6 +304,15 @@ def _up(args: argparse.Namespace) -> int:
         hint = "" if found_here else f"{STATE_FILE_VAR}={state_file.resolve()} "
         _say(f"\n    try, in another terminal here: source .venv/bin/activate && {hint}shopstream recommend {samples[0]}")
         _say("==> running; Ctrl-C to stop" if args.duration <= 0 else f"==> running for {args.duration:.0f}s")
+        if args.retrain_every > 0:
+            schedule = RetrainSchedule(args.retrain_every, kafka, redis, stack.ranker_addr, models_dir,
+                                       log_dir / "retrain.log", args.train_minutes, _say)
+            stop_schedule = threading.Event()
+            thread = threading.Thread(target=schedule.run_until, args=(stop_schedule,), name="retrain-schedule",
+                                      daemon=True)
+            thread.start()
+            exit_stack.callback(schedule.stop, stop_schedule)
+            _say(f"==> retraining every {args.retrain_every:g}s from the Kafka log (log: {log_dir / 'retrain.log'})")
         _wait_for_signal(args.duration)
         _say("\n==> stopping services, then the brokers")
     _say("==> stopped")
