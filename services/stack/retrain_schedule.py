@@ -8,7 +8,9 @@ of it: the demo's traffic is one replay, so a window of the last ``S`` seconds w
 empty), publishes it and starts experiment ``retrain-N`` (live vs candidate). A round whose
 previous experiment is still undecided publishes its candidate but cannot start a second
 experiment (one runs at a time): the console says so and the next round asks the policy again.
-Each step is a process of its own, its output in ``retrain.log``.
+Each step is a process of its own, its output in ``retrain.log``. Experiments need traffic to
+decide: `shopstream up` replays its users once, so run ``shopstream simulate`` beside it (or
+real storefront traffic) for the policy to have lists to count.
 """
 from __future__ import annotations
 
@@ -55,8 +57,9 @@ class RetrainSchedule:
         decide = self.decide()
         if decide is not None:
             code = self._run(decide)
-            self.say(f"==> retrain schedule: experiment {self.running_experiment} reported "
-                     f"(exit {code}; promoted if the policy's conditions held)")
+            verdict = "decided" if code == 0 else "not decided (too few lists served in it?)"
+            self.say(f"==> retrain schedule: the promotion policy on {self.running_experiment}: {verdict}; "
+                     f"see {self.log_path}")
         name = f"retrain-{self.rounds}"
         code = self._run(self.retrain(name))
         if code == 0:
