@@ -26,7 +26,7 @@ from services.common.filters import ItemFilter
 from services.common.stores.user_state import UserStateStore
 from services.experiments.definition import TRENDING
 from services.experiments.store import ExperimentWatcher, Live
-from services.gateway import merchandise, reasons
+from services.gateway import merchandising_options, reasons
 from services.gateway import metrics as m
 from services.gateway import rules
 from services.gateway.fallback import TrendingFallback
@@ -120,7 +120,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         user_id = check_id("user_id", request.user_id)
         k = rules.resolve_k(request.k, self._s.default_k, self._s.max_k)
         item_filter = rules.item_filter(request.filters, self._s.max_exclude_ids)
-        merch, pins = await merchandise.from_request(request, k, self._filters)
+        merch, pins = await merchandising_options.from_request(request, k, self._filters)
         personalize = request.personalize if request.HasField("personalize") else True
         live = self._experiments.live if self._experiments is not None else _NO_EXPERIMENTS
         arm = live.assigner.assign(user_id) if live.assigner is not None and personalize else None
@@ -144,7 +144,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServiceServicer):
         if pins:
             excluded, interactions = await self._user_context(
                 user_id, item_filter, merch, context, user_known=personalize)
-            pinned = merchandise.apply_pins(list(resp.items), pins, k, self._fallback.catalog(), item_filter,
+            pinned = merchandising_options.apply_pins(list(resp.items), pins, k, self._fallback.catalog(), item_filter,
                                             excluded, merch, interactions)
             del resp.items[:]
             resp.items.extend(pinned)
