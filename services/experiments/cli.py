@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from services.common.infra import redacted
 from services.experiments.definition import DefinitionError, Experiment, parse
-from services.experiments.report_cli import add_report
+from services.experiments.report_cli import add_report, default_redis_url
 from services.experiments.store import ExperimentStore, Malformed
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -37,7 +37,17 @@ DEFAULT_RANKER = "127.0.0.1:50051"
 
 
 def _redis_url(args) -> str:
-    return args.redis or os.environ.get("REDIS_URL") or DEFAULT_REDIS
+    return args.redis or default_redis_url()
+
+
+def _ranker_addr(args) -> str:
+    """--ranker, else $SHOPSTREAM_GATEWAY_RANKER_ADDR, else the running stack's ranker, else the default."""
+    if args.ranker or os.environ.get("SHOPSTREAM_GATEWAY_RANKER_ADDR"):
+        return args.ranker or os.environ["SHOPSTREAM_GATEWAY_RANKER_ADDR"]
+    from services.stack.state import find_state
+
+    state = find_state()
+    return state.ranker if state is not None else DEFAULT_RANKER
 
 
 async def _with_store(args, work):
@@ -90,9 +100,10 @@ def _add_set(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("file", nargs="?", type=Path, help="JSON definition ('-' reads stdin)")
     src.add_argument("--json", dest="text", help="the JSON definition inline")
-    p.add_argument("--ranker", default=os.environ.get("SHOPSTREAM_GATEWAY_RANKER_ADDR", DEFAULT_RANKER),
+    p.add_argument("--ranker", default=None,
                    help="the ranker asked which model versions are loaded (default: "
-                        "$SHOPSTREAM_GATEWAY_RANKER_ADDR or %(default)s)")
+                        "$SHOPSTREAM_GATEWAY_RANKER_ADDR, else the running stack's (var/stack.json), "
+                        f"else {DEFAULT_RANKER})")
     p.set_defaults(run=_run_set)
 
 
@@ -107,7 +118,7 @@ def _run_set(args) -> int:
         except OSError as exc:
             raise DefinitionError(f"cannot read {args.file}: {exc.strerror}") from None
     experiment = parse(text)
-    loaded = loaded_model_versions(args.ranker) if experiment.model_versions() else None
+    loaded = loaded_model_versions(_ranker_addr(args)) if experiment.model_versions() else None
     stored = asyncio.run(_with_store(args, lambda store: store.set(experiment, loaded)))
     print(f"stored: {describe(stored)}")
     return 0
@@ -210,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shopstream experiments", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis", default=None,
-                        help=f"Redis URL of the definitions (default: $REDIS_URL or {DEFAULT_REDIS})")
+                        help="Redis URL of the definitions (default: $REDIS_URL, else the running stack's "
+                             f"(var/stack.json), else {DEFAULT_REDIS})")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)

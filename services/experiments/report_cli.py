@@ -59,10 +59,17 @@ def add_report(sub: argparse._SubParsersAction, promote: Promote | None = None) 
     p.set_defaults(run=run_report, promote=promote)
 
 
+def default_redis_url() -> str:
+    """$REDIS_URL, else the Redis of the stack `shopstream up` runs here (var/stack.json), else the default."""
+    from services.stack.state import stack_redis_url
+
+    return os.environ.get("REDIS_URL") or stack_redis_url() or DEFAULT_REDIS
+
+
 async def _report(args) -> tuple[dict, object, int | None]:
     from services.common.infra import connect_redis
 
-    redis = connect_redis(args.redis or os.environ.get("REDIS_URL") or DEFAULT_REDIS)
+    redis = connect_redis(args.redis or default_redis_url())
     try:
         store = ExperimentStore(redis)
         definition = await store.get(args.name)

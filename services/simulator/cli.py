@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shopstream simulate", description=__doc__.splitlines()[0])
     c = SimulationConfig()
     b = BehaviourConfig()
-    p.add_argument("--gateway", default=os.environ.get("SHOPSTREAM_GATEWAY_ADDR", "127.0.0.1:50052"))
+    p.add_argument("--gateway", default=None,
+                   help="host:port (default: $SHOPSTREAM_GATEWAY_ADDR, else the stack `shopstream up` runs "
+                        "here (var/stack.json), else 127.0.0.1:50052)")
     p.add_argument("--token", default=os.environ.get("SHOPSTREAM_TOKEN"),
                    help="API token (default: $SHOPSTREAM_TOKEN); not needed for a development gateway")
     p.add_argument("--shoppers", type=int, default=c.shoppers)
@@ -73,8 +75,18 @@ def format_summary(summary: Summary) -> str:
     return "\n".join(lines)
 
 
+def _gateway_addr(args: argparse.Namespace) -> str:
+    if args.gateway or os.environ.get("SHOPSTREAM_GATEWAY_ADDR"):
+        return args.gateway or os.environ["SHOPSTREAM_GATEWAY_ADDR"]
+    from services.stack.state import find_state
+
+    state = find_state()
+    return state.gateway if state is not None else "127.0.0.1:50052"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.gateway = _gateway_addr(args)
     configure_logging(args.log_level, json_format=False)
     cfg = SimulationConfig(shoppers=args.shoppers, duration_s=args.duration, lists_per_shopper=args.lists_per_shopper,
                            seed=args.seed, k=args.k, think_s=args.think, session_gap_s=args.session_gap,

@@ -16,6 +16,9 @@ from pathlib import Path
 
 STATE_FILE_VAR = "SHOPSTREAM_STACK_FILE"
 STATE_FILE_NAME = "stack.json"
+# The embedded Redis's URL with its password, beside the state file and readable by its owner
+# only (as ~/.pgpass): stack.json is written without the password.
+REDIS_URL_FILE_NAME = "redis.url"
 DEFAULT_WORKDIR = Path("var")
 
 # The local stack's ports: the services' own settings defaults (and deploy/prometheus's
@@ -79,6 +82,7 @@ class StackState:
     gateway_http: str = ""  # base URL of the HTTP/JSON API and demo page, "" when not served
     demo: str = ""
     prometheus: str = ""
+    redis_url_file: str = ""  # the owner-only file holding Redis's URL with its password, "" when none
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +98,26 @@ class StackState:
 
 def state_path(workdir: Path) -> Path:
     return workdir / STATE_FILE_NAME
+
+
+def write_private(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` readable and writable by its owner only (0600 from creation)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file left by an earlier run keeps its mode through O_CREAT
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text + "\n")
+
+
+def stack_redis_url(state: "StackState | None" = None) -> str | None:
+    """The running stack's Redis URL, password included (``redis_url_file``); None without one."""
+    state = state if state is not None else find_state()
+    if state is None or not state.redis_url_file:
+        return None
+    try:
+        return Path(state.redis_url_file).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def remove_state(path: Path, pid: int) -> None:

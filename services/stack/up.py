@@ -39,8 +39,9 @@ from services.stack.local import DEV_GATEWAY_ENV, ServiceStack, gateway_has_http
 from services.stack.popularity import seed_trending
 from services.stack.prometheus import LocalPrometheus, fetch_prometheus, find_binary
 from services.stack.retrain_schedule import RetrainSchedule
-from services.stack.state import DEFAULT_WORKDIR, KAFKA_PORT, PORTS, REDIS_PORT, STATE_FILE_NAME, STATE_FILE_VAR, \
-    PortInUse, StackState, check_ports, port_free, remove_state, state_path
+from services.stack.state import DEFAULT_WORKDIR, KAFKA_PORT, PORTS, REDIS_PORT, REDIS_URL_FILE_NAME, \
+    STATE_FILE_NAME, STATE_FILE_VAR, PortInUse, StackState, check_ports, port_free, remove_state, state_path, \
+    write_private
 
 logger = logging.getLogger(__name__)
 
@@ -267,7 +268,12 @@ def _up(args: argparse.Namespace) -> int:
                   **({"prometheus": str(prometheus.log_path)} if prometheus else {}),
                   **({"train": str(log_dir / "train.log")} if (log_dir / "train.log").exists() else {})},
             gateway_http=stack.gateway_http_url or "", demo=(stack.gateway_http_url or "") and
-            f"{stack.gateway_http_url}/", prometheus=prometheus.url if prometheus else "")
+            f"{stack.gateway_http_url}/", prometheus=prometheus.url if prometheus else "",
+            redis_url_file=str((workdir / REDIS_URL_FILE_NAME).resolve()))
+        # stack.json holds Redis without its password; commands that write to Redis (`shopstream
+        # experiments`) read the URL from this owner-only file.
+        write_private(Path(state.redis_url_file), redis)
+        exit_stack.callback(lambda: Path(state.redis_url_file).unlink(missing_ok=True))
         state.write(state_file)
         exit_stack.callback(remove_state, state_file, state.pid)
 

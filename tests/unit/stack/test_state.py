@@ -67,3 +67,25 @@ def test_the_variable_names_the_file(tmp_path, monkeypatch):
     _state(os.getpid(), gateway_http="http://127.0.0.1:8080").write(path)
     monkeypatch.setenv(STATE_FILE_VAR, str(path))
     assert find_state(tmp_path / "nowhere").gateway_http == "http://127.0.0.1:8080"
+
+
+def test_the_redis_url_with_its_password_is_kept_owner_only_beside_the_state(tmp_path, monkeypatch):
+    from services.experiments.report_cli import default_redis_url
+    from services.stack.state import stack_redis_url, write_private
+
+    secret = tmp_path / "var" / "redis.url"
+    secret.parent.mkdir()
+    secret.write_text("stale\n")
+    secret.chmod(0o644)  # left by an earlier run with a looser mode
+    write_private(secret, "redis://:pw@127.0.0.1:6390/0")
+    assert secret.stat().st_mode & 0o777 == 0o600
+    path = state_path(tmp_path / "var")
+    _state(os.getpid(), redis_url_file=str(secret)).write(path)
+    monkeypatch.setenv(STATE_FILE_VAR, str(path))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    assert stack_redis_url() == "redis://:pw@127.0.0.1:6390/0"
+    assert default_redis_url() == "redis://:pw@127.0.0.1:6390/0"  # what `shopstream experiments` connects to
+    monkeypatch.setenv("REDIS_URL", "redis://elsewhere:6379/0")
+    assert default_redis_url() == "redis://elsewhere:6379/0"  # the variable still wins
+    secret.unlink()
+    assert stack_redis_url() is None
