@@ -67,11 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0.0, help="seconds to run after start-up; 0 = until Ctrl-C")
     p.add_argument("--retrain", action="store_true", help="train a new model even if one exists")
     p.add_argument("--train-minutes", type=float, default=2.0, help="wall-time cap when training the demo model")
-    p.add_argument("--train-args", default="", help="more `shopstream train` flags, e.g. '--epochs 5 --dim 32'")
+    p.add_argument("--train-args", default="", help="more `shopstream train` flags, e.g. '--epochs 5 --dim 32' "
+                                                    "(the demo model's, and every retrain's with --retrain-every)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--retrain-every", type=float, default=0.0, metavar="SECONDS",
                    help="the closed loop on a schedule: every SECONDS retrain from the Kafka log, start an "
                         "experiment live vs candidate, let the promotion policy decide (0 = off)")
+    p.add_argument("--retrain-policy-args", default="", metavar="FLAGS",
+                   help="with --retrain-every: more `shopstream experiments report --auto-promote` flags for the "
+                        "promotion policy, e.g. '--min-impressions 500 --alpha 0.01'")
     p.add_argument("--prometheus", action=argparse.BooleanOptionalAction, default=None,
                    help="start Prometheus on the services (default: when its binary is on PATH or under "
                         "var/promtool; --prometheus fetches Debian's package when missing)")
@@ -312,7 +316,9 @@ def _up(args: argparse.Namespace) -> int:
         _say("==> running; Ctrl-C to stop" if args.duration <= 0 else f"==> running for {args.duration:.0f}s")
         if args.retrain_every > 0:
             schedule = RetrainSchedule(args.retrain_every, kafka, redis, stack.ranker_addr, models_dir,
-                                       log_dir / "retrain.log", args.train_minutes, _say)
+                                       log_dir / "retrain.log", args.train_minutes, _say,
+                                       train_args=shlex.split(args.train_args),
+                                       policy_args=shlex.split(args.retrain_policy_args))
             stop_schedule = threading.Event()
             thread = threading.Thread(target=schedule.run_until, args=(stop_schedule,), name="retrain-schedule",
                                       daemon=True)

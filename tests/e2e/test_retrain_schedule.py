@@ -1,0 +1,183 @@
+"""``shopstream up --retrain-every``'s schedule against the running system: a round reads the
+event log from Kafka, publishes a candidate the ranker loads and starts experiment
+``retrain-1`` (live model vs candidate); with simulated shoppers on it, a later round's
+promotion policy decides (recorded in its report, and a promotion makes the winner the live
+default); stopping the schedule while a retrain is in flight ends that process and starts no
+other.
+
+The schedule runs in this process, its ``run_until`` in a thread as ``shopstream up`` runs it
+(the same object, the same commands, each step a ``python -m services`` process of its own),
+against the e2e system fixture: starting a whole ``shopstream up`` (its own brokers, its own
+first model) would take longer than this test may. ``shopstream up`` calls ``stop`` on SIGTERM
+before it stops the services; that call is what step 3 checks.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+
+import grpc
+import pytest
+from shopstream.ranker.v1 import ranker_pb2, ranker_pb2_grpc
+
+from services.common.bundle.files import latest_version
+from services.common.bundle.registry import set_live
+from services.common.infra import connect_redis
+from services.experiments.cli import loaded_model_versions
+from services.experiments.store import ExperimentStore
+from services.ingest.replay import replay
+from services.simulator.journal import Journal
+from services.simulator.runner import Simulation, SimulationConfig
+from services.stack.retrain_schedule import RetrainSchedule
+from support.helpers import wait_for
+from support.procs import alive, children
+
+pytestmark = pytest.mark.e2e
+
+SHOPPERS = 40
+EVERY_S = 1.0  # short: rounds follow each other; the test waits on what they do, never on the interval
+# Tiny candidates: one epoch of a small model (the session's live model has 3 epochs, dim 32).
+TRAIN_ARGS = ("--epochs", "1", "--dim", "16", "--threads", "1", "--parity-users", "20")
+MIN_IMPRESSIONS = 20
+# Low thresholds so that a few hundred lists decide: any difference counts (alpha near 1), and
+# the fallback guardrail is off (a loaded machine's ranker deadlines serve trending fallbacks).
+POLICY_ARGS = ("--min-impressions", str(MIN_IMPRESSIONS), "--alpha", "0.999", "--max-fallback-rate", "1")
+ROUND_TIMEOUT_S = 120.0  # bounds only a hang reaches: a retrain on a loaded 2-core machine
+
+
+def _store(redis_url: str, work):
+    async def run():
+        client = connect_redis(redis_url)
+        try:
+            return await work(ExperimentStore(client))
+        finally:
+            await client.aclose()
+    return asyncio.run(run())
+
+
+def _steps(kind: str) -> dict[int, list[str]]:
+    """This process's children that are schedule steps of ``kind`` (``retrain``, ``experiments``)."""
+    return {pid: argv for pid, argv in children(os.getpid()).items() if argv[1:4] == ["-m", "services", kind]}
+
+
+def _ranker_live(addr: str) -> str | None:
+    """The version the ranker's ListModels marks live."""
+    with grpc.insecure_channel(addr) as channel:
+        reply = ranker_pb2_grpc.RankerServiceStub(channel).ListModels(ranker_pb2.ListModelsRequest(), timeout=5.0)
+    return next((m.version for m in reply.models if m.live), None)
+
+
+def _decision(schedule: RetrainSchedule, experiment: str) -> dict | None:
+    """The policy's report on ``experiment`` once it decided with the minimum sample (a round
+    that ran before the shoppers had filled it says so and does not count)."""
+    try:
+        report = json.loads(schedule.report_path(experiment).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not written yet, or being written
+        return None
+    decision = report.get("decision")
+    if decision is None or decision["reason"].startswith(f"below {MIN_IMPRESSIONS} impressions"):
+        return None
+    return report
+
+
+@pytest.mark.timeout(420)
+def test_schedule_retrains_from_kafka_experiments_decides_and_stops(system, dataset, producer, tmp_path):
+    models_dir = system.stack.models_dir
+    live_before = latest_version(models_dir)
+    shoppers = tuple(u for u, seq in dataset.sequences.items() if len(seq) >= 4)[:SHOPPERS]
+    # The event log the schedule trains on (alone, this test has nothing else in Kafka).
+    replay(producer, {u: dataset.sequences[u] for u in shoppers})
+
+    said: list[str] = []
+    schedule = RetrainSchedule(EVERY_S, system.kafka, system.redis, system.stack.ranker_addr, models_dir,
+                               tmp_path / "logs" / "retrain.log", 1.0, said.append,
+                               train_args=TRAIN_ARGS, policy_args=POLICY_ARGS)
+    stop = threading.Event()
+    thread = threading.Thread(target=schedule.run_until, args=(stop,), name="retrain-schedule", daemon=True)
+    simulation: Simulation | None = None
+
+    def console() -> str:
+        return "\n".join(said)
+
+    started = time.monotonic()
+    thread.start()
+    try:
+        # 1. A round: the Kafka log -> a candidate the ranker holds -> experiment retrain-1.
+        wait_for(lambda: "experiment retrain-1 started" in console() or "started no experiment" in console(),
+                 timeout=ROUND_TIMEOUT_S, interval=0.2, what="the first round")
+        assert "experiment retrain-1 started" in console(), \
+            f"{console()}\n{schedule.log_path.read_text()[-3000:]}"
+        experiment = _store(system.redis, lambda s: s.get("retrain-1"))
+        assert experiment is not None and experiment.running
+        versions = {v.name: v.model_version for v in experiment.variants}
+        assert versions["control"] == live_before and versions["candidate"] not in ("", live_before), versions
+        candidate = versions["candidate"]
+        assert candidate in loaded_model_versions(system.stack.ranker_addr)  # the ranker's ListModels
+        retrain_json = sorted((models_dir.parent / "retrain").glob("*/retrain.json"))[-1]
+        read = json.loads(retrain_json.read_text())
+        assert read["models"]["candidate"]["version"] == candidate and read["events"]["kept"] > 0
+        print(f"\nround 1 after {time.monotonic() - started:.1f}s: candidate {candidate} vs live {live_before}, "
+              f"{read['events']['kept']} events read from Kafka")
+
+        # 2. Shoppers on the experiment until a round's policy decides on it.
+        cfg = SimulationConfig(shoppers=SHOPPERS, users=shoppers, duration_s=0, seed=17, think_s=0.0,
+                               session_gap_s=0.0, timeout_s=10.0, max_in_flight=4)
+        simulation = Simulation(system.stack.gateway_addr, dataset, cfg, Journal(None)).start_in_thread()
+        report = wait_for(lambda: _decision(schedule, "retrain-1"), timeout=ROUND_TIMEOUT_S, interval=0.2,
+                          what="the promotion policy deciding retrain-1")
+        simulation.stop()
+        rows = {row["variant"]: row for row in report["variants"]}
+        assert set(rows) == {"control", "candidate"}
+        assert all(row["impressions"] >= MIN_IMPRESSIONS for row in rows.values()), rows
+        promoted = report["decision"]["promoted"]
+        print(f"decision after {time.monotonic() - started:.1f}s: {report['decision']}; impressions "
+              f"{ {v: int(r['impressions']) for v, r in rows.items()} }, CTR "
+              f"{ {v: r['ctr']['value'] for v, r in rows.items()} }")
+        # The round's console line, said once the decision's process has exited.
+        verdict = f"promoted {promoted}" if promoted else "kept running"
+        wait_for(lambda: f"the promotion policy on retrain-1: {verdict}" in console(), timeout=30.0, interval=0.1,
+                 what="the schedule's console line on the decision")
+
+        # 3. Stopping (what `shopstream up` does on SIGTERM) while the retrain that follows the
+        # decision is in flight; the decision's effect is checked after.
+        in_flight = wait_for(lambda: _steps("retrain"), timeout=30.0, interval=0.05, what="the next retrain in flight")
+        (pid, argv), = in_flight.items()
+        lines = len(said)
+        stopping = time.monotonic()
+        schedule.stop(stop)
+        thread.join(timeout=30)
+        stopped_in = time.monotonic() - stopping
+        assert not thread.is_alive(), "the schedule's thread still runs after stop"
+        assert not alive(pid), f"retrain {argv} still runs after stop"
+        assert not _steps("retrain") and not _steps("experiments"), children(os.getpid())
+        assert said[lines:] == [], said[lines:]  # the round ended there: no line, no next step
+        print(f"stopped with {argv[argv.index('--experiment') + 1]}'s retrain in flight in {stopped_in:.2f}s")
+
+        # The decision's effect: a promotion makes the winner the live default.
+        if promoted:
+            winner = _store(system.redis, lambda s: s.default())
+            assert (winner.experiment, winner.variant) == ("retrain-1", promoted)
+            assert not _store(system.redis, lambda s: s.get("retrain-1")).running
+            live_now = versions[promoted]
+            assert latest_version(models_dir) == live_now  # LATEST names the winner
+            wait_for(lambda: _ranker_live(system.stack.ranker_addr) == live_now, timeout=30.0, interval=0.2,
+                     what=f"the ranker serving {live_now} as its live model")
+        else:
+            assert _store(system.redis, lambda s: s.get("retrain-1")).running
+            assert latest_version(models_dir) == live_before
+        print(f"whole test {time.monotonic() - started:.1f}s")
+    finally:
+        if simulation is not None:
+            simulation.stop()
+            simulation.join(timeout=30)
+        schedule.stop(stop)
+        thread.join(timeout=30)
+        # Later tests of the session expect the session's model live and no experiment running.
+        for experiment in _store(system.redis, lambda s: s.list()):
+            if getattr(experiment, "running", False) and experiment.name.startswith("retrain-"):
+                _store(system.redis, lambda s, name=experiment.name: s.promote(name, "control"))
+        if latest_version(models_dir) != live_before:
+            set_live(models_dir, live_before, keep_previous=True)
