@@ -205,9 +205,12 @@ async def batching(setup: Setup, n_requests: int, concurrency: int = 64) -> list
     """
     items = synthetic_items(BEAUTY_ITEMS)
     cores = os.cpu_count() or 1
-    modes = [("one request per call", 1, SERVED.batch_max_in_flight, SERVED.ort_threads),
-             ("dynamic batching (served)", SERVED.batch_max_size, SERVED.batch_max_in_flight, SERVED.ort_threads),
-             ("dynamic batching, 2 in flight", max(1, SERVED.batch_max_size // 2), 2, max(1, cores // 2))]
+    served = SERVED.reason_window
+    modes = [("one request per call", 1, SERVED.batch_max_in_flight, SERVED.ort_threads, served),
+             ("dynamic batching (served)", SERVED.batch_max_size, SERVED.batch_max_in_flight, SERVED.ort_threads, served),
+             ("dynamic batching, 2 in flight", max(1, SERVED.batch_max_size // 2), 2, max(1, cores // 2), served),
+             ("served, reasons without occlusion", SERVED.batch_max_size, SERVED.batch_max_in_flight,
+              SERVED.ort_threads, 0)]
     models = {t: setup.loaded(items, "onnx", threads=t) for t in {m[3] for m in modes}}  # EXACT_BACKEND=onnx
     hist = histories(n_requests, seed=7)
     vectors = models[SERVED.ort_threads].encode(hist[:256])
@@ -215,8 +218,8 @@ async def batching(setup: Setup, n_requests: int, concurrency: int = 64) -> list
     executor = ThreadPoolExecutor(2)
     for source in ("encoded", "redis"):
         batchers, jobs = [], []
-        for _, max_batch, in_flight, threads in modes:
-            batchers.append(MicroBatcher(RankEngine(), executor, max_batch_size=max_batch,
+        for _, max_batch, in_flight, threads, reason_window in modes:
+            batchers.append(MicroBatcher(RankEngine(reason_window=reason_window), executor, max_batch_size=max_batch,
                                          max_wait_s=SERVED_MAX_WAIT_S, max_queue=4096, max_in_flight=in_flight))
             jobs.append([RankJob(models[threads], h, set(), None if source == "encoded" else vectors[i % 256],
                                  ItemFilter(), K) for i, h in enumerate(hist)])
@@ -231,10 +234,10 @@ async def batching(setup: Setup, n_requests: int, concurrency: int = 64) -> list
                 totals[m][0] += wall
                 totals[m][1].extend(lat)
         source_rows = []
-        for (label, max_batch, in_flight, threads), batcher, (wall, lat) in zip(modes, batchers, totals):
+        for (label, max_batch, in_flight, threads, reason_window), batcher, (wall, lat) in zip(modes, batchers, totals):
             await batcher.close()
             source_rows.append({"user_vector": source, "mode": label, "max_batch": max_batch, "in_flight": in_flight,
-                                "ort_threads": threads, "concurrency": concurrency, "requests": len(lat),
+                                "ort_threads": threads, "reason_window": reason_window, "concurrency": concurrency, "requests": len(lat),
                                 "rps": len(lat) / wall, **percentiles_ms(lat)})
         for row in source_rows[1:]:
             row["gain"] = row["rps"] / source_rows[0]["rps"]
@@ -244,7 +247,7 @@ async def batching(setup: Setup, n_requests: int, concurrency: int = 64) -> list
     return rows
 
 
-BATCH_COLUMNS = ["user_vector", "mode", "max_batch", "in_flight", "ort_threads", "concurrency", "requests", "rps",
+BATCH_COLUMNS = ["user_vector", "mode", "max_batch", "in_flight", "ort_threads", "reason_window", "concurrency", "requests", "rps",
                  "p50_ms", "p99_ms", "gain"]
 
 
@@ -302,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         "batching_gain_c64": {r["user_vector"]: r["gain"] for r in batch_rows if r["mode"].endswith("(served)")},
         "batching_gain_c64_2_in_flight": {r["user_vector"]: r["gain"] for r in batch_rows
                                           if r["mode"].endswith("2 in flight")},
+        # served throughput (occlusion reasons) / the same without occlusion: what faithful reasons cost
+        "occlusion_rps_ratio": {v: served["rps"] / plain["rps"] for v in ("encoded", "redis")
+                                for served in batch_rows for plain in batch_rows
+                                if served["user_vector"] == plain["user_vector"] == v
+                                and served["mode"].endswith("(served)") and plain["reason_window"] == 0},
         "ann_recall@10_1M": ann_row["heldout_recall@10"],
         "ann_b1_p50_ms_1M": ann_row["ann_b1_p50_ms"],
     }

@@ -3,7 +3,8 @@
 For each sampled user (history of at least 3 known items) the model's top item r (not in the
 history) is explained by one history item c per method. Faithful means: removing c from the
 history lowers r's rank more than removing a random other history item does. Methods:
-``cosine`` (nearest history item to r in the output item space), ``dot`` (raw dot product),
+``occlusion`` (served: ``reasons.occlude`` exactly as the ranker calls it, the top ``reasons.POOL``
+candidates as the pool), ``cosine`` (nearest history item to r in the output item space), ``dot`` (raw dot product),
 ``recent-cosine`` (cosine weighted by recency), ``recent`` (the newest history item) and
 ``random`` (a random history item, the floor). Target (issue 14): >= 70% for the method the ranker uses, on >= 2,000 users of Beauty.
 """
@@ -18,7 +19,7 @@ import numpy as np
 from bench.report import machine, table, write
 from services.common.bundle.model import load_bundle
 from services.ingest.datasets import read_sequences
-from services.ranker.reasons import explain
+from services.ranker.reasons import POOL, WINDOW, Question, explain, occlude
 from services.ranker.scoring import unit_rows
 
 
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="sequence file the bundle was trained on")
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--window", type=int, nargs="+", default=[WINDOW],
+                        help="occlusion windows to measure (the ranker's SHOPSTREAM_RANKER_REASON_WINDOW)")
     parser.add_argument("--out", default="reasons")
     args = parser.parse_args(argv)
 
@@ -64,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         scores[b, row] = -np.inf
     top = scores.argmax(axis=1)
     unit = unit_rows(bundle.item_embeddings)
-    cited = {
+    pools = np.argsort(-(user_vecs @ bundle.item_embeddings.T)[:, 1:], axis=1)[:, :POOL] + 1  # the scorer's candidates
+    questions = [Question(u, np.array(r), np.array([t]), p) for u, r, t, p in zip(user_vecs, rows, top, pools)]
+    cited = {f"occlusion-{w}": np.array([ev.item[0] for ev in occlude(questions, bundle.encode_rows,
+                                                                        bundle.item_embeddings, w)])
+             for w in args.window}
+    cited.update({
         "cosine": np.array([explain(unit, np.array(r), np.array([t])).item[0] for r, t in zip(rows, top)]),
         "dot": np.array([explain(bundle.item_embeddings, np.array(r), np.array([t]), "dot").item[0]
                          for r, t in zip(rows, top)]),
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                                    for r, t in zip(rows, top)]),
         "recent": np.array([r[-1] for r in rows]),
         "random": np.array([rng.choice(r) for r in rows]),
-    }
+    })
     results = []
     for method, items in cited.items():
         # The comparison item: a random history item other than the cited one.
@@ -90,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             "method": method,
             "users": int(usable.sum()),
             "faithful_pct": round(100.0 * wins.sum() / n, 2),
+            "cites_own_history_pct": round(100.0 * np.mean([c in r for r, c in zip(rows, items)]), 2),
             "faithful_tiebreak_pct": round(100.0 * wins_tiebreak.sum() / n, 2),
             "rank_ties_pct": round(100.0 * ((rank_cited == rank_other) & usable).sum() / n, 2),
             "median_rank_after_removing_cited": float(np.median(rank_cited[usable])),
@@ -97,10 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         })
     seconds = time.perf_counter() - started
     print(f"bundle {bundle.version}: {len(rows)} users, {len(bundle.item_ids)} items ({seconds:.1f} s)")
-    print(table(results, ["method", "users", "faithful_pct", "faithful_tiebreak_pct", "rank_ties_pct",
+    print(table(results, ["method", "users", "faithful_pct", "cites_own_history_pct", "faithful_tiebreak_pct", "rank_ties_pct",
                           "median_rank_after_removing_cited", "median_rank_after_removing_other"]))
     path = write(args.out, {"machine": machine(), "bundle": bundle.version, "data": args.data,
                             "sampled_users": len(rows), "seed": args.seed, "results": results,
+                            "pool": POOL,
                             "definition": "faithful: rank of the top item after removing the cited history item "
                                           "> its rank after removing a random other history item (ties fail); "
                                           "tiebreak: equal ranks are decided by the larger margin (best other item's "

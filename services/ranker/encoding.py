@@ -37,5 +37,9 @@ class Encoder:
 
     def encode(self, bundle: ModelBundle, histories: list[list[str]]) -> np.ndarray:
         """User vectors float32 [B, dim], row i for ``histories[i]`` (unknown items dropped)."""
-        pool = self.pool if len(histories) > self.small_batch_max else None
-        return bundle.encode(histories, bucket_rows=self.bucket_rows, pool=pool, parts=self.threads)
+        return self.encode_rows(bundle, bundle.index_rows(histories))
+
+    def encode_rows(self, bundle: ModelBundle, rows: list[list[int]]) -> np.ndarray:
+        """``encode`` for histories already as vocabulary indices (``ModelBundle.index_rows``)."""
+        pool = self.pool if len(rows) > self.small_batch_max else None
+        return bundle.encode_rows(rows, bucket_rows=self.bucket_rows, pool=pool, parts=self.threads)

@@ -16,8 +16,10 @@ A failure while compiling one caller's filter fails that caller only.
 A caller with merchandising (a filter expression, boosts, diversity or a category cap:
 ``services.rules.merchandising``) is scored exactly over the whole catalog instead, since
 boosts move items the plain top-``fetch`` would never see; then MMR / the cap re-rank its best
-candidates (``diversity.py``). Every answer carries its evidence: the history item closest to
-each picked item (``reasons.py``), a [k x L] product.
+candidates (``diversity.py``). Every answer carries its evidence, by occlusion (``reasons.py``):
+the batch's requests are re-encoded without each of their newest history items in ONE more
+encoder call, and each picked item cites the one whose removal lowers its rank most among the
+request's best ``reasons.POOL`` candidates.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import numpy as np
 from services.common.filters import ItemFilter, RowFilter
 from services.ranker.diversity import rerank
 from services.ranker.model_holder import LoadedModel
-from services.ranker.reasons import SERVED, explain
+from services.ranker import reasons
 from services.ranker.scoring import pick_allowed_rows, top_k
 from services.rules.evaluate import Interactions
 from services.rules.merchandising import Merchandising
@@ -55,12 +57,14 @@ class Ranked:
     indices: np.ndarray  # int64 vocabulary indices, best first
     scores: np.ndarray  # float32
     evidence: np.ndarray | None = None  # int64 per item: the history index that explains it (0: none)
-    strength: np.ndarray | None = None  # float32 per item: cosine to that history item
+    strength: np.ndarray | None = None  # float32 per item: how much removing it lowers the item's score
 
 
 class RankEngine:
-    def __init__(self, *, overfetch_min: int = 16, on_fallback: Callable[[], None] | None = None) -> None:
+    def __init__(self, *, overfetch_min: int = 16, on_fallback: Callable[[], None] | None = None,
+                 reason_window: int = reasons.WINDOW) -> None:
         self._overfetch_min = overfetch_min
+        self._reason_window = reason_window
         self._on_fallback = on_fallback
 
     def __call__(self, jobs: Sequence[RankJob]) -> list[Ranked | Exception]:
@@ -87,33 +91,48 @@ class RankEngine:
         if not ready:
             return
         users_all = self._user_vectors(model, [job for _, job, _ in ready])
+        answers: list[tuple[int, RankJob, np.ndarray, tuple[np.ndarray, np.ndarray], np.ndarray]] = []
         plain = [i for i, (_, job, _) in enumerate(ready) if job.merch is None]
         for i, (row, job, row_filter) in enumerate(ready):
             if job.merch is not None:
-                results[row] = self._merchandised(model, job, row_filter, users_all[i])
+                answers.append((row, job, users_all[i], *self._merchandised(model, job, row_filter, users_all[i])))
         if len(plain) < len(ready):
             ready, users = [ready[i] for i in plain], users_all[plain]
         else:
             users = users_all
-        if not ready:
-            return
+        if ready:
+            answers.extend(self._plain(model, ready, users))
+        evidence = reasons.occlude(
+            [reasons.Question(user, history_indices(model, job), got[0], pool) for _, job, user, got, pool in answers],
+            model.encode_rows, model.items.embeddings, self._reason_window)
+        for (row, _, _, (got_i, got_s), _), ev in zip(answers, evidence):
+            results[row] = Ranked(got_i, got_s, ev.item, ev.strength)
+
+    def _plain(self, model: LoadedModel, ready: list[tuple[int, RankJob, RowFilter]], users: np.ndarray) -> list:
+        """Rows without merchandising: the scorer's candidates, the first k allowed of each."""
         fetch = max(job.k + f.drop.size + max(job.k, self._overfetch_min) for _, job, f in ready)
-        indices, scores = model.scorer.candidates(users, fetch)
+        indices, scores = model.scorer.candidates(users, max(fetch, reasons.POOL))
         order = np.lexsort((indices, -scores), axis=-1)  # best first, ties by index: one call per batch
         rows = np.arange(len(order))[:, None]
         indices, scores = indices[rows, order], scores[rows, order]
         exhaustive = model.scorer.exhaustive and indices.shape[1] >= model.scorer.num_rows
         picked = pick_allowed_rows(indices, scores, [f for _, _, f in ready], [job.k for _, job, _ in ready])
-        for i, ((row, job, row_filter), (got_i, got_s)) in enumerate(zip(ready, picked)):
-            if got_i.size < job.k and not exhaustive:
+        answers = []
+        for i, ((row, job, row_filter), got) in enumerate(zip(ready, picked)):
+            pool = indices[i, :reasons.POOL]
+            if got[0].size < job.k and not exhaustive:
                 if self._on_fallback is not None:
                     self._on_fallback()
-                got_i, got_s = top_k(items.embeddings @ users[i], row_filter.mask(), job.k)
-            results[row] = with_evidence(model, job, got_i, got_s)
+                got_i, got_s = top_k(model.items.embeddings @ users[i], row_filter.mask(), max(job.k, reasons.POOL))
+                got, pool = (got_i[:job.k], got_s[:job.k]), got_i
+            answers.append((row, job, users[i], got, pool))
+        return answers
 
     @staticmethod
-    def _merchandised(model: LoadedModel, job: RankJob, row_filter: RowFilter, user: np.ndarray) -> Ranked:
-        """Exact scores plus boosts, under the filter and the expression; re-ranked for variety."""
+    def _merchandised(model: LoadedModel, job: RankJob, row_filter: RowFilter,
+                      user: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+        """Exact scores plus boosts, under the filter and the expression; re-ranked for variety.
+        Returns the picked (indices, scores) and the candidates their reasons rank them among."""
         merch = job.merch
         scores = model.items.embeddings @ user
         mask = row_filter.mask()
@@ -126,12 +145,12 @@ class RankEngine:
             if boost is not None:
                 scores = scores + boost
         if not merch.reranks:
-            got_i, got_s = top_k(scores, mask, job.k)
-            return with_evidence(model, job, got_i, got_s)
+            got_i, got_s = top_k(scores, mask, max(job.k, reasons.POOL))
+            return (got_i[:job.k], got_s[:job.k]), got_i
         cand_i, cand_s = top_k(scores, mask, max(RERANK_MIN, RERANK_FACTOR * job.k))
         picked, _ = rerank(cand_i, cand_s, job.k, unit_vectors=model.unit_embeddings, weight=merch.diversity,
                            categories=model.masks.category_codes, cap=merch.max_per_category)
-        return with_evidence(model, job, picked, scores[picked].astype(np.float32))
+        return (picked, scores[picked].astype(np.float32)), cand_i
 
     @staticmethod
     def _user_vectors(model: LoadedModel, jobs: list[RankJob]) -> np.ndarray:
@@ -157,12 +176,10 @@ class RankEngine:
         return users
 
 
-def with_evidence(model: LoadedModel, job: RankJob, indices: np.ndarray, scores: np.ndarray) -> Ranked:
-    """``Ranked`` with, per item, the history item that explains it (``reasons.explain``)."""
+def history_indices(model: LoadedModel, job: RankJob) -> np.ndarray:
+    """The job's history as vocabulary indices of trained items (what a reason may cite)."""
     history = np.array(model.bundle.index_rows([job.history])[0] if job.history else [], dtype=np.int64)
-    history = history[history <= model.items.num_trained] if history.size else history
-    evidence = explain(model.unit_embeddings, history, indices, SERVED)
-    return Ranked(indices, scores, evidence.item, evidence.strength)
+    return history[history <= model.items.num_trained] if history.size else history
 
 
 def user_only_exclusions(job: RankJob) -> list[str] | tuple[()]:

@@ -77,6 +77,12 @@ class LoadedModel:
             return self.bundle.encode(histories)
         return self.encoder.encode(self.bundle, histories)
 
+    def encode_rows(self, rows: list[list[int]]) -> np.ndarray:
+        """``encode`` for histories already as vocabulary indices (``bundle.index_rows``)."""
+        if self.encoder is None:
+            return self.bundle.encode_rows(rows)
+        return self.encoder.encode_rows(self.bundle, rows)
+
 
 def warm_up(model: LoadedModel) -> None:
     """One dummy encode + score, so the first real request pays no lazy initialisation."""

@@ -39,7 +39,7 @@ class RankerDeps:
 
 def make_batcher(settings: RankerSettings, executor: Executor, metrics: RankerMetrics) -> MicroBatcher[RankJob, Ranked]:
     """The Rank micro-batcher over the engine, with its metrics."""
-    engine = RankEngine(on_fallback=metrics.exact_fallbacks.inc)
+    engine = RankEngine(on_fallback=metrics.exact_fallbacks.inc, reason_window=settings.reason_window)
 
     def run(jobs: Sequence[RankJob]) -> list:
         start = time.perf_counter()

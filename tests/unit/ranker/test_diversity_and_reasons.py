@@ -2,7 +2,7 @@
 import numpy as np
 
 from services.ranker.diversity import intra_list_diversity, rerank
-from services.ranker.reasons import explain
+from services.ranker.reasons import Question, explain, occlude, occluded
 from services.ranker.scoring import unit_rows
 
 # Items 1-3 point one way, 4-6 another (index 0 is padding).
@@ -42,3 +42,26 @@ def test_evidence_is_the_closest_history_item():
     # Weighted by recency, a similar item far back loses to a less similar recent one.
     assert explain(VECS, np.array([4, 1]), np.array([3]), method="recent-cosine").item.tolist() == [1]
     assert explain(VECS, np.array([1] + [4] * 6), np.array([2]), method="recent-cosine").item.tolist() == [4]
+
+
+def sum_of_rows(rows: list[list[int]]) -> np.ndarray:
+    """A toy encoder: the user vector is the sum of the history's item vectors."""
+    return np.stack([VECS[r].sum(axis=0) if r else np.zeros(2, np.float32) for r in rows])
+
+
+def test_occlusion_tries_the_newest_distinct_items():
+    tried, rows = occluded(np.array([1, 4, 1, 5, 6]), window=3)
+    assert tried.tolist() == [6, 5, 1]
+    assert rows == [[1, 4, 1, 5], [1, 4, 1, 6], [4, 5, 6]]
+
+
+def test_occlusion_cites_the_item_whose_removal_lowers_the_rank_most():
+    history = np.array([1, 4])  # one item on each axis
+    question = Question(sum_of_rows([history.tolist()])[0], history, np.array([2, 5]), np.array([2, 3, 5, 6]))
+    calls = []
+    ev = occlude([question, Question(question.user, np.zeros(0, np.int64), np.array([2]), question.pool)],
+                 lambda rows: calls.append(rows) or sum_of_rows(rows), VECS)
+    assert len(calls) == 1  # one encoder call for the whole batch
+    assert ev[0].item.tolist() == [1, 4]  # item 2 leans on item 1's axis, item 5 on item 4's
+    assert np.all(ev[0].strength > 0.9)
+    assert ev[1].item.tolist() == [0]  # no history: nothing to cite
