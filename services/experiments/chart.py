@@ -29,7 +29,10 @@ def write_chart(report: dict, path: Path | str, promoted_at_ms: int | None = Non
     ctr_ax.set_ylabel("CTR (lists clicked / served)")
     conv_ax.set_ylabel("conversion (lists bought from / served)")
     conv_ax.set_xlabel("time bucket (UTC)")
-    conv_ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    # Labels that suit the ticks' spacing: "%H:%M" alone printed each minute twice on a run of minutes.
+    locator = mdates.AutoDateLocator()
+    conv_ax.xaxis.set_major_locator(locator)
+    conv_ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ctr_ax.set_title(f"experiment {report['experiment']}: per variant over time")
     for ax in (ctr_ax, conv_ax):
         ax.grid(alpha=0.3)
