@@ -7,15 +7,19 @@ other.
 
 The schedule runs in this process, its ``run_until`` in a thread as ``shopstream up`` runs it
 (the same object, the same commands, each step a ``python -m services`` process of its own),
-against the e2e system fixture: starting a whole ``shopstream up`` (its own brokers, its own
-first model) would take longer than this test may. ``shopstream up`` calls ``stop`` on SIGTERM
-before it stops the services; that call is what step 3 checks.
+against the e2e system fixture: a whole ``shopstream up`` has its own brokers and first model,
+and traffic enough for a decision on top would take longer than this test may. ``shopstream
+up`` calls ``stop`` on SIGTERM before it stops the services; the second test runs the whole
+``shopstream up --retrain-every`` as a process and SIGTERMs it while its first retrain runs.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -29,6 +33,7 @@ from services.common.infra import connect_redis
 from services.experiments.cli import loaded_model_versions
 from services.experiments.store import ExperimentStore
 from services.ingest.replay import replay
+from services.ingest.synthetic import SyntheticConfig, generate, write_dataset
 from services.simulator.journal import Journal
 from services.simulator.runner import Simulation, SimulationConfig
 from services.stack.retrain_schedule import RetrainSchedule
@@ -46,6 +51,7 @@ MIN_IMPRESSIONS = 20
 # the fallback guardrail is off (a loaded machine's ranker deadlines serve trending fallbacks).
 POLICY_ARGS = ("--min-impressions", str(MIN_IMPRESSIONS), "--alpha", "0.999", "--max-fallback-rate", "1")
 ROUND_TIMEOUT_S = 120.0  # bounds only a hang reaches: a retrain on a loaded 2-core machine
+UP_TIMEOUT_S = 180.0  # shopstream up's start-up (a one-epoch first model) and first round, ditto
 
 
 def _store(redis_url: str, work):
@@ -58,9 +64,11 @@ def _store(redis_url: str, work):
     return asyncio.run(run())
 
 
-def _steps(kind: str) -> dict[int, list[str]]:
-    """This process's children that are schedule steps of ``kind`` (``retrain``, ``experiments``)."""
-    return {pid: argv for pid, argv in children(os.getpid()).items() if argv[1:4] == ["-m", "services", kind]}
+def _steps(kind: str, parent: int | None = None) -> dict[int, list[str]]:
+    """The children of ``parent`` (default: this process) that are schedule steps of ``kind``
+    (``retrain``, ``experiments``)."""
+    found = children(os.getpid() if parent is None else parent)
+    return {pid: argv for pid, argv in found.items() if argv[1:4] == ["-m", "services", kind]}
 
 
 def _ranker_live(addr: str) -> str | None:
@@ -129,6 +137,8 @@ def test_schedule_retrains_from_kafka_experiments_decides_and_stops(system, data
         report = wait_for(lambda: _decision(schedule, "retrain-1"), timeout=ROUND_TIMEOUT_S, interval=0.2,
                           what="the promotion policy deciding retrain-1")
         simulation.stop()
+        simulation.join(timeout=30)
+        simulation = None  # ended (its stop() raises once its event loop has closed)
         rows = {row["variant"]: row for row in report["variants"]}
         assert set(rows) == {"control", "candidate"}
         assert all(row["impressions"] >= MIN_IMPRESSIONS for row in rows.values()), rows
@@ -181,3 +191,40 @@ def test_schedule_retrains_from_kafka_experiments_decides_and_stops(system, data
                 _store(system.redis, lambda s, name=experiment.name: s.promote(name, "control"))
         if latest_version(models_dir) != live_before:
             set_live(models_dir, live_before, keep_previous=True)
+
+
+@pytest.mark.timeout(300)
+def test_up_with_retrain_every_stops_on_sigterm_with_a_retrain_in_flight(tmp_path):
+    """The whole ``shopstream up --retrain-every`` as a process: SIGTERM while its schedule's
+    retrain runs ends everything it started (exit 0, no process left behind)."""
+    data = write_dataset(generate(SyntheticConfig(users=150, items=60, categories=4, seed=5)), tmp_path / "data")
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}  # embedded
+    with open(tmp_path / "console.txt", "w+", encoding="utf-8") as console:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "services", "up", "--free-ports", "--workdir", str(tmp_path / "var"),
+             "--dataset", str(data["sequences"]), "--attributes", str(data["attributes"]), "--users", "20",
+             "--rate", "5000", "--no-prometheus", "--retrain-every", str(EVERY_S),
+             "--train-args", " ".join(TRAIN_ARGS), "--retrain-policy-args", " ".join(POLICY_ARGS)],
+            cwd=tmp_path, env=env, stdout=console, stderr=subprocess.STDOUT)
+        try:
+            in_flight = wait_for(lambda: _steps("retrain", up.pid) or up.poll() is not None,
+                                 timeout=UP_TIMEOUT_S, interval=0.05, what="up's first retrain in flight")
+            if up.poll() is not None:
+                console.seek(0)
+                pytest.fail(f"shopstream up exited ({up.returncode}) before its retrain:\n{console.read()[-3000:]}")
+            started = children(up.pid)  # the services, the brokers and the retrain
+            (retrain_pid, _), = in_flight.items()
+            up.send_signal(signal.SIGTERM)
+            code = up.wait(timeout=60)
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+        console.seek(0)
+        out = console.read()
+    assert code == 0, out[-3000:]
+    assert "==> retraining every" in out and "==> stopped" in out, out[-3000:]
+    assert "==> retrain schedule:" not in out, out[-3000:]  # the round ended with the stop: nothing said of it
+    assert not alive(retrain_pid), "the retrain outlived shopstream up"
+    left = [argv for pid, argv in started.items() if alive(pid)]
+    assert not left, f"left running after shopstream up exited: {left}"
