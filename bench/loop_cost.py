@@ -1,5 +1,5 @@
-"""What the closed loop costs the gateway: Recommend throughput and latency with impression
-logging off, on, and on with a running experiment's shadow variant, side by side in one run.
+"""What the closed loop costs: Recommend throughput and latency with impression logging and
+attribution off, on, and on with a running experiment's shadow variant, side by side in one run.
 
 Two parts, in one run:
 
@@ -8,23 +8,30 @@ Two parts, in one run:
    with the gateway's default linger, answers arriving at about 1,000/s, every one
    acknowledged), measured as process CPU time in this process, and the broker's
    CPU per impression: steadier than wall-clock figures on a machine that runs other work.
-2. **End to end**: one Redis, one broker, one ranker, and per run a fresh gateway process
-   (impression logging on or off: SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED). Per round, four
-   configurations run back to back (seconds apart, the order rotated per round), each a
-   closed-loop load generator (bench.loadgen, its own process) at one concurrency:
+2. **End to end**: one Redis, one broker, one ranker, one features worker (its attribution
+   job on: it joins impressions and events), and per run a fresh gateway process (impression
+   logging on or off: SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED). Per round, five configurations
+   run back to back (seconds apart, the order rotated per round), each a closed-loop load
+   generator (bench.loadgen, its own process) at one concurrency:
 
-     off                  impressions off, no experiment (today's gateway plus ids)
+     off                  impressions off, no experiment: nothing to attribute
      off-control          the same as off, run again: the spread between two runs of one
                           configuration, i.e. what a smaller difference is worth here
-     impressions          impressions on, no experiment
-     impressions+shadow   impressions on, an experiment serving the live model with a shadow
+     impressions          impressions on, the features worker paused (SIGSTOP) during the
+                          run: the gateway's and the broker's share alone
+     loop                 impressions on and attributed as they arrive, the features worker
+                          on the same CPUs as the gateway (a deployment gives it its own)
+     loop+shadow          as loop, with an experiment serving the live model and a shadow
                           variant scored on every request (sample rate 1.0)
+
+   Between runs the bench waits until attribution has counted every impression published so
+   far, so no run pays for the one before. The servers' CPU includes the features worker's.
 
 The shadow names the live model version itself unless the models directory holds a
 candidate: its cost (one more Rank per request, joining the same RankBatch calls) is the
 same either way; its overlap with the served list is then 1.
 
-The issue's bound: the loop costs <= 10% of Recommend throughput (impressions vs off).
+The issue's bound: the loop costs <= 10% of Recommend throughput (loop vs off).
 
 ``python -m bench.loop_cost [--quick]``; results in bench/results/loop_cost.json.
 """
@@ -36,6 +43,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,7 +64,9 @@ from services.experiments.store import ExperimentStore
 from services.stack.embedded import EmbeddedKafka, EmbeddedRedis
 from services.stack.local import ServiceStack
 
-CONFIGS = ("off", "off-control", "impressions", "impressions+shadow")
+CONFIGS = ("off", "off-control", "impressions", "loop", "loop+shadow")
+SHADOW = "loop+shadow"
+WARM_UP = 2000  # impressions the component publishes before it measures
 PARTITIONS = 4
 
 
@@ -77,11 +87,12 @@ def _cpu_s(pid: int | None) -> float:
 
 
 def _scrape(port: int) -> dict[str, float]:
-    """The gateway's /metrics as {sample name with labels: value} (only what this bench reads)."""
+    """A server's /metrics as {sample name with labels: value} (only what this bench reads)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     out = {}
     for line in text.splitlines():
-        if line.startswith("shopstream_gateway_impressions") or line.startswith("shopstream_gateway_shadow"):
+        if line.startswith(("shopstream_gateway_impressions", "shopstream_gateway_shadow",
+                            "shopstream_attribution_impressions_total")):
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
@@ -112,29 +123,41 @@ def component(kafka: str, broker_pid: int | None, n: int) -> dict:
 
         return REGISTRY.get_sample_value("shopstream_gateway_impressions_published_total") or 0.0
 
-    async def publish(count: int) -> float:
-        log = ImpressionLog.to_kafka(kafka, 10.0, metrics, capacity=count + 1, batch_max=500,
-                                     linger_s=GatewaySettings.model_fields["impressions_linger_s"].default)
-        task = asyncio.create_task(log.run())
-        start, target = time.process_time(), published() + count
-        for i in range(count):
+    async def offer(log, ids: list[str]) -> None:
+        """Offer one impression per id (the answer's id is made whether impressions are on or off);
+        without ``log``, the same loop offering nothing: the pacing's own CPU, subtracted."""
+        target = published() + len(ids)
+        for i, recommendation_id in enumerate(ids):
             resp = answers[i % len(answers)]
-            resp.recommendation_id = new_recommendation_id()
-            log.offer(impression_of(resp, f"bench-user-{i % 997}", "recommend"))
+            resp.recommendation_id = recommendation_id
+            if log is not None:
+                log.offer(impression_of(resp, f"bench-user-{i % 997}", "recommend"))
             if i % 10 == 9:
                 await asyncio.sleep(0.01)  # answers at about 1,000/s, as a busy gateway serves them
-        while published() < target:
+        while log is not None and published() < target:
             await asyncio.sleep(0.001)
-        cpu = time.process_time() - start
-        task.cancel()
-        await log.close(5.0)
-        return cpu
 
-    asyncio.run(publish(2000))  # warm-up: connect, topic metadata
-    broker_before = _cpu_s(broker_pid)
-    cpu = asyncio.run(publish(n))
-    broker = _cpu_s(broker_pid) - broker_before
-    return {"impressions": n, "gateway_cpu_us_per_impression": 1e6 * cpu / n,
+    async def measure() -> tuple[float, float]:
+        """CPU seconds of this process and of the broker for ``n`` impressions, after a warm-up
+        (connecting, creating the topic, its metadata: paid once per gateway process)."""
+        log = ImpressionLog.to_kafka(kafka, 10.0, metrics, capacity=n + 1, batch_max=500,
+                                     linger_s=GatewaySettings.model_fields["impressions_linger_s"].default)
+        task = asyncio.create_task(log.run())
+        try:
+            await offer(log, [new_recommendation_id() for _ in range(WARM_UP)])
+            ids = [new_recommendation_id() for _ in range(n)]
+            start = time.process_time()
+            await offer(None, ids)
+            pacing = time.process_time() - start
+            start, broker_before = time.process_time(), _cpu_s(broker_pid)
+            await offer(log, ids)
+            return time.process_time() - start - pacing, _cpu_s(broker_pid) - broker_before
+        finally:
+            task.cancel()
+            await log.close(5.0)
+
+    cpu, broker = asyncio.run(measure())
+    return {"impressions": n, "impressions_published": n + WARM_UP, "gateway_cpu_us_per_impression": 1e6 * cpu / n,
             "broker_cpu_us_per_impression": 1e6 * broker / n}
 
 
@@ -186,6 +209,20 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
                               partitions=PARTITIONS, extra_env=quiet)
         stack.callback(ranker.stop)
         ranker.start_service("ranker")
+        features = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / "features",
+                                partitions=PARTITIONS, extra_env={"SHOPSTREAM_FEATURES_LOG_LEVEL": "WARNING",
+                                                                  "SHOPSTREAM_FEATURES_ATTRIBUTION_ENABLED": "true"})
+        stack.callback(features.stop)
+        features.start_service("features")
+        worker = features.processes["features"].proc.pid
+
+        def attributed() -> float:
+            return sum(v for k, v in _scrape(features.ports["features_metrics"]).items()
+                       if k.startswith("shopstream_attribution_impressions_total"))
+
+        _wait(lambda: attributed() >= parts["impressions_published"], "the component's impressions attributed",
+              timeout=300)
+        already = attributed()
         print(f"==> {len(users)} users, model {live} (shadow: {shadow_version}), concurrency {concurrency}, "
               f"{seconds:g} s per run, a fresh gateway process per run; {os.cpu_count()} CPUs shared by Redis, the "
               "broker, the ranker, the gateway and the load generator", flush=True)
@@ -210,7 +247,7 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
         def gateway_for(config: str, n: int) -> ServiceStack:
             """A fresh gateway process for one run: a difference between two processes of the same
             configuration (off vs off-control) would otherwise pass for the configuration's cost."""
-            env = {**quiet, "SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED": "true" if config.startswith("impr") else "false"}
+            env = {**quiet, "SHOPSTREAM_GATEWAY_IMPRESSIONS_ENABLED": "false" if config.startswith("off") else "true"}
             gw = ServiceStack(kafka=kafka, redis=redis_server.url, models_dir=models, log_dir=tmp / f"gw-{n}",
                               partitions=PARTITIONS, extra_env=env)
             gw.ports["ranker"] = ranker.ports["ranker"]  # the same ranker behind every gateway
@@ -222,16 +259,24 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
             order = CONFIGS[round_ % len(CONFIGS):] + CONFIGS[:round_ % len(CONFIGS)]
             for config in order:
                 name = f"bench-shadow-{round_}"
-                if config == "impressions+shadow":
+                if config == SHADOW:
                     experiment(name, end=False)  # read by the gateway at start-up
                 runs += 1
                 gw = gateway_for(config, runs)
                 try:
-                    if config == "impressions+shadow":
+                    if config == SHADOW:
                         _wait(lambda: _experiment_seen(gw.gateway_addr, users[0], name), "the experiment served")
-                    row = _measure(round_, config, gw, ranker, broker, redis_server, users, concurrency, seconds)
+                    if config == "impressions":
+                        os.kill(worker, signal.SIGSTOP)  # attribution off for this run
+                    try:
+                        row = _measure(round_, config, gw, {"ranker": ranker.processes["ranker"].proc.pid,
+                                                            "features": worker}, broker, redis_server, users,
+                                       concurrency, seconds)
+                    finally:
+                        if config == "impressions":
+                            os.kill(worker, signal.SIGCONT)
                 finally:
-                    if config.startswith("impr"):
+                    if not config.startswith("off"):
                         time.sleep(0.5)  # the last batch of impressions acknowledged before the count
                         final = _scrape(gw.ports["gateway_metrics"])
                         for key, name_ in (("published", "shopstream_gateway_impressions_published_total"),
@@ -241,8 +286,12 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
                                                                       '{reason="publish_failed"}')):
                             impressions[key] += final.get(name_, 0.0)
                     gw.stop()
-                    if config == "impressions+shadow":
+                    if config == SHADOW:
                         experiment(name, end=True)
+                # The next run starts with attribution caught up: it pays for no backlog of this one.
+                caught_up = time.monotonic()
+                _wait(lambda: attributed() - already >= impressions["published"], "attribution caught up", timeout=300)
+                row["attribution_catch_up_s"] = time.monotonic() - caught_up
                 rows.append(row)
                 print(f"    round {round_} {config:<19} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:.2f} ms  "
                       f"p99 {row['p99_ms']:.2f} ms  errors {row['errors']}  degraded {row['degraded']}", flush=True)
@@ -253,12 +302,12 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
                      "generator (and whatever else runs on the machine); closed loop, loopback only"}
 
 
-def _measure(round_: int, config: str, gw: ServiceStack, ranker: ServiceStack, broker, redis_server,
+def _measure(round_: int, config: str, gw: ServiceStack, servers: dict[str, int], broker, redis_server,
              users: list[str], concurrency: int, seconds: float) -> dict:
     """One load-generator run against ``gw``: its row (latency, throughput, CPU per request of
-    each server process, and for the shadow configuration what the shadow scored)."""
-    pids = {"gateway": gw.processes["gateway"].proc.pid, "ranker": ranker.processes["ranker"].proc.pid,
-            "broker": broker.pid, "redis": redis_server.pid}
+    each server process: the gateway, ``servers`` (name -> pid), the broker and Redis; for the
+    shadow configuration what the shadow scored)."""
+    pids = {"gateway": gw.processes["gateway"].proc.pid, **servers, "broker": broker.pid, "redis": redis_server.pid}
     before = _scrape(gw.ports["gateway_metrics"])
     cpu_before = {k: _cpu_s(pid) for k, pid in pids.items()}
     res = _loadgen(gw.gateway_addr, users, concurrency, seconds)
@@ -273,7 +322,7 @@ def _measure(round_: int, config: str, gw: ServiceStack, ranker: ServiceStack, b
            "degraded": res["degraded"],
            "server_cpu_ms_per_request": 1000 * sum(cpu.values()) / n if n else float("nan"),
            **{f"{k}_cpu_ms_per_request": 1000 * v / n if n else float("nan") for k, v in cpu.items()}}
-    if config == "impressions+shadow":
+    if config == SHADOW:
         def delta(name: str) -> float:
             return after.get(name, 0.0) - before.get(name, 0.0)
 
@@ -315,6 +364,8 @@ def _summary(rows: list[dict], parts: dict) -> dict:
         "gateway_cpu_us_per_request_off": off_gateway, "servers_cpu_us_per_request_off": off_cpu,
         "gateway_share": gateway_us / (off_gateway + gateway_us),
         "servers_share": (gateway_us + broker_us) / (off_cpu + gateway_us + broker_us)}
+    out["loop_target_met_by_rps"] = out["loop"]["median_throughput_cost"] <= 0.10
+    out["loop_target_met_by_cpu"] = out["loop"]["median_cpu_cost"] <= 0.10
     out["impressions_target_met_by_rps"] = out["impressions"]["median_throughput_cost"] <= 0.10
     out["impressions_target_met_by_cpu"] = out["impressions"]["median_cpu_cost"] <= 0.10
     out["impressions_target_met_by_component"] = out["component_cost"]["servers_share"] <= 0.10
@@ -334,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(report.table(result["rows"], ["round", "config", "requests", "rps", "p50_ms", "p99_ms", "errors",
                                          "degraded", "server_cpu_ms_per_request", "gateway_cpu_ms_per_request",
-                                         "ranker_cpu_ms_per_request", "broker_cpu_ms_per_request",
+                                         "ranker_cpu_ms_per_request", "features_cpu_ms_per_request",
+                                         "broker_cpu_ms_per_request", "attribution_catch_up_s",
                                          "shadow_scored", "shadow_skipped_busy", "shadow_mean_overlap"]))
     s = result["summary"]
     for config in CONFIGS[1:]:
@@ -349,6 +401,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{c['gateway_cpu_us_per_request_off']:.0f} us gateway / {c['servers_cpu_us_per_request_off']:.0f} us all "
           f"servers' CPU per request off: {100 * c['gateway_share']:.1f}% of the gateway's throughput, "
           f"{100 * c['servers_share']:.1f}% with the broker on the same CPUs")
+    print(f"the loop (impressions + attribution) costs <= 10% of throughput: by requests/s "
+          f"{'met' if s['loop_target_met_by_rps'] else 'MISSED'}, by the servers' CPU per request "
+          f"{'met' if s['loop_target_met_by_cpu'] else 'MISSED'}")
     print(f"impression logging costs <= 10% of throughput: by requests/s "
           f"{'met' if s['impressions_target_met_by_rps'] else 'MISSED'}, by the servers' CPU per request "
           f"{'met' if s['impressions_target_met_by_cpu'] else 'MISSED'}, by the component's CPU "

@@ -36,7 +36,7 @@ def register_attribution(app: faust.App, settings: FeaturesSettings, redis, heal
     processor = AttributionProcessor(RedisAttributionStore(redis, attribution_config(settings)), metrics)
     schema = RawBytesSchema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     source = app.topic(topics.EVENTS, topics.IMPRESSIONS, schema=schema)
-    within = settings.batch_window_ms / 1000.0
+    within = settings.attribution_batch_window_ms / 1000.0
 
     @app.agent(source, name="attribute_events")
     async def attribute_events(stream):

@@ -55,6 +55,10 @@ class FeaturesSettings(BaseSettings):
                                                                 "a list served this long before it at most")
     attribution_bucket_s: int = Field(60, ge=1, description="time bucket of the per-variant counters")
     attribution_max_lists: int = Field(200, ge=1, description="served lists kept per user for the join")
+    attribution_batch_window_ms: float = Field(
+        200.0, gt=0, description="max wait to fill an attribution batch: longer than the events agent's, "
+                                 "since the counters are read per minute and larger batches take fewer Redis "
+                                 "round trips per record (bench/loop_cost.py)")
 
     trending_half_life_s: float = Field(3600.0, gt=0)
     trending_decay_interval_s: float = Field(60.0, gt=0)
