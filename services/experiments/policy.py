@@ -82,8 +82,10 @@ def decide(report: dict, policy: PromotionPolicy) -> Decision:
     if fallback > policy.max_fallback_rate:
         return Decision(None, f"guardrail: {best['variant']} fallback rate {fallback:.4f} > "
                               f"{policy.max_fallback_rate:g}")
-    return Decision(best["variant"], f"{best['variant']} is best on {metric} "
-                                     f"({_value(best, metric):.5g} against control {_value(control, metric):.5g}), "
+    others = [r for r in rows if r is not best]
+    against = ("against " + ", ".join(f"{r['variant']} {_value(r, metric):.5g}" for r in others) if best["control"]
+               else f"against control {_value(control, metric):.5g}")
+    return Decision(best["variant"], f"{best['variant']} is best on {metric} ({_value(best, metric):.5g} {against}), "
                                      f"significant at alpha {policy.alpha:g}, guardrails hold")
 
 

@@ -102,7 +102,8 @@ def test_policy_waits_for_the_sample_and_significance():
 
 
 def test_policy_promotes_the_control_only_when_it_beats_every_variant():
-    assert decide(build_report("exp", two_arms(control_clicks=150, treatment_clicks=100)), POLICY).variant == "control"
+    kept = decide(build_report("exp", two_arms(control_clicks=150, treatment_clicks=100)), POLICY)
+    assert kept.variant == "control" and "against treatment" in kept.reason, kept.reason
     assert decide(build_report("exp", two_arms(control_clicks=110, treatment_clicks=100)), POLICY).variant is None
 
 
