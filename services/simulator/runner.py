@@ -143,8 +143,9 @@ class Simulation:
         return self
 
     def stop(self) -> None:
-        """Ask every shopper to finish its current list and stop (thread-safe)."""
-        if self._loop is not None and self._stopping is not None:
+        """Ask every shopper to finish its current list and stop (thread-safe; nothing once the
+        run has ended)."""
+        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._stopping.set)
 
     def join(self, timeout: float | None = None) -> Summary:

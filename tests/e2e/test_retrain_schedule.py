@@ -138,7 +138,6 @@ def test_schedule_retrains_from_kafka_experiments_decides_and_stops(system, data
                           what="the promotion policy deciding retrain-1")
         simulation.stop()
         simulation.join(timeout=30)
-        simulation = None  # ended (its stop() raises once its event loop has closed)
         rows = {row["variant"]: row for row in report["variants"]}
         assert set(rows) == {"control", "candidate"}
         assert all(row["impressions"] >= MIN_IMPRESSIONS for row in rows.values()), rows
