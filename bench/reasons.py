@@ -3,10 +3,12 @@
 For each sampled user (history of at least 3 known items) the model's top item r (not in the
 history) is explained by one history item c per method. Faithful means: removing c from the
 history lowers r's rank more than removing a random other history item does. Methods:
-``occlusion`` (served: ``reasons.occlude`` exactly as the ranker calls it, the top ``reasons.POOL``
-candidates as the pool), ``cosine`` (nearest history item to r in the output item space), ``dot`` (raw dot product),
-``recent-cosine`` (cosine weighted by recency), ``recent`` (the newest history item) and
-``random`` (a random history item, the floor). Target (issue 14): >= 70% for the method the ranker uses, on >= 2,000 users of Beauty.
+``occlusion-w`` (``reasons.occlude`` as the ranker calls it with SHOPSTREAM_RANKER_REASON_WINDOW=w,
+the top ``reasons.POOL`` candidates as the pool), ``cosine`` (nearest history item to r in the
+output item space), ``dot`` (raw dot product), ``recent-cosine`` (cosine weighted by recency:
+the ranker's default), ``recent`` (the newest history item) and ``random`` (a random history
+item, the floor). Target (issue 14): >= 70% for the method the ranker uses, on >= 2,000 users
+of Beauty.
 """
 from __future__ import annotations
 

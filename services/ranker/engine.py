@@ -16,10 +16,10 @@ A failure while compiling one caller's filter fails that caller only.
 A caller with merchandising (a filter expression, boosts, diversity or a category cap:
 ``services.rules.merchandising``) is scored exactly over the whole catalog instead, since
 boosts move items the plain top-``fetch`` would never see; then MMR / the cap re-rank its best
-candidates (``diversity.py``). Every answer carries its evidence, by occlusion (``reasons.py``):
-the batch's requests are re-encoded without each of their newest history items in ONE more
-encoder call, and each picked item cites the one whose removal lowers its rank most among the
-request's best ``reasons.POOL`` candidates.
+candidates (``diversity.py``). Every answer carries its evidence (``reasons.evidence``): per
+picked item the history item nearest in the model's item space, weighted by recency (a
+[k x L] product), or with ``reason_window`` > 0 by occlusion (ONE more encoder call for the
+batch: each request re-encoded without each of its newest history items).
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ class Ranked:
 
 class RankEngine:
     def __init__(self, *, overfetch_min: int = 16, on_fallback: Callable[[], None] | None = None,
-                 reason_window: int = reasons.WINDOW) -> None:
+                 reason_window: int = 0) -> None:
         self._overfetch_min = overfetch_min
         self._reason_window = reason_window
         self._on_fallback = on_fallback
@@ -102,9 +102,9 @@ class RankEngine:
             users = users_all
         if ready:
             answers.extend(self._plain(model, ready, users))
-        evidence = reasons.occlude(
+        evidence = reasons.evidence(
             [reasons.Question(user, history_indices(model, job), got[0], pool) for _, job, user, got, pool in answers],
-            model.encode_rows, model.items.embeddings, self._reason_window)
+            model.encode_rows, model.items.embeddings, model.unit_embeddings, self._reason_window)
         for (row, _, _, (got_i, got_s), _), ev in zip(answers, evidence):
             results[row] = Ranked(got_i, got_s, ev.item, ev.strength)
 

@@ -1,18 +1,22 @@
 """Why an item was recommended: the history item that explains it.
 
-Served (``occlude``): occlusion over the newest ``WINDOW`` distinct history items. Each is
-removed from the history in turn and the rest re-encoded (ONE encoder call for every request
-of the ranker's batch: ``WINDOW`` extra rows per request); the evidence for a recommended item
-is the history item whose removal lowers its rank most among the request's best candidates
-(``POOL`` of them), equal ranks decided by the larger drop of its score, and its strength is
-that score drop. This asks the model the question the faithfulness check asks.
+``evidence`` is what the ranker calls, per batch:
 
-Also measured (``explain``, ``METHODS``): the history item nearest to the recommended one in
-the model's item space (``cosine``; ``dot`` without normalising), that similarity weighted by
-recency (``recent-cosine``), and the newest history item (``recent``): a [k x L] product or
-nothing, but less faithful. ``bench/reasons.py`` measures every method on a trained bundle
-(removing the cited item must lower the recommended item's rank more than removing a random
-other history item): bench/results/reasons-beauty-seed*.json, docs/rules.md.
+- window 0 (the default, ``SHOPSTREAM_RANKER_REASON_WINDOW``): ``recent-cosine``, the history
+  item most similar to the recommended one in the model's item space, the similarity weighted
+  by recency (a sequence model leans on its newest items): one [k x L] product per request;
+- window w > 0: occlusion (``occlude``) over the newest w distinct history items. Each is
+  removed from the history in turn and the rest re-encoded (ONE encoder call for every
+  request of the batch: w extra rows per request); a recommended item cites the history item
+  whose removal lowers its rank most among the request's best candidates (``POOL`` of them),
+  equal ranks decided by the larger drop of its score, which is its strength. This asks the
+  model the question the faithfulness check asks, and costs the encoder rows.
+
+``bench/reasons.py`` measures every method on a trained bundle (removing the cited item must
+lower the recommended item's rank more than removing a random other history item), and
+``bench/ranker.py`` what occlusion costs: bench/results/reasons-beauty-seed*.json and
+ranker.json, docs/rules.md. Also measured (``METHODS``): the nearest history item without the
+recency weight (``cosine``; ``dot`` unnormalised) and the newest history item (``recent``).
 """
 from __future__ import annotations
 
@@ -22,10 +26,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 METHODS = ("cosine", "dot", "recent", "recent-cosine")
-# The newest distinct history items occlusion tries, and how many of the request's best
-# candidates a recommended item's rank is counted among.
-WINDOW = 3
+# Occlusion: how many of the request's best candidates a recommended item's rank is counted
+# among, and the window bench/reasons.py measures by default.
 POOL = 64
+WINDOW = 2
 # "recent-cosine": cosine weighted by recency, RECENCY_DECAY per step back from the newest item:
 # a sequence model leans on the newest items, so a similar item far back explains less.
 RECENCY_DECAY = 0.3
@@ -48,6 +52,15 @@ class Question:
     pool: np.ndarray  # int64 [C]
 
 
+def evidence(questions: Sequence[Question], encode_rows: Callable[[list[list[int]]], np.ndarray],
+             item_vectors: np.ndarray, unit_vectors: np.ndarray, window: int = 0) -> list[Evidence]:
+    """The served evidence for each question (module docstring): ``recent-cosine`` over
+    ``unit_vectors`` when ``window`` is 0, else occlusion over the newest ``window`` items."""
+    if window == 0:
+        return [explain(unit_vectors, q.history, q.picked, "recent-cosine") for q in questions]
+    return occlude(questions, encode_rows, item_vectors, window)
+
+
 def none(k: int) -> Evidence:
     return Evidence(np.zeros(k, dtype=np.int64), np.zeros(k, dtype=np.float32))
 
@@ -61,10 +74,7 @@ def occluded(history: np.ndarray, window: int = WINDOW) -> tuple[np.ndarray, lis
 
 def occlude(questions: Sequence[Question], encode_rows: Callable[[list[list[int]]], np.ndarray],
             item_vectors: np.ndarray, window: int = WINDOW) -> list[Evidence]:
-    """``Evidence`` per question by occlusion (module docstring); one ``encode_rows`` call.
-    ``window`` 0 cites the newest history item instead, with no encoding (``explain`` "recent")."""
-    if window == 0:
-        return [explain(item_vectors, q.history, q.picked, "recent") for q in questions]
+    """``Evidence`` per question by occlusion (module docstring); one ``encode_rows`` call."""
     tried, rows = [], []
     for q in questions:
         items, without = occluded(q.history, window) if q.picked.size else (np.zeros(0, np.int64), [])

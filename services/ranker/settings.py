@@ -42,9 +42,9 @@ class RankerSettings(BaseSettings):
                                              "probes that cannot speak TLS); empty = none")
     max_k: int = Field(500, ge=1)
     history_len: int = Field(200, ge=1, description="history items read per request")
-    reason_window: int = Field(3, ge=0, le=50, description="newest history items occlusion tries to explain an "
-                               "answer (that many extra encoder rows per request); 0 cites the newest item, no "
-                               "extra work, less faithful (docs/rules.md)")
+    reason_window: int = Field(0, ge=0, le=50, description="0: a reason cites the history item nearest in the "
+                               "model's item space, weighted by recency; n > 0: occlusion over the newest n "
+                               "history items, more faithful, n extra encoder rows per request (docs/rules.md)")
     catalog_refresh_s: float = Field(1.0, gt=0)
     grace_s: float = Field(5.0, ge=0)
     # Dynamic micro-batching of concurrent Rank calls (services/common/batching.py).

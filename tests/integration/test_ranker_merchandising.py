@@ -73,8 +73,7 @@ async def test_category_cap_and_diversity(ranker):
 async def test_every_item_is_explained_by_a_history_item(ranker):
     resp = await rank(ranker, k=5)
     assert resp.items
-    # The toy encoder sums the history's vectors (one axis per category): an s-item falls when
-    # s1 is removed from the history, an h-item when h1 is, so occlusion cites the same-axis item.
+    # One axis per category: an s-item is nearest s1 in the item space, an h-item h1.
     for item in resp.items:
         assert item.reason_item_id == {"s": "s1", "h": "h1"}[item.item_id[0]]
         assert item.reason_strength > 0 and not item.new_arrival

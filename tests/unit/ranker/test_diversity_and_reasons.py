@@ -2,7 +2,7 @@
 import numpy as np
 
 from services.ranker.diversity import intra_list_diversity, rerank
-from services.ranker.reasons import Question, explain, occlude, occluded
+from services.ranker.reasons import Question, evidence, explain, occlude, occluded
 from services.ranker.scoring import unit_rows
 
 # Items 1-3 point one way, 4-6 another (index 0 is padding).
@@ -65,3 +65,14 @@ def test_occlusion_cites_the_item_whose_removal_lowers_the_rank_most():
     assert ev[0].item.tolist() == [1, 4]  # item 2 leans on item 1's axis, item 5 on item 4's
     assert np.all(ev[0].strength > 0.9)
     assert ev[1].item.tolist() == [0]  # no history: nothing to cite
+
+
+def test_served_evidence_is_recency_weighted_cosine_unless_a_window_is_set():
+    history = np.array([1, 4])
+    question = Question(sum_of_rows([history.tolist()])[0], history, np.array([2, 5]), np.array([2, 3, 5, 6]))
+
+    def never(rows):
+        raise AssertionError("window 0 encodes nothing")
+
+    assert evidence([question], never, VECS, VECS)[0].item.tolist() == [1, 4]
+    assert evidence([question], sum_of_rows, VECS, VECS, window=2)[0].item.tolist() == [1, 4]
