@@ -282,6 +282,7 @@ ANN_COLUMNS = ["items", "nlist", "nprobe", "build_s", "heldout_recall@10", "ann_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short timings (about a minute or two)")
+    parser.add_argument("--out", default="ranker", help="results name under bench/results/")
     args = parser.parse_args(argv)
     budget = 0.25 if args.quick else 2.0
     sizes = [BEAUTY_ITEMS, 100_000, 1_000_000]
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         "ann_b1_p50_ms_1M": ann_row["ann_b1_p50_ms"],
     }
     print("\n== summary", summary)
-    path = write("ranker", {"quick": args.quick, "threads": THREADS, "k": K, "engine_vs_torch": engine_rows,
+    path = write(args.out, {"quick": args.quick, "threads": THREADS, "k": K, "engine_vs_torch": engine_rows,
                             "batching": batch_rows, "ann": ann_row, "summary": summary})
     print(f"wrote {path}")
     return 0
