@@ -65,6 +65,8 @@ class RankEngine:
                  reason_window: int = 0) -> None:
         self._overfetch_min = overfetch_min
         self._reason_window = reason_window
+        # Candidates a reason by occlusion ranks an item among (none needed without occlusion).
+        self._pool = reasons.POOL if reason_window > 0 else 0
         self._on_fallback = on_fallback
 
     def __call__(self, jobs: Sequence[RankJob]) -> list[Ranked | Exception]:
@@ -111,7 +113,7 @@ class RankEngine:
     def _plain(self, model: LoadedModel, ready: list[tuple[int, RankJob, RowFilter]], users: np.ndarray) -> list:
         """Rows without merchandising: the scorer's candidates, the first k allowed of each."""
         fetch = max(job.k + f.drop.size + max(job.k, self._overfetch_min) for _, job, f in ready)
-        indices, scores = model.scorer.candidates(users, max(fetch, reasons.POOL))
+        indices, scores = model.scorer.candidates(users, max(fetch, self._pool))
         order = np.lexsort((indices, -scores), axis=-1)  # best first, ties by index: one call per batch
         rows = np.arange(len(order))[:, None]
         indices, scores = indices[rows, order], scores[rows, order]
@@ -119,17 +121,16 @@ class RankEngine:
         picked = pick_allowed_rows(indices, scores, [f for _, _, f in ready], [job.k for _, job, _ in ready])
         answers = []
         for i, ((row, job, row_filter), got) in enumerate(zip(ready, picked)):
-            pool = indices[i, :reasons.POOL]
+            pool = indices[i, :self._pool]
             if got[0].size < job.k and not exhaustive:
                 if self._on_fallback is not None:
                     self._on_fallback()
-                got_i, got_s = top_k(model.items.embeddings @ users[i], row_filter.mask(), max(job.k, reasons.POOL))
+                got_i, got_s = top_k(model.items.embeddings @ users[i], row_filter.mask(), max(job.k, self._pool))
                 got, pool = (got_i[:job.k], got_s[:job.k]), got_i
             answers.append((row, job, users[i], got, pool))
         return answers
 
-    @staticmethod
-    def _merchandised(model: LoadedModel, job: RankJob, row_filter: RowFilter,
+    def _merchandised(self, model: LoadedModel, job: RankJob, row_filter: RowFilter,
                       user: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
         """Exact scores plus boosts, under the filter and the expression; re-ranked for variety.
         Returns the picked (indices, scores) and the candidates their reasons rank them among."""
@@ -145,7 +146,7 @@ class RankEngine:
             if boost is not None:
                 scores = scores + boost
         if not merch.reranks:
-            got_i, got_s = top_k(scores, mask, max(job.k, reasons.POOL))
+            got_i, got_s = top_k(scores, mask, max(job.k, self._pool))
             return (got_i[:job.k], got_s[:job.k]), got_i
         cand_i, cand_s = top_k(scores, mask, max(RERANK_MIN, RERANK_FACTOR * job.k))
         picked, _ = rerank(cand_i, cand_s, job.k, unit_vectors=model.unit_embeddings, weight=merch.diversity,

@@ -79,6 +79,23 @@ async def test_every_item_is_explained_by_a_history_item(ranker):
         assert item.reason_strength > 0 and not item.new_arrival
 
 
+async def test_reasons_by_occlusion_cite_the_item_whose_removal_moves_it(tmp_path, redis_client, redis_url):
+    # SHOPSTREAM_RANKER_REASON_WINDOW=2: the toy encoder sums the history's vectors, so an s-item
+    # falls when s1 is removed from the history and an h-item when h1 is.
+    await RedisCatalogStore(redis_client).upsert(priced_catalog())
+    publish_toy_bundle(tmp_path, ITEMS, vectors())
+    async with Ranker(tmp_path, redis_client, redis_url, reason_window=2) as r:
+        await r.refresh_catalog()
+        await r.load_model()
+        await add_history(r.states, "shopper", ["s1", "h1"], purchased={"h1"})
+        for fields in ({}, {"max_per_category": 2}):  # the plain and the merchandised path
+            resp = await rank(r, k=4, **fields)
+            assert len(resp.items) == 4
+            for item in resp.items:
+                assert item.reason_item_id == {"s": "s1", "h": "h1"}[item.item_id[0]]
+                assert item.reason_strength > 0
+
+
 @pytest.mark.parametrize("fields, words", [
     ({"filter_expression": "EXCLUDE ItemID WHERE Items.prize > 3"}, "line 1, column 28: unknown field Items.prize"),
     ({"filter_expression": "EXCLUDE ItemID WHERE Items.price > $max"}, "missing parameter(s) $max"),
