@@ -16,8 +16,9 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 from urllib.parse import urlsplit
+
+from bench.loadgen import Outcome, closed_loop
 
 
 def _requests(host: str, port: int, users: list[str], k: int, timeout: float) -> list[bytes]:
@@ -49,58 +50,26 @@ async def run(url: str, users: list[str], concurrency: int, requests: int, secon
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     prepared = _requests(host, port, users, k, timeout)
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    degraded = 0
-    counter = 0
-    measuring = False
-    stop_at = 0.0
     connections = [await asyncio.open_connection(host, port) for _ in range(concurrency)]
 
-    async def client(n: int) -> None:
-        nonlocal counter, degraded, connections
-        while True:
-            now = time.perf_counter()
-            if measuring and (now >= stop_at or len(latencies) + sum(errors.values()) >= requests):
-                return
-            if not measuring and now >= stop_at:
-                return
-            i = counter
-            counter += 1
-            start = time.perf_counter()
-            reader, writer = connections[n]
-            try:
-                status, body = await asyncio.wait_for(_exchange(reader, writer, prepared[i % len(prepared)]),
-                                                      timeout + 5)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
-                if measuring:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                writer.close()
-                connections[n] = await asyncio.open_connection(host, port)
-                continue
-            answer = json.loads(body)
-            if status != 200:
-                if measuring:
-                    code = answer.get("error", {}).get("code", str(status))
-                    errors[code] = errors.get(code, 0) + 1
-                continue
-            if measuring:
-                latencies.append(time.perf_counter() - start)
-                if answer.get("degraded"):
-                    degraded += 1
+    async def send(n: int, i: int) -> Outcome:
+        reader, writer = connections[n]
+        try:
+            status, body = await asyncio.wait_for(_exchange(reader, writer, prepared[i % len(prepared)]), timeout + 5)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError) as exc:
+            writer.close()
+            connections[n] = await asyncio.open_connection(host, port)
+            return type(exc).__name__, False
+        answer = json.loads(body)
+        if status != 200:
+            return answer.get("error", {}).get("code", str(status)), False
+        return None, bool(answer.get("degraded"))
 
     try:
-        stop_at = time.perf_counter() + warmup_s
-        await asyncio.gather(*(client(n) for n in range(concurrency)))
-        measuring = True
-        started = time.perf_counter()
-        stop_at = started + seconds
-        await asyncio.gather(*(client(n) for n in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        return await closed_loop(send, concurrency, requests, seconds, warmup_s)
     finally:
         for _, writer in connections:
             writer.close()
-    return {"latencies_s": latencies, "errors": errors, "degraded": degraded, "elapsed_s": elapsed}
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Awaitable, Callable
 
 import grpc
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -35,10 +36,17 @@ def _caller(kind: str, channel: grpc.aio.Channel, users: list[str], k: int):
     return lambda i, timeout: stub.Recommend(reqs[i % len(reqs)], timeout=timeout)
 
 
-async def run(kind: str, addr: str, users: list[str], concurrency: int, requests: int, seconds: float,
-              warmup_s: float = 0.5, k: int = 10, timeout: float = 1.0) -> dict:
-    channels = [grpc.aio.insecure_channel(addr) for _ in range(max(1, -(-concurrency // CLIENTS_PER_CHANNEL)))]
-    callers = [_caller(kind, ch, users, k) for ch in channels]
+# One request's outcome, as ``closed_loop`` counts it: an error name (None: answered) and
+# whether the answer was degraded.
+Outcome = tuple[str | None, bool]
+
+
+async def closed_loop(send: Callable[[int, int], Awaitable[Outcome]], concurrency: int, requests: int,
+                      seconds: float, warmup_s: float) -> dict:
+    """``concurrency`` clients, client n sending request i with ``send(n, i)`` when its previous
+    answer arrived: first ``warmup_s`` seconds uncounted, then at most ``requests`` requests or
+    ``seconds`` seconds. Returns the latencies of the answers, errors by name, the degraded
+    count and the measured wall time (the JSON both load generators print)."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     degraded = 0
@@ -48,41 +56,50 @@ async def run(kind: str, addr: str, users: list[str], concurrency: int, requests
 
     async def client(n: int) -> None:
         nonlocal counter, degraded
-        call = callers[n % len(callers)]
         while True:
-            now = time.perf_counter()
-            if measuring and (now >= stop_at or len(latencies) + sum(errors.values()) >= requests):
-                return
-            if not measuring and now >= stop_at:
+            if time.perf_counter() >= stop_at or (measuring and len(latencies) + sum(errors.values()) >= requests):
                 return
             i = counter
             counter += 1
             start = time.perf_counter()
-            try:
-                resp = await call(i, timeout)
-            except grpc.aio.AioRpcError as exc:
-                if measuring:
-                    errors[exc.code().name] = errors.get(exc.code().name, 0) + 1
+            error, was_degraded = await send(n, i)
+            if not measuring:
                 continue
-            if measuring:
+            if error is not None:
+                errors[error] = errors.get(error, 0) + 1
+            else:
                 latencies.append(time.perf_counter() - start)
-                if getattr(resp, "degraded", False):
-                    degraded += 1
+                degraded += was_degraded
+
+    stop_at = time.perf_counter() + warmup_s
+    await asyncio.gather(*(client(n) for n in range(concurrency)))
+    measuring = True
+    started = time.perf_counter()
+    stop_at = started + seconds
+    await asyncio.gather(*(client(n) for n in range(concurrency)))
+    return {"latencies_s": latencies, "errors": errors, "degraded": degraded,
+            "elapsed_s": time.perf_counter() - started}
+
+
+async def run(kind: str, addr: str, users: list[str], concurrency: int, requests: int, seconds: float,
+              warmup_s: float = 0.5, k: int = 10, timeout: float = 1.0) -> dict:
+    channels = [grpc.aio.insecure_channel(addr) for _ in range(max(1, -(-concurrency // CLIENTS_PER_CHANNEL)))]
+    callers = [_caller(kind, ch, users, k) for ch in channels]
+
+    async def send(n: int, i: int) -> Outcome:
+        try:
+            resp = await callers[n % len(callers)](i, timeout)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name, False
+        return None, bool(getattr(resp, "degraded", False))
 
     try:
         for ch in channels:
             await asyncio.wait_for(ch.channel_ready(), 10)
-        stop_at = time.perf_counter() + warmup_s
-        await asyncio.gather(*(client(n) for n in range(concurrency)))
-        measuring = True
-        started = time.perf_counter()
-        stop_at = started + seconds
-        await asyncio.gather(*(client(n) for n in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        return await closed_loop(send, concurrency, requests, seconds, warmup_s)
     finally:
         for ch in channels:
             await ch.close()
-    return {"latencies_s": latencies, "errors": errors, "degraded": degraded, "elapsed_s": elapsed}
 
 
 def main() -> None:

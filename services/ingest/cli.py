@@ -123,29 +123,17 @@ def cmd_generate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from services.ingest.export import export_events_sync
+    from services.ingest.export import export_events_sync, forgotten_users
 
     forgotten = {}
     if args.redis:
-        forgotten = asyncio.run(_forgotten(args.redis))
+        forgotten = asyncio.run(forgotten_users(args.redis))
     else:
         print("no --redis / $REDIS_URL: users forgotten with ForgetUser are NOT left out of this export")
     result = export_events_sync(_bootstrap(args), args.out, forgotten=forgotten)
     print(f"exported {result.written} events to {args.out} ({result.skipped} invalid records skipped, "
           f"{result.forgotten} of forgotten users left out)")
     return 0
-
-
-async def _forgotten(redis_url: str) -> dict[str, int]:
-    """Users forgotten with ForgetUser -> when (docs/privacy.md)."""
-    from services.common.infra import connect_redis
-    from services.common.stores.user_state import read_forgotten
-
-    client = connect_redis(redis_url)
-    try:
-        return await read_forgotten(client)
-    finally:
-        await client.aclose()
 
 
 def cmd_topics(args) -> int:

@@ -39,6 +39,19 @@ def event_to_json(ev: events_pb2.Event) -> dict:
     }
 
 
+async def forgotten_users(redis_url: str) -> dict[str, int]:
+    """Users forgotten with ForgetUser -> when (ms), read once through a client of its own
+    (docs/privacy.md): what ``is_forgotten`` takes."""
+    from services.common.infra import connect_redis
+    from services.common.stores.user_state import read_forgotten
+
+    client = connect_redis(redis_url)
+    try:
+        return await read_forgotten(client)
+    finally:
+        await client.aclose()
+
+
 def is_forgotten(ev: events_pb2.Event, forgotten: Mapping[str, int]) -> bool:
     """Whether ``ev`` belongs to a user forgotten after it occurred (user id -> forget ms)."""
     forgot_ms = forgotten.get(ev.user_id)

@@ -46,7 +46,7 @@ from services.common.bundle.model import ModelBundle
 from services.contract import topics
 from services.contract.validation import InvalidEvent, decode_catalog_item, decode_event
 from services.ingest.datasets import parse_rfc3339, read_events_jsonl
-from services.ingest.export import event_to_json, is_forgotten
+from services.ingest.export import event_to_json, forgotten_users, is_forgotten
 
 logger = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ def retrain(kafka: str, models_dir: Path, out_dir: Path, train_args: Sequence[st
 
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
-    forgotten = asyncio.run(_forgotten(redis_url)) if redis_url else {}
+    forgotten = asyncio.run(forgotten_users(redis_url)) if redis_url else {}
     log = asyncio.run(read_events(kafka, since, until, forgotten=forgotten))
     rows = log.rows if event_types is None else [r for r in log.rows if r["type"] in set(event_types)]
     if not rows:
@@ -425,17 +425,6 @@ def format_comparison(comparison: dict[str, Any]) -> str:
                  f"trained on {ev['trained']}; hold-out users {comparison['holdout']['users']}; "
                  f"better offline: {comparison['better_offline'] or '-'}")
     return "\n".join(lines)
-
-
-async def _forgotten(redis_url: str) -> dict[str, int]:
-    from services.common.infra import connect_redis
-    from services.common.stores.user_state import read_forgotten
-
-    client = connect_redis(redis_url)
-    try:
-        return await read_forgotten(client)
-    finally:
-        await client.aclose()
 
 
 def start_experiment(name: str, redis_url: str, ranker_addr: str, control: str, candidate: str,

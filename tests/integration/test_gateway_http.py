@@ -29,7 +29,7 @@ from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from support.kafka import read_topic_async
-from support.ranker_harness import ITEMS, add_history, catalog_items, vectors
+from support.ranker_harness import ITEMS, add_history, catalog_items, ranker_server, vectors
 from support.toy_bundle import publish_toy_bundle
 
 from services.common.stores.catalog import RedisCatalogStore
@@ -41,9 +41,6 @@ from services.gateway import openapi
 from services.gateway.http_api import HTTP_STATUS
 from services.gateway.main import build, running
 from services.gateway.settings import GatewaySettings
-from services.ranker.main import build as ranker_build
-from services.ranker.main import running as ranker_running
-from services.ranker.settings import RankerSettings
 from services.stack.embedded import free_port
 
 pytestmark = pytest.mark.integration
@@ -60,16 +57,6 @@ async def world(tmp_path, redis_client):
     await add_history(RedisUserStateStore(redis_client), "buyer", ["h1", "h2"])
     publish_toy_bundle(tmp_path / "models", ITEMS, vectors())
     return tmp_path / "models"
-
-
-@contextlib.asynccontextmanager
-async def ranker(models_dir, redis_url):
-    settings = RankerSettings(addr="127.0.0.1:0", models_dir=models_dir, redis_url=redis_url, prefer_gpu=False)
-    deps = ranker_build(settings)
-    async with ranker_running(settings, deps) as started:
-        await deps.catalog.refresh()
-        await deps.holder.poll_once()
-        yield f"127.0.0.1:{started.port}"
 
 
 def settings_for(ranker_addr: str, redis_url: str, **overrides) -> GatewaySettings:
@@ -136,7 +123,7 @@ def event_json(n: int, **fields) -> dict:
 
 
 async def test_http_and_grpc_give_the_same_answers_statuses_and_messages(world, redis_url):
-    async with ranker(world, redis_url) as addr:
+    async with ranker_server(world, redis_url) as addr:
         hold = asyncio.Event()
         settings = settings_for(addr, redis_url, prometheus_url="http://127.0.0.1:9090")
         async with gateway(settings, hold_catalog=hold) as gw:
@@ -225,7 +212,7 @@ async def test_http_and_grpc_give_the_same_answers_statuses_and_messages(world, 
 
 async def test_track_events_over_http(world, redis_url, kafka_bootstrap):
     await asyncio.to_thread(ensure_topics, kafka_bootstrap, 1)
-    async with ranker(world, redis_url) as addr, \
+    async with ranker_server(world, redis_url) as addr, \
             gateway(settings_for(addr, redis_url, kafka_bootstrap_servers=kafka_bootstrap)) as gw:
         await until_ready(gw)
         status, body, _ = await gw.post("/v1/events", {"events": [event_json(1), event_json(2, userId="")]})
@@ -249,7 +236,7 @@ async def test_track_events_over_http(world, redis_url, kafka_bootstrap):
 
 
 async def test_event_log_down_is_503(world, redis_url):
-    async with ranker(world, redis_url) as addr, \
+    async with ranker_server(world, redis_url) as addr, \
             gateway(settings_for(addr, redis_url, kafka_timeout_s=0.5)) as gw:  # no broker at the address
         await until_ready(gw)
         status, body, _ = await gw.post("/v1/events", {"events": [event_json(9)]})
@@ -268,7 +255,7 @@ def tokens(tmp_path) -> Path:
 
 
 async def test_tokens_rate_limits_and_cors_apply_over_http(world, redis_url, tmp_path):
-    async with ranker(world, redis_url) as addr, \
+    async with ranker_server(world, redis_url) as addr, \
             gateway(settings_for(addr, redis_url, auth="required", tokens_file=tokens(tmp_path),
                                  http_cors_origins=ORIGIN)) as gw:
         await until_ready(gw)
@@ -335,7 +322,7 @@ async def test_the_documented_curl_examples_run(tmp_path, redis_client, redis_ur
     await add_history(RedisUserStateStore(redis_client), "u1", ["1", "2"])
     publish_toy_bundle(tmp_path / "models", numbered, vectors())
     await asyncio.to_thread(ensure_topics, kafka_bootstrap, 1)
-    async with ranker(tmp_path / "models", redis_url) as addr, \
+    async with ranker_server(tmp_path / "models", redis_url) as addr, \
             gateway(settings_for(addr, redis_url, kafka_bootstrap_servers=kafka_bootstrap)) as gw:
         await until_ready(gw)
         for command in commands:

@@ -18,10 +18,8 @@ from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.user_state import EventWrite, RedisUserStateStore
 from services.gateway.main import build, running
 from services.gateway.settings import GatewaySettings
-from services.ranker.main import build as ranker_build
-from services.ranker.main import running as ranker_running
-from services.ranker.settings import RankerSettings
 from services.stack.embedded import free_port
+from support.ranker_harness import ranker_server
 from support.toy_bundle import publish_toy_bundle
 
 pytestmark = pytest.mark.integration
@@ -57,16 +55,6 @@ async def world(tmp_path, redis_client):
     return tmp_path
 
 
-@contextlib.asynccontextmanager
-async def ranker_at(models_dir, redis_url):
-    settings = RankerSettings(addr="127.0.0.1:0", models_dir=models_dir, redis_url=redis_url, prefer_gpu=False)
-    deps = ranker_build(settings)
-    async with ranker_running(settings, deps) as ranker:
-        await deps.catalog.refresh()
-        await deps.holder.poll_once()
-        yield f"127.0.0.1:{ranker.port}"
-
-
 class Clients:
     def __init__(self, channel):
         self.gateway = gateway_pb2_grpc.GatewayServiceStub(channel)
@@ -94,7 +82,7 @@ async def gateway_at(ranker_addr: str, redis_url: str):
 @contextlib.asynccontextmanager
 async def serving(world, redis_url, ranker_up: bool):
     if ranker_up:
-        async with ranker_at(world, redis_url) as addr, gateway_at(addr, redis_url) as clients:
+        async with ranker_server(world, redis_url) as addr, gateway_at(addr, redis_url) as clients:
             yield clients
     else:
         async with gateway_at(f"127.0.0.1:{free_port()}", redis_url) as clients:

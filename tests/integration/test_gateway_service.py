@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 
 import grpc
 import numpy as np
@@ -17,6 +16,7 @@ from shopstream.catalog.v1 import catalog_pb2
 from shopstream.events.v1 import events_pb2
 from shopstream.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from support.kafka import read_topic_async
+from support.ranker_harness import ranker_server
 from support.toy_bundle import publish_toy_bundle
 
 from services.contract import topics
@@ -27,10 +27,7 @@ from services.gateway.main import build, running
 from services.gateway.settings import GatewaySettings
 from services.contract.limits import MAX_ID_CHARS
 from services.contract.producer import ensure_topics
-from services.ranker.main import build as ranker_build
-from services.ranker.main import running as ranker_running
 from services.ranker.servicer import RankerServicer
-from services.ranker.settings import RankerSettings
 
 pytestmark = pytest.mark.integration
 
@@ -74,21 +71,6 @@ class HeldStates:
 
     def __getattr__(self, name):
         return getattr(self._inner, name)
-
-
-@contextlib.asynccontextmanager
-async def ranker_server(models_dir, redis_url, wrap_states=None):
-    """A ranker on 127.0.0.1:0 (its own build and running), its user state store optionally
-    wrapped, with the published model loaded; yields its address."""
-    settings = RankerSettings(addr="127.0.0.1:0", models_dir=models_dir, redis_url=redis_url, prefer_gpu=False)
-    deps = ranker_build(settings)
-    if wrap_states:
-        deps = dataclasses.replace(deps, user_states=wrap_states(deps.user_states))
-    async with ranker_running(settings, deps) as ranker:
-        await deps.catalog.refresh()
-        await deps.holder.poll_once()
-        assert deps.holder.current is not None
-        yield f"127.0.0.1:{ranker.port}"
 
 
 class NoKafka:

@@ -5,6 +5,9 @@ Three categories on three axes; within one, a larger index scores higher.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -12,7 +15,7 @@ from shopstream.catalog.v1 import catalog_pb2
 from shopstream.ranker.v1 import ranker_pb2_grpc
 
 from services.common.stores.user_state import EventWrite, RedisUserStateStore
-from services.ranker.main import running
+from services.ranker.main import build, running
 from services.ranker.settings import RankerSettings
 
 CATEGORIES = {"s": "shoes", "h": "hats", "b": "bags"}
@@ -35,6 +38,21 @@ def catalog_items(out_of_stock: set[str] = frozenset()) -> list[catalog_pb2.Cata
 async def add_history(states: RedisUserStateStore, user: str, items: list[str], purchased: set[str] = frozenset()):
     await states.apply_events([EventWrite(f"{user}-{n}", user, item, 4 if item in purchased else 1, 1_000 + n)
                                for n, item in enumerate(items)])
+
+
+@contextlib.asynccontextmanager
+async def ranker_server(models_dir, redis_url, wrap_states=None):
+    """A ranker on 127.0.0.1:0 (its own build and running), its user state store optionally
+    wrapped, with the catalog read and the published model loaded; yields its address."""
+    settings = RankerSettings(addr="127.0.0.1:0", models_dir=models_dir, redis_url=redis_url, prefer_gpu=False)
+    deps = build(settings)
+    if wrap_states:
+        deps = dataclasses.replace(deps, user_states=wrap_states(deps.user_states))
+    async with running(settings, deps) as ranker:
+        await deps.catalog.refresh()
+        await deps.holder.poll_once()
+        assert deps.holder.current is not None
+        yield f"127.0.0.1:{ranker.port}"
 
 
 class Ranker:
