@@ -28,9 +28,9 @@ from pathlib import Path
 from redis.exceptions import RedisError
 
 from services.common.infra import redacted
-from services.experiments.definition import DefinitionError, Experiment, parse
+from services.experiments.definition import DefinitionError, Experiment, Winner, parse
 from services.experiments.report_cli import add_report, default_redis_url
-from services.experiments.store import ExperimentStore, Malformed
+from services.experiments.store import ExperimentStore, Malformed, UnknownExperiment
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_RANKER = "127.0.0.1:50051"
@@ -178,7 +178,7 @@ async def promote(store: ExperimentStore, name: str, variant: str, models_dir: P
     if chosen.model_version:
         if models_dir is None:
             raise DefinitionError(f"promoting {variant!r} makes model {chosen.model_version} live at the ranker: "
-                                  "give the models directory (--models-dir or $SHOPSTREAM_RANKER_MODELS_DIR)")
+                                  "give the models directory (--models-dir, $SHOPSTREAM_RANKER_MODELS_DIR or a running stack)")
         from services.common.bundle.errors import BundleError
         from services.common.bundle.registry import set_live
 
@@ -196,14 +196,25 @@ def _add_promote(sub) -> None:
                                    "is served to everyone until another promotion.")
     p.add_argument("name")
     p.add_argument("variant")
-    env_dir = os.environ.get("SHOPSTREAM_RANKER_MODELS_DIR")
-    p.add_argument("--models-dir", type=Path, default=Path(env_dir) if env_dir else None,
-                   help="the ranker's models directory (default: $SHOPSTREAM_RANKER_MODELS_DIR)")
+    p.add_argument("--models-dir", type=Path,
+                   help="the ranker's models directory (default: $SHOPSTREAM_RANKER_MODELS_DIR, else the running "
+                        "stack's (var/stack.json))")
     p.set_defaults(run=_run_promote)
 
 
+def _models_dir(args) -> Path | None:
+    """--models-dir, else $SHOPSTREAM_RANKER_MODELS_DIR, else the running stack's, else None."""
+    if args.models_dir or os.environ.get("SHOPSTREAM_RANKER_MODELS_DIR"):
+        return args.models_dir or Path(os.environ["SHOPSTREAM_RANKER_MODELS_DIR"])
+    from services.stack.state import find_state
+
+    state = find_state()
+    return Path(state.models_dir) if state is not None and state.models_dir else None
+
+
 def _run_promote(args) -> int:
-    winner = asyncio.run(_with_store(args, lambda store: promote(store, args.name, args.variant, args.models_dir)))
+    models_dir = _models_dir(args)
+    winner = asyncio.run(_with_store(args, lambda store: promote(store, args.name, args.variant, models_dir)))
     print(f"promoted: {winner.variant} of {winner.experiment} is the live default "
           f"({winner.model_version or winner.kind}); the experiment has ended")
     return 0

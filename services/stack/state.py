@@ -83,6 +83,7 @@ class StackState:
     demo: str = ""
     prometheus: str = ""
     redis_url_file: str = ""  # the owner-only file holding Redis's URL with its password, "" when none
+    models_dir: str = ""  # the ranker's models directory (``experiments promote`` sets LATEST there)
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

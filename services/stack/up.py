@@ -273,7 +273,7 @@ def _up(args: argparse.Namespace) -> int:
                   **({"train": str(log_dir / "train.log")} if (log_dir / "train.log").exists() else {})},
             gateway_http=stack.gateway_http_url or "", demo=(stack.gateway_http_url or "") and
             f"{stack.gateway_http_url}/", prometheus=prometheus.url if prometheus else "",
-            redis_url_file=str((workdir / REDIS_URL_FILE_NAME).resolve()))
+            redis_url_file=str((workdir / REDIS_URL_FILE_NAME).resolve()), models_dir=str(models_dir.resolve()))
         # stack.json holds Redis without its password; commands that write to Redis (`shopstream
         # experiments`) read the URL from this owner-only file.
         write_private(Path(state.redis_url_file), redis)

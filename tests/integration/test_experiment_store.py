@@ -99,3 +99,15 @@ async def test_watcher_keeps_the_previous_definition_when_a_new_one_is_malformed
     await store.promote("ab", "rule")
     final = await watcher.poll_once()
     assert final.experiment is None and final.default.kind == "trending"
+
+
+async def test_the_promote_command_refuses_an_unknown_experiment_and_a_model_without_its_directory(redis_client):
+    from services.experiments.cli import promote
+
+    store = ExperimentStore(redis_client)
+    with pytest.raises(UnknownExperiment, match="no experiment named 'nope'"):
+        await promote(store, "nope", "control", None)
+    await store.set(definition("needs-dir"), loaded_models={"v1"})
+    with pytest.raises(DefinitionError, match="give the models directory"):
+        await promote(store, "needs-dir", "control", None)
+    assert (await store.get("needs-dir")).running  # nothing was promoted
