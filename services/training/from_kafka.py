@@ -303,8 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Any other option is handed to `shopstream train` (e.g. --epochs 3 --dim 32); "
                "its defaults are the current training defaults.")
     p.add_argument("--kafka", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
-                   help="bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS)")
-    p.add_argument("--models-dir", type=Path, default=Path(os.environ.get("SHOPSTREAM_MODELS_DIR", "./var/models")))
+                   help="bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else the running stack's)")
+    p.add_argument("--models-dir", type=Path, default=os.environ.get("SHOPSTREAM_MODELS_DIR"),
+                   help="default: $SHOPSTREAM_MODELS_DIR, else the running stack's, else ./var/models")
     p.add_argument("--since", type=parse_when, help="the window's start: RFC3339 or a duration ago (2h); "
                    "default: everything retained")
     p.add_argument("--until", type=parse_when, help="the window's end (default: the end of the log at start)")
@@ -315,14 +316,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="store an experiment NAME: control = live model, candidate = the new one")
     p.add_argument("--weights", default="50,50", help="control,candidate traffic weights (with --experiment)")
     p.add_argument("--redis", default=os.environ.get("REDIS_URL"),
-                   help="leaves out forgotten users' events; needed by --experiment (default: $REDIS_URL)")
+                   help="leaves out forgotten users' events; needed by --experiment (default: $REDIS_URL, "
+                        "else the running stack's)")
     p.add_argument("--ranker", default=os.environ.get("SHOPSTREAM_RANKER_ADDR"),
                    help="for --experiment: the ranker whose loaded models are checked "
-                        "(default: $SHOPSTREAM_RANKER_ADDR)")
+                        "(default: $SHOPSTREAM_RANKER_ADDR, else the running stack's)")
     p.add_argument("--load-timeout", type=float, default=60.0,
                    help="seconds to wait for the ranker to load the candidate (with --experiment)")
     p.add_argument("--log-level", default="INFO")
     return p
+
+
+def with_stack_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """What the command line and the environment left unset, from the stack ``shopstream up``
+    runs here (var/stack.json), if any: its broker, Redis, ranker and models directory."""
+    from services.stack.state import find_state, stack_redis_url
+
+    state = find_state()
+    if state is not None:
+        args.kafka = args.kafka or state.kafka
+        args.redis = args.redis or stack_redis_url(state)
+        args.ranker = args.ranker or state.ranker
+        args.models_dir = args.models_dir or (state.models_dir or None)
+    args.models_dir = Path(args.models_dir or "./var/models")
+    return args
 
 
 @dataclass
@@ -463,11 +480,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args, train_args = parser.parse_known_args(argv)
+    args = with_stack_defaults(args)
     configure_logging(args.log_level, json_format=False)
     if not args.kafka:
-        parser.error("--kafka or KAFKA_BOOTSTRAP_SERVERS is required")
+        parser.error("--kafka or KAFKA_BOOTSTRAP_SERVERS is required (or a stack `shopstream up` runs here)")
     if args.experiment and not (args.redis and args.ranker):
-        parser.error("--experiment needs --redis (or REDIS_URL) and --ranker (or SHOPSTREAM_RANKER_ADDR)")
+        parser.error("--experiment needs --redis (or REDIS_URL) and --ranker (or SHOPSTREAM_RANKER_ADDR), "
+                     "or a stack `shopstream up` runs here")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = args.out or args.models_dir.resolve().parent / "retrain" / stamp
     types = args.event_types.split(",") if args.event_types else None

@@ -89,3 +89,26 @@ def test_the_redis_url_with_its_password_is_kept_owner_only_beside_the_state(tmp
     assert default_redis_url() == "redis://elsewhere:6379/0"  # the variable still wins
     secret.unlink()
     assert stack_redis_url() is None
+
+
+def test_retrain_and_promote_take_what_they_were_not_given_from_the_stack(tmp_path, monkeypatch):
+    from services.experiments import cli as experiments_cli
+    from services.stack.state import write_private
+    from services.training.from_kafka import build_parser, with_stack_defaults
+
+    for var in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "SHOPSTREAM_RANKER_ADDR", "SHOPSTREAM_MODELS_DIR",
+                "SHOPSTREAM_RANKER_MODELS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    path = tmp_path / "stack.json"
+    write_private(tmp_path / "redis.url", "redis://:secret@127.0.0.1:6379/0")
+    _state(os.getpid(), redis_url_file=str(tmp_path / "redis.url"), models_dir="/w/models").write(path)
+    monkeypatch.setenv(STATE_FILE_VAR, str(path))
+
+    args = with_stack_defaults(build_parser().parse_known_args(["--since", "1h"])[0])
+    assert (args.kafka, args.redis, args.ranker, str(args.models_dir)) == (
+        "127.0.0.1:9092", "redis://:secret@127.0.0.1:6379/0", "127.0.0.1:50051", "/w/models")
+    given = with_stack_defaults(build_parser().parse_known_args(["--kafka", "k:1", "--models-dir", "m"])[0])
+    assert (given.kafka, str(given.models_dir)) == ("k:1", "m")  # what is given wins
+
+    promote = experiments_cli.build_parser().parse_args(["promote", "ab", "control"])
+    assert str(experiments_cli._models_dir(promote)) == "/w/models"
