@@ -1,9 +1,11 @@
 """``python -m bench.attribution_worker``: what attributing one impression costs the features worker.
 
 A features worker (attribution on) against an embedded broker and Redis; ``--impressions``
-impressions of 10 items for 997 users are published through the gateway's own producer
-(``KafkaImpressions``) first, then the worker is timed while it attributes the backlog: its
-CPU and Redis's per impression, and impressions per second. With ``--profile`` (py-spy
+impressions of 10 items for 997 users are published first, then the worker is timed while it
+attributes the backlog: its CPU and Redis's per impression, and impressions per second. Side
+by side in one run, the two forms of the impressions topic's records: one list per record
+(the contract's producer) and ``ImpressionBatch`` records (the gateway's producer, 500 lists
+per publish), each on a fresh broker, Redis and worker. With ``--profile`` (py-spy
 installed) the worker is sampled meanwhile and the functions holding the most samples are
 listed: how much is the attribution code and how much faust's and aiokafka's per-record path.
 Results in bench/results/attribution_worker.json.
@@ -27,7 +29,7 @@ from pathlib import Path
 from shopstream.events.v1 import events_pb2
 
 from bench import report, world
-from services.contract.producer import ensure_topics
+from services.contract.producer import EventProducer, ensure_topics
 from services.gateway.impressions import KafkaImpressions
 from services.stack.embedded import EmbeddedKafka, EmbeddedRedis
 from services.stack.local import ServiceStack
@@ -47,21 +49,36 @@ def _attributed(port: int) -> float:
                if line.startswith("shopstream_attribution_impressions_total"))
 
 
-async def _publish(bootstrap: str, n: int) -> None:
+def _impressions(n: int) -> list[events_pb2.Impression]:
+    out = []
+    for i in range(n):
+        imp = events_pb2.Impression(recommendation_id=uuid.uuid4().hex, user_id=f"bench-user-{i % 997}",
+                                    variant="model", model_version="bench", surface="recommend",
+                                    item_ids=[f"B00{j:07d}" for j in range(10)])
+        imp.served_at.FromNanoseconds(time.time_ns())
+        out.append(imp)
+    return out
+
+
+async def _publish_batches(bootstrap: str, impressions: list[events_pb2.Impression]) -> None:
+    """As the gateway publishes: 500 lists per publish, one ImpressionBatch record per partition."""
     producer = KafkaImpressions(bootstrap, 30.0)
     try:
-        batch = []
-        for i in range(n):
-            imp = events_pb2.Impression(recommendation_id=uuid.uuid4().hex, user_id=f"bench-user-{i % 997}",
-                                        variant="model", model_version="bench", surface="recommend",
-                                        item_ids=[f"B00{j:07d}" for j in range(10)])
-            imp.served_at.FromNanoseconds(time.time_ns())
-            batch.append(imp)
-            if len(batch) == 500 or i == n - 1:
-                await producer.send(batch)
-                batch = []
+        for start in range(0, len(impressions), 500):
+            await producer.send(impressions[start:start + 500])
     finally:
         await producer.close()
+
+
+def _publish(bootstrap: str, form: str, impressions: list[events_pb2.Impression]) -> None:
+    if form == BATCHES:
+        asyncio.run(_publish_batches(bootstrap, impressions))
+    else:  # one Impression per record, keyed by user: the contract's producer
+        with EventProducer(bootstrap) as producer:
+            producer.send_impressions(impressions)
+
+
+BATCHES, RECORDS = "batch records", "one list per record"
 
 
 # Where a sample's innermost frame is, by path: the attribution code, or the library it is in.
@@ -91,13 +108,9 @@ def _profile_summary(raw: Path) -> dict:
             "innermost": [{"where": k, "share": v / total} for k, v in places.most_common()]}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.attribution_worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--impressions", type=int, default=40_000)
-    parser.add_argument("--profile", action="store_true", help="sample the worker with py-spy (if installed)")
-    args = parser.parse_args(argv)
-    spy = shutil.which("py-spy") or (str(Path(sys.executable).parent / "py-spy")
-                                     if (Path(sys.executable).parent / "py-spy").exists() else None)
+def measure(form: str, n: int, spy: str | None) -> tuple[dict, dict | None]:
+    """A fresh broker, Redis and worker; ``n`` impressions published in ``form`` while the worker
+    is stopped, then the worker timed (and sampled with ``spy``) while it attributes them."""
     with tempfile.TemporaryDirectory(prefix="shopstream-bench-attr-") as tmp_name:
         tmp = Path(tmp_name)
         with EmbeddedRedis(data_dir=tmp / "redis") as redis, EmbeddedKafka() as broker:
@@ -111,16 +124,16 @@ def main(argv: list[str] | None = None) -> int:
                 pid, port = stack.processes["features"].proc.pid, stack.ports["features_metrics"]
                 os.kill(pid, signal.SIGSTOP)  #: the whole backlog is published before the worker sees it
                 try:
-                    asyncio.run(_publish(broker.bootstrap_servers, args.impressions))
+                    _publish(broker.bootstrap_servers, form, _impressions(n))
                 finally:
                     os.kill(pid, signal.SIGCONT)
                 sampler = None
-                if args.profile and spy:
+                if spy:
                     sampler = subprocess.Popen([spy, "record", "-p", str(pid), "-r", "200", "-f", "raw", "-o",
                                                 str(tmp / "spy.txt"), "--nonblocking"],
                                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 cpu0, redis0, start = _cpu_s(pid), _cpu_s(redis.pid), time.monotonic()
-                while _attributed(port) < args.impressions:
+                while _attributed(port) < n:
                     if time.monotonic() - start > 300:
                         raise RuntimeError("the worker did not attribute the backlog within 300 s")
                     time.sleep(0.1)
@@ -133,16 +146,36 @@ def main(argv: list[str] | None = None) -> int:
                     profile = _profile_summary(tmp / "spy.txt")
             finally:
                 stack.stop()
-    row = {"impressions": args.impressions, "seconds": seconds, "impressions_per_s": args.impressions / seconds,
-           "worker_cpu_us_per_impression": 1e6 * cpu / args.impressions,
-           "redis_cpu_us_per_impression": 1e6 * redis_cpu / args.impressions}
-    print(report.table([row], list(row)))
-    if profile is not None:
-        print(f"attribution code in {100 * profile['attribution_code_share']:.1f}% of {profile['samples']} samples")
-        print(report.table(profile["innermost"], ["where", "share"]))
-    elif args.profile:
+    row = {"records": form, "impressions": n, "seconds": seconds, "impressions_per_s": n / seconds,
+           "worker_cpu_us_per_impression": 1e6 * cpu / n, "redis_cpu_us_per_impression": 1e6 * redis_cpu / n}
+    return row, profile
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.attribution_worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--impressions", type=int, default=40_000)
+    parser.add_argument("--profile", action="store_true", help="sample the worker with py-spy (if installed)")
+    args = parser.parse_args(argv)
+    spy = shutil.which("py-spy") or (str(Path(sys.executable).parent / "py-spy")
+                                     if (Path(sys.executable).parent / "py-spy").exists() else None)
+    if args.profile and not spy:
         print("no py-spy on PATH: no profile")
-    print(f"results: {report.write('attribution_worker', {'result': row, 'profile': profile})}")
+    rows, profiles = [], {}
+    for form in (RECORDS, BATCHES):  # side by side, one run
+        row, profile = measure(form, args.impressions, spy if args.profile else None)
+        rows.append(row)
+        if profile is not None:
+            profiles[form] = profile
+    base = rows[0]
+    for row in rows:
+        row["worker_cpu_ratio"] = row["worker_cpu_us_per_impression"] / base["worker_cpu_us_per_impression"]
+        row["throughput_ratio"] = row["impressions_per_s"] / base["impressions_per_s"]
+    print(report.table(rows, list(rows[-1])))
+    for form, profile in profiles.items():
+        print(f"{form}: attribution code in {100 * profile['attribution_code_share']:.1f}% of "
+              f"{profile['samples']} samples")
+        print(report.table(profile["innermost"], ["where", "share"]))
+    print(f"results: {report.write('attribution_worker', {'rows': rows, 'profiles': profiles})}")
     return 0
 
 

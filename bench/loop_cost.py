@@ -379,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=1000, help="users with state in Redis")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--out", default="loop_cost", help="results name: bench/results/<out>.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     result = run(args.quick, args.models_dir, args.users, args.rounds, args.concurrency)
@@ -411,7 +412,6 @@ def main(argv: list[str] | None = None) -> int:
           "end-to-end noise: "
           f"{100 * s['off-control']['median_throughput_cost']:.1f}% throughput)")
     print(f"impressions: {result['impressions']}")
-    print(f"results: {report.write('loop_cost', result)}")
     return 0
 
 

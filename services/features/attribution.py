@@ -16,16 +16,15 @@ import math
 import time
 from collections.abc import Sequence
 
-from google.protobuf import json_format
 from shopstream.events.v1 import events_pb2
 
-from services.contract import topics
+from services.contract import impressions, topics
 from services.contract.limits import MAX_ID_CHARS
 from services.contract.validation import InvalidEvent, decode_event
 from services.features.attribution_store import (EventRecord, ImpressionRecord, RedisAttributionStore, SEP,
                                                  TYPE_NAMES)
 from services.features.metrics import FeaturesMetrics
-from services.features.processing import Record, _retrying
+from services.features.processing import Record, _retrying, source_of
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +32,23 @@ PURCHASE = 4
 MAX_LIST_ITEMS = 1000  # a served list longer than this is not one the gateway sends
 
 
-def decode_impression(raw: bytes | None, fallback_ms: int) -> ImpressionRecord:
-    """An Impression (protobuf binary, or its JSON mapping when it starts with ``{``), or
-    InvalidEvent. ``served_at`` unset: the Kafka timestamp (``fallback_ms``) stands in."""
-    if raw is None:
-        raise InvalidEvent("null_value", "tombstone")
-    try:
-        if raw[:1] == b"{":
-            imp = json_format.Parse(raw.decode("utf-8"), events_pb2.Impression(), ignore_unknown_fields=True)
-        else:
-            imp = events_pb2.Impression.FromString(raw)
-    except Exception as exc:  # any failure of either parser is a bad record, not a worker error
-        raise InvalidEvent("bad_encoding", f"not an Impression: {type(exc).__name__}") from None
+def decode_impressions(raw: bytes | None, headers, fallback_ms: int) -> list[ImpressionRecord | InvalidEvent]:
+    """The served lists of one impressions record (one ``Impression``, or an ``ImpressionBatch``
+    by its header: ``services.contract.impressions``), each as a record or as the InvalidEvent
+    that refuses it, so a bad list in a batch costs only itself; InvalidEvent (raised) when
+    the record is not one at all."""
+    out: list[ImpressionRecord | InvalidEvent] = []
+    for imp in impressions.decode(raw, headers):
+        try:
+            out.append(impression_record(imp, fallback_ms))
+        except InvalidEvent as exc:
+            out.append(exc)
+    return out
+
+
+def impression_record(imp: events_pb2.Impression, fallback_ms: int) -> ImpressionRecord:
+    """The attribution view of one served list, or InvalidEvent. ``served_at`` unset: the Kafka
+    timestamp (``fallback_ms``) stands in."""
     for name in ("recommendation_id", "user_id", "variant"):
         value = getattr(imp, name)
         if not value:
@@ -86,14 +90,18 @@ class AttributionProcessor:
         for rec in records:
             try:
                 if rec.topic == topics.IMPRESSIONS:
-                    batch.append(decode_impression(rec.value, int(rec.timestamp * 1000)))
+                    for got in decode_impressions(rec.value, rec.headers, int(rec.timestamp * 1000)):
+                        if isinstance(got, InvalidEvent):
+                            self._skip_impression(rec, got)
+                        else:
+                            batch.append(got)
                 else:
                     batch.append(event_record(decode_event(rec.value)))
             except InvalidEvent as exc:
-                m.attribution_skipped.labels(rec.topic, exc.reason).inc()
                 if rec.topic == topics.IMPRESSIONS:
-                    logger.info("skipping impression", extra={"reason": exc.reason, "error": exc.message,
-                                                              "source": f"{rec.topic}/{rec.partition}/{rec.offset}"})
+                    self._skip_impression(rec, exc)
+                else:
+                    m.attribution_skipped.labels(rec.topic, exc.reason).inc()
             except Exception:  # a decoder bug: the events agent dead-letters it; here it is skipped
                 logger.error("decoding failed on %s/%s/%s", rec.topic, rec.partition, rec.offset, exc_info=True)
                 m.attribution_skipped.labels(rec.topic, "undecodable").inc()
@@ -103,6 +111,11 @@ class AttributionProcessor:
         applied = await _retrying("attribution batch", lambda: self._store.write(batch), m)
         self._export(applied)
         return sum(applied.new)
+
+    def _skip_impression(self, rec: Record, exc: InvalidEvent) -> None:
+        self._metrics.attribution_skipped.labels(rec.topic, exc.reason).inc()
+        logger.info("skipping impression", extra={"reason": exc.reason, "error": exc.message,
+                                                  "source": source_of(rec)})
 
     async def _price(self, batch: list[ImpressionRecord | EventRecord]) -> None:
         """Purchases without a value are worth the item's catalog price (0 when it has none)."""

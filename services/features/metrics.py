@@ -76,7 +76,7 @@ class FeaturesMetrics:
         self.attribution_late = Counter(a + "late_attributed_total",
                                         "Events first unattributed (their list not seen yet), attributed when it came",
                                         ["type"], registry=r)
-        self.attribution_skipped = Counter(a + "records_skipped_total", "Records the attribution job could not read",
+        self.attribution_skipped = Counter(a + "records_skipped_total", "Records, or lists in a batch record, the attribution job could not read",
                                            ["topic", "reason"], registry=r)
         self.attribution_unpriced = Counter(a + "unpriced_purchases_total",
                                             "Purchases with neither a value nor a catalog price (revenue 0)",

@@ -36,6 +36,7 @@ class Record(Protocol):
     timestamp: float  # Kafka message timestamp, seconds since the epoch
     key: bytes | None
     value: bytes | None  # None: a tombstone
+    headers: Any  # (name, value) pairs, or a mapping of them
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class SourceRecord:
     timestamp: float
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
 
     @property
     def source(self) -> str:

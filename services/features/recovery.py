@@ -232,7 +232,8 @@ class KafkaPartitionLog:
                     remaining.add(part)
             while remaining:
                 fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=self._max_records)
-                records = [SourceRecord(r.topic, r.partition, r.offset, r.timestamp / 1000.0, r.key, r.value)
+                records = [SourceRecord(r.topic, r.partition, r.offset, r.timestamp / 1000.0, r.key, r.value,
+                                        tuple(r.headers or ()))
                            for rows in fetched.values() for r in rows]
                 if records:
                     await apply(records)

@@ -15,9 +15,10 @@ through the contract's EventProducer (kafka-python, in an executor): every answe
 impression, so their publishing cost is paid per request, and kafka-python's per-record
 path in a second thread costs the gateway several times aiokafka's (``bench/loop_cost.py``
 measures the loop; docs/experiments.md, "Cost"). What the contract's producer guarantees
-beyond that does not matter here: impressions are keyed by user id with the same
-partitioner (murmur2, as the Java client), so they land in the same partition number as the
-user's events; a retry may publish an impression twice, which consumers de-duplicate by its
+beyond that does not matter here: each publish is one ``ImpressionBatch`` record per
+partition, the partition of each list chosen by its user id with the same partitioner
+(murmur2, as the Java client), so a user's lists land in the same partition number as the
+user's events; a retry may publish a list twice, which consumers de-duplicate by its
 ``recommendation_id`` (unique per answer); their order within a user does not matter.
 
 At shutdown ``close`` publishes what is still buffered, within a bound.
@@ -34,6 +35,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from shopstream.events.v1 import events_pb2
 
+from services.contract import impressions as contract_impressions
 from services.contract import topics
 from services.contract.producer import DEFAULT_TOPIC_PARTITIONS, create_topics
 from services.gateway import metrics as m
@@ -156,8 +158,9 @@ class KafkaImpressions:
     # Users' partitions remembered (the partitioner is pure Python, and users come back); cleared
     # when this many are held, and whenever the producer is replaced.
     PARTITION_CACHE = 100_000
-    # Bytes per record batch (aiokafka's default is 16 KiB, about 60 impressions of 10 items); a
-    # batch this size stays well below the broker's default message.max.bytes (1 MiB).
+    # Bytes per record batch (aiokafka's default is 16 KiB): room for a whole ImpressionBatch
+    # record (at most contract_impressions.MAX_RECORD_BYTES of lists) and more, well below the
+    # broker's default message.max.bytes (1 MiB).
     MAX_BATCH_BYTES = 256 * 1024
 
     def __init__(self, bootstrap_servers: str, timeout_s: float, linger_ms: int = 5) -> None:
@@ -171,29 +174,24 @@ class KafkaImpressions:
         self._keyless = 0
 
     async def send(self, impressions: Sequence[events_pb2.Impression]) -> int:
-        """Publish ``impressions`` keyed by user id (none for SimilarItems'); returns how many,
-        once all are acknowledged; raises (and drops the producer) otherwise.
+        """Publish ``impressions``; returns how many, once all are acknowledged; raises (and
+        drops the producer) otherwise.
 
-        Records go into one record batch per partition (aiokafka's ``create_batch`` /
-        ``send_batch``), not through ``send`` one by one: a future and the accumulator's
-        bookkeeping per record were most of what an impression cost the gateway."""
+        One ``ImpressionBatch`` record per partition (``services.contract.impressions``), each
+        holding the lists of the users whose key (user id) maps to that partition; lists without
+        a user (SimilarItems') go to the partitions in turn. A record per answer made the
+        consumer's per-record path most of what attributing a list cost (docs/experiments.md,
+        "Cost")."""
         try:
             async with asyncio.timeout(self._timeout_s):
                 producer = await self._connected()
-                batches: dict[int, object] = {}
-                futures = []
+                by_partition: dict[int, list[events_pb2.Impression]] = {}
                 for imp in impressions:
-                    key = imp.user_id.encode() or None
-                    partition = self._partition(key)
-                    value = imp.SerializeToString()
-                    batch = batches.get(partition)
-                    if batch is None or batch.append(timestamp=None, key=key, value=value) is None:
-                        if batch is not None:  # full: send it, start the partition's next one
-                            futures.append(await producer.send_batch(batch, topics.IMPRESSIONS, partition=partition))
-                        batch = batches[partition] = producer.create_batch()
-                        batch.append(timestamp=None, key=key, value=value)
-                for partition, batch in batches.items():
-                    futures.append(await producer.send_batch(batch, topics.IMPRESSIONS, partition=partition))
+                    by_partition.setdefault(self._partition(imp.user_id.encode() or None), []).append(imp)
+                futures = [await producer.send(topics.IMPRESSIONS, value, partition=partition,
+                                               headers=list(contract_impressions.BATCH_HEADERS))
+                           for partition, imps in by_partition.items()
+                           for value in contract_impressions.batch_values(imps)]
                 await asyncio.gather(*futures)
         except BaseException:
             await self.close()

@@ -5,8 +5,11 @@ import asyncio
 import numpy as np
 import pytest
 
+from shopstream.events.v1 import events_pb2
+
 from services.contract.producer import EventProducer, ensure_topics
 from services.features.attribution_store import read_experiment, read_unattributed
+from services.gateway.impressions import KafkaImpressions
 from services.stack.local import ServiceStack
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -47,7 +50,18 @@ async def wait_for(check, timeout: float, what: str):
         await asyncio.sleep(0.2)
 
 
-async def test_events_before_their_lists_are_attributed_when_the_lists_come(worker, kafka_bootstrap, redis_client):
+async def publish_as_the_gateway(bootstrap: str, impressions) -> None:
+    """Through the gateway's producer: ImpressionBatch records, one per partition."""
+    producer = KafkaImpressions(bootstrap, 10.0)
+    try:
+        assert await producer.send(impressions) == len(impressions)
+    finally:
+        await producer.close()
+
+
+@pytest.mark.parametrize("records", ["one list per record", "batches"])
+async def test_events_before_their_lists_are_attributed_when_the_lists_come(worker, kafka_bootstrap, redis_client,
+                                                                            records):
     script = shop(users=4, lists_per_user=5, implicit=False)
     expected = {v: {f: c[f] for f in FIELDS} for v, c in script.expected.items()}
     named = sum(1 for ev in script.events if ev.recommendation_id)
@@ -65,7 +79,11 @@ async def test_events_before_their_lists_are_attributed_when_the_lists_come(work
         script.publish_events(producer)
         await wait_for(waiting, 60, "the events counted as unattributed")
         assert await totals() == {}
-        script.publish_impressions(producer)
+        if records == "batches":  # a bad list among them is skipped alone
+            bad = events_pb2.Impression(recommendation_id="no-variant", user_id=script.impressions[0].user_id)
+            await publish_as_the_gateway(kafka_bootstrap, [bad, *script.impressions])
+        else:
+            script.publish_impressions(producer)
 
         async def attributed():
             return await totals() == expected
@@ -78,5 +96,7 @@ async def test_events_before_their_lists_are_attributed_when_the_lists_come(work
         assert sample(text, "shopstream_attribution_impressions_total", **labels) == counts["impressions"]
         assert sample(text, "shopstream_attribution_revenue_total", **labels) == pytest.approx(
             counts["revenue_micros"] / 1e6)
+    skipped = sample(text, "shopstream_attribution_records_skipped_total", reason="missing_variant")
+    assert skipped == (1 if records == "batches" else 0)
     late = sample(text, "shopstream_attribution_late_attributed_total", type="click")
     assert late >= sum(c["clicks"] for c in script.expected.values())

@@ -21,6 +21,7 @@ from support.toy_bundle import publish_toy_bundle
 
 from services.common.bundle import publish_candidate
 from services.common.stores.catalog import RedisCatalogStore
+from services.contract import impressions as contract_impressions
 from services.contract import topics
 from services.contract.producer import ensure_topics
 from services.experiments import cli as experiments_cli
@@ -105,31 +106,32 @@ async def test_answers_have_identity_and_every_one_is_published_as_an_impression
         await until(lambda: sample("shopstream_gateway_impressions_published_total") - published_before
                     >= len(rec_ids), "impressions acknowledged")
 
+    # One ImpressionBatch record per partition per publish, marked by its header, holding the
+    # lists of users whose key maps to that partition.
     records = await read_topic_async(kafka_bootstrap, topics.IMPRESSIONS)
-    impressions = {}
-    for record in records:
-        imp = events_pb2.Impression.FromString(record.value)
-        impressions[imp.recommendation_id] = (record.key, imp)
+    assert records and all(contract_impressions.is_batch(r.headers) and r.key is None for r in records)
+    served = {imp.recommendation_id: (record.partition, imp) for record in records
+              for imp in contract_impressions.decode(record.value, record.headers)}
+    assert len(served) == sum(1 for r in records for _ in contract_impressions.decode(r.value, r.headers))
     for answer, user in zip(answers, USERS + ["a-new-visitor"]):
-        key, imp = impressions[answer.recommendation_id]
-        assert key == user.encode() and imp.user_id == user
+        _, imp = served[answer.recommendation_id]
+        assert imp.user_id == user
         assert list(imp.item_ids) == ids(answer) and imp.variant == answer.variant
         assert imp.surface == "recommend" and imp.served_at.seconds > 0 and imp.experiment == ""
-    key, imp = impressions[similar.recommendation_id]
-    assert key is None and imp.surface == "similar" and list(imp.item_ids) == ids(similar)
+    _, imp = served[similar.recommendation_id]
+    assert imp.user_id == "" and imp.surface == "similar" and list(imp.item_ids) == ids(similar)
 
-    # Keyed like the events (the Java client's murmur2 partitioner), so with the same partition
-    # count (ensure_topics, or the gateway creating the topic from the events' count) a user's
-    # impressions and events share a partition number.
+    # Partitioned like the events (the Java client's murmur2 partitioner on the user id), so with
+    # the same partition count (ensure_topics, or the gateway creating the topic from the events'
+    # count) a user's impressions and events share a partition number.
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
         count = len(await producer.partitions_for(topics.IMPRESSIONS))
     finally:
         await producer.stop()
-    by_id = {events_pb2.Impression.FromString(r.value).recommendation_id: r for r in records}
     for answer, user in zip(answers, USERS):
-        assert by_id[answer.recommendation_id].partition == (murmur2(user.encode()) & 0x7FFFFFFF) % count
+        assert served[answer.recommendation_id][0] == (murmur2(user.encode()) & 0x7FFFFFFF) % count
 
 
 async def test_impression_logging_off_publishes_nothing(world, redis_url):

@@ -25,21 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shopstream/events/v1/events.proto\x12\x14shopstream.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x0c\x45ventContext\x12\x0c\n\x04page\x18\x01 \x01(\t\x12,\n\x06\x64\x65vice\x18\x02 \x01(\x0e\x32\x1c.shopstream.events.v1.Device\"\xd2\x02\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12-\n\x04type\x18\x04 \x01(\x0e\x32\x1f.shopstream.events.v1.EventType\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x38\n\x07\x63ontext\x18\x07 \x01(\x0b\x32\".shopstream.events.v1.EventContextH\x00\x88\x01\x01\x12\x19\n\x11recommendation_id\x18\x08 \x01(\t\x12\x15\n\x08position\x18\t \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05value\x18\n \x01(\x01H\x02\x88\x01\x01\x42\n\n\x08_contextB\x0b\n\t_positionB\x08\n\x06_value\"\xd8\x01\n\nImpression\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x12\n\nexperiment\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0f\n\x07surface\x18\x06 \x01(\t\x12\x10\n\x08item_ids\x18\x07 \x03(\t\x12-\n\tserved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64\x65graded\x18\t \x01(\x08*\x87\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x1a\n\x16\x45VENT_TYPE_ADD_TO_CART\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04*j\n\x06\x44\x65vice\x12\x16\n\x12\x44\x45VICE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45VICE_DESKTOP\x10\x01\x12\x11\n\rDEVICE_MOBILE\x10\x02\x12\x11\n\rDEVICE_TABLET\x10\x03\x12\x0e\n\nDEVICE_APP\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shopstream/events/v1/events.proto\x12\x14shopstream.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"J\n\x0c\x45ventContext\x12\x0c\n\x04page\x18\x01 \x01(\t\x12,\n\x06\x64\x65vice\x18\x02 \x01(\x0e\x32\x1c.shopstream.events.v1.Device\"\xd2\x02\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12-\n\x04type\x18\x04 \x01(\x0e\x32\x1f.shopstream.events.v1.EventType\x12/\n\x0boccurred_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x06 \x01(\t\x12\x38\n\x07\x63ontext\x18\x07 \x01(\x0b\x32\".shopstream.events.v1.EventContextH\x00\x88\x01\x01\x12\x19\n\x11recommendation_id\x18\x08 \x01(\t\x12\x15\n\x08position\x18\t \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05value\x18\n \x01(\x01H\x02\x88\x01\x01\x42\n\n\x08_contextB\x0b\n\t_positionB\x08\n\x06_value\"\xd8\x01\n\nImpression\x12\x19\n\x11recommendation_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0f\n\x07variant\x18\x03 \x01(\t\x12\x12\n\nexperiment\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x0f\n\x07surface\x18\x06 \x01(\t\x12\x10\n\x08item_ids\x18\x07 \x03(\t\x12-\n\tserved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64\x65graded\x18\t \x01(\x08\"H\n\x0fImpressionBatch\x12\x35\n\x0bimpressions\x18\n \x03(\x0b\x32 .shopstream.events.v1.Impression*\x87\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x45VENT_TYPE_VIEW\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x1a\n\x16\x45VENT_TYPE_ADD_TO_CART\x10\x03\x12\x17\n\x13\x45VENT_TYPE_PURCHASE\x10\x04*j\n\x06\x44\x65vice\x12\x16\n\x12\x44\x45VICE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45VICE_DESKTOP\x10\x01\x12\x11\n\rDEVICE_MOBILE\x10\x02\x12\x11\n\rDEVICE_TABLET\x10\x03\x12\x0e\n\nDEVICE_APP\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shopstream.events.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENTTYPE']._serialized_start=729
-  _globals['_EVENTTYPE']._serialized_end=864
-  _globals['_DEVICE']._serialized_start=866
-  _globals['_DEVICE']._serialized_end=972
+  _globals['_EVENTTYPE']._serialized_start=803
+  _globals['_EVENTTYPE']._serialized_end=938
+  _globals['_DEVICE']._serialized_start=940
+  _globals['_DEVICE']._serialized_end=1046
   _globals['_EVENTCONTEXT']._serialized_start=92
   _globals['_EVENTCONTEXT']._serialized_end=166
   _globals['_EVENT']._serialized_start=169
   _globals['_EVENT']._serialized_end=507
   _globals['_IMPRESSION']._serialized_start=510
   _globals['_IMPRESSION']._serialized_end=726
+  _globals['_IMPRESSIONBATCH']._serialized_start=728
+  _globals['_IMPRESSIONBATCH']._serialized_end=800
 # @@protoc_insertion_point(module_scope)

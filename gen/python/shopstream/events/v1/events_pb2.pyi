@@ -89,3 +89,9 @@ class Impression(_message.Message):
     served_at: _timestamp_pb2.Timestamp
     degraded: bool
     def __init__(self, recommendation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., variant: _Optional[str] = ..., experiment: _Optional[str] = ..., model_version: _Optional[str] = ..., surface: _Optional[str] = ..., item_ids: _Optional[_Iterable[str]] = ..., served_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., degraded: _Optional[bool] = ...) -> None: ...
+
+class ImpressionBatch(_message.Message):
+    __slots__ = ("impressions",)
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    impressions: _containers.RepeatedCompositeFieldContainer[Impression]
+    def __init__(self, impressions: _Optional[_Iterable[_Union[Impression, _Mapping]]] = ...) -> None: ...
