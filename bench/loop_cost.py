@@ -31,9 +31,17 @@ The shadow names the live model version itself unless the models directory holds
 candidate: its cost (one more Rank per request, joining the same RankBatch calls) is the
 same either way; its overlap with the served list is then 1.
 
+Where the processes run: by default all of them share all CPUs, so the features worker's
+attribution competes with the gateway for them. With ``--attribution-cpu N`` the features
+worker runs alone on CPU N and everything else (Redis, the broker, the ranker, the gateway,
+the load generator) on the other CPUs, in every configuration: the gateway's cost with the
+attribution job on a machine of its own, as deployed (docs/scaling.md), while what
+attribution asks of Redis and the broker still lands on the serving CPUs.
+
 The issue's bound: the loop costs <= 10% of Recommend throughput (loop vs off).
 
-``python -m bench.loop_cost [--quick]``; results in bench/results/loop_cost.json.
+``python -m bench.loop_cost [--quick] [--attribution-cpu N] [--out NAME]``; results in
+bench/results/NAME.json (default loop_cost).
 """
 from __future__ import annotations
 
@@ -176,8 +184,21 @@ def _wait(check, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency: int) -> dict:
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus`` (threads and processes it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
+def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency: int,
+        attribution_cpu: int | None = None) -> dict:
     seconds = 2.5 if quick else 8.0
+    serving_cpus = None
+    if attribution_cpu is not None:  # this process first: every server and load generator inherits it
+        serving_cpus = os.sched_getaffinity(0) - {attribution_cpu}
+        if not serving_cpus or attribution_cpu not in os.sched_getaffinity(0):
+            raise SystemExit(f"--attribution-cpu {attribution_cpu}: needs that CPU and at least one other")
+        _pin(os.getpid(), serving_cpus)
     models = world.models_dir(models)
     live = latest_version(models)
     candidates = candidate_versions(models)
@@ -215,6 +236,8 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
         stack.callback(features.stop)
         features.start_service("features")
         worker = features.processes["features"].proc.pid
+        if attribution_cpu is not None:
+            _pin(worker, {attribution_cpu})
 
         def attributed() -> float:
             return sum(v for k, v in _scrape(features.ports["features_metrics"]).items()
@@ -224,8 +247,7 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
               timeout=300)
         already = attributed()
         print(f"==> {len(users)} users, model {live} (shadow: {shadow_version}), concurrency {concurrency}, "
-              f"{seconds:g} s per run, a fresh gateway process per run; {os.cpu_count()} CPUs shared by Redis, the "
-              "broker, the ranker, the gateway and the load generator", flush=True)
+              f"{seconds:g} s per run, a fresh gateway process per run; {placement(attribution_cpu)}", flush=True)
 
         def experiment(name: str, end: bool) -> None:
             async def change():
@@ -297,9 +319,18 @@ def run(quick: bool, models: Path | None, users_n: int, rounds: int, concurrency
                       f"p99 {row['p99_ms']:.2f} ms  errors {row['errors']}  degraded {row['degraded']}", flush=True)
     return {"rows": rows, "quick": quick, "rounds": rounds, "concurrency": concurrency, "seconds_per_run": seconds,
             "users": len(users), "model": live, "shadow_model": shadow_version, "impressions": impressions,
-            "component": parts, "summary": _summary(rows, parts),
-            "notes": f"{os.cpu_count()} CPUs shared by Redis, the broker, the ranker, the gateway and the load "
-                     "generator (and whatever else runs on the machine); closed loop, loopback only"}
+            "component": parts, "summary": _summary(rows, parts), "attribution_cpu": attribution_cpu,
+            "serving_cpus": sorted(serving_cpus) if serving_cpus else None,
+            "notes": f"{placement(attribution_cpu)} (and whatever else runs on the machine); closed loop, "
+                     "loopback only"}
+
+
+def placement(attribution_cpu: int | None) -> str:
+    if attribution_cpu is None:
+        return (f"{os.cpu_count()} CPUs shared by the features worker (attribution), Redis, the broker, the "
+                "ranker, the gateway and the load generator")
+    return (f"the features worker (attribution) alone on CPU {attribution_cpu}; Redis, the broker, the ranker, "
+            "the gateway and the load generator on the others")
 
 
 def _measure(round_: int, config: str, gw: ServiceStack, servers: dict[str, int], broker, redis_server,
@@ -321,6 +352,8 @@ def _measure(round_: int, config: str, gw: ServiceStack, servers: dict[str, int]
            **report.percentiles_ms(res["latencies_s"]), "errors": sum(res["errors"].values()),
            "degraded": res["degraded"],
            "server_cpu_ms_per_request": 1000 * sum(cpu.values()) / n if n else float("nan"),
+           "serving_cpu_ms_per_request": 1000 * sum(v for k, v in cpu.items() if k != "features") / n
+           if n else float("nan"),
            **{f"{k}_cpu_ms_per_request": 1000 * v / n if n else float("nan") for k, v in cpu.items()}}
     if config == SHADOW:
         def delta(name: str) -> float:
@@ -349,6 +382,9 @@ def _summary(rows: list[dict], parts: dict) -> dict:
                     for n in rounds]
         out[config]["cpu_cost_per_round"] = cpu_cost
         out[config]["median_cpu_cost"] = statistics.median(cpu_cost)
+        serving_cost = [1 - by[(n, "off")]["serving_cpu_ms_per_request"] / by[(n, config)]["serving_cpu_ms_per_request"]
+                        for n in rounds]
+        out[config]["median_serving_cpu_cost"] = statistics.median(serving_cost)
         cost = [1 - by[(n, config)]["rps"] / by[(n, "off")]["rps"] for n in rounds]
         p99 = [by[(n, config)]["p99_ms"] / by[(n, "off")]["p99_ms"] for n in rounds]
         out[config]["throughput_cost_per_round"] = cost
@@ -380,13 +416,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--out", default="loop_cost", help="results name: bench/results/<out>.json")
+    parser.add_argument("--attribution-cpu", type=int, metavar="N",
+                        help="the features worker (attribution) alone on CPU N, everything else on the other "
+                             "CPUs, in every configuration: the gateway's cost with attribution on its own "
+                             "machine, as deployed (default: all processes share all CPUs)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    result = run(args.quick, args.models_dir, args.users, args.rounds, args.concurrency)
+    result = run(args.quick, args.models_dir, args.users, args.rounds, args.concurrency, args.attribution_cpu)
     print()
     print(report.table(result["rows"], ["round", "config", "requests", "rps", "p50_ms", "p99_ms", "errors",
                                          "degraded", "server_cpu_ms_per_request", "gateway_cpu_ms_per_request",
                                          "ranker_cpu_ms_per_request", "features_cpu_ms_per_request",
+                                         "redis_cpu_ms_per_request",
                                          "broker_cpu_ms_per_request", "attribution_catch_up_s",
                                          "shadow_scored", "shadow_skipped_busy", "shadow_mean_overlap"]))
     s = result["summary"]
@@ -395,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
               f"(per round {', '.join(f'{100 * c:.1f}%' for c in s[config]['throughput_cost_per_round'])}); "
               f"median p99 {s[config]['median_p99_ms']:.2f} ms vs {s['off']['median_p99_ms']:.2f} ms off; "
               f"servers' CPU per request +{100 * s[config]['median_cpu_cost'] / (1 - s[config]['median_cpu_cost']):.1f}%"
-              f" (cost {100 * s[config]['median_cpu_cost']:.1f}% of throughput on dedicated CPUs)")
+              f" (cost {100 * s[config]['median_cpu_cost']:.1f}% of throughput on dedicated CPUs; without the "
+              f"features worker's {100 * s[config]['median_serving_cpu_cost']:.1f}%)")
     c = s["component_cost"]
     print(f"component: {result['component']['gateway_cpu_us_per_impression']:.1f} us gateway + "
           f"{result['component']['broker_cpu_us_per_impression']:.1f} us broker CPU per impression, against "
@@ -412,6 +454,7 @@ def main(argv: list[str] | None = None) -> int:
           "end-to-end noise: "
           f"{100 * s['off-control']['median_throughput_cost']:.1f}% throughput)")
     print(f"impressions: {result['impressions']}")
+    print(f"results: {report.write(args.out, result)}")
     return 0
 
 

@@ -3,9 +3,11 @@ per experiment / variant / time-bucket aggregates the report reads.
 
 The written spec is docs/redis-keys.md ("Attribution"); keep both in step.
 
-Exactly once, across two hash slots. A record changes the user's join state (slot
-``{u:<user>}``) and the aggregates (slot ``{attr}``); no script may touch both on a
-Redis Cluster. So a batch is written in three steps:
+Exactly once. A record changes the user's join state (slot ``{u:<user>}``) and the
+aggregates (slot ``{attr}``). On a single Redis one script call (``_JOIN_AND_COUNT``) per
+chunk of whole users does both atomically: dedup, join and count, so a redelivered record is
+a duplicate and counts nothing. No script may touch two slots on a Redis Cluster, so there a
+batch is written in three steps:
 
 1. one script call per user (``_JOIN_USER``): dedup each record by its id, join it,
    and put the aggregate increments it causes into the user's **outbox** as one entry
@@ -29,10 +31,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from redis.asyncio.cluster import RedisCluster
 
 from services.common.stores import keys
 from services.common.stores.keys import PREFIX
 from services.common.stores.scripts import evalsha_all
+
 NO_EXPERIMENT = "-"  # the experiment name of lists served outside any experiment
 POSITION_BUCKETS = 20  # click positions 0..19 counted one by one, 20 and beyond together
 CLOCK_SKEW_MS = 1000  # a list served up to this much "after" an event still counts (clocks differ)
@@ -64,25 +68,27 @@ def user_keys(user_id: str) -> list[bytes]:
     return [_user(user_id, s) for s in ("lists", "recent", "seen", "pending", "outbox", "seq")]
 
 
-AGG_APPLIED = f"{PREFIX}:{{attr}}:applied".encode()  # hash user -> last applied outbox seq
-AGG_EXPERIMENTS = f"{PREFIX}:{{attr}}:experiments".encode()  # set of experiment names
-AGG_UNATTRIBUTED = f"{PREFIX}:{{attr}}:unattributed".encode()  # hash "<reason>:<type>" -> n
+# The aggregates' keys, all in slot {attr}. _JOIN_AND_COUNT builds the same names from AGG.
+AGG = f"{PREFIX}:{{attr}}"
+AGG_APPLIED = f"{AGG}:applied".encode()  # hash user -> last applied outbox seq
+AGG_EXPERIMENTS = f"{AGG}:experiments".encode()  # set of experiment names
+AGG_UNATTRIBUTED = f"{AGG}:unattributed".encode()  # hash "<reason>:<type>" -> n
 
 
 def variants_key(experiment: str) -> bytes:
-    return f"{PREFIX}:{{attr}}:x:{experiment}:variants".encode()
+    return f"{AGG}:x:{experiment}:variants".encode()
 
 
 def buckets_key(experiment: str) -> bytes:
-    return f"{PREFIX}:{{attr}}:x:{experiment}:buckets".encode()
+    return f"{AGG}:x:{experiment}:buckets".encode()
 
 
 def bucket_key(experiment: str, variant: str, bucket_ms: int) -> bytes:
-    return f"{PREFIX}:{{attr}}:x:{experiment}:v:{variant}:b:{bucket_ms}".encode()
+    return f"{AGG}:x:{experiment}:v:{variant}:b:{bucket_ms}".encode()
 
 
 def users_key(experiment: str, variant: str) -> bytes:
-    return f"{PREFIX}:{{attr}}:x:{experiment}:v:{variant}:users".encode()
+    return f"{AGG}:x:{experiment}:v:{variant}:users".encode()
 
 
 def bucket_start(ms: int, bucket_ms: int) -> int:
@@ -92,19 +98,17 @@ def bucket_start(ms: int, bucket_ms: int) -> int:
 
 # ---- the scripts --------------------------------------------------------------------------
 
-_JOIN_USER = """
--- KEYS: lists (hash rec_id -> JSON list), recent (zset rec_id by served ms), seen (zset of
---       record ids, score = arrival number), pending (zset of JSON events waiting for their
---       list, by occurred ms), outbox (zset of JSON entries by seq), seq (string) -- one user
--- ARGV: window_ms, bucket_ms, max_lists, dedup_cap, max_pending, skew_ms, user_id, records (JSON array)
--- Returns {flags, entry, entry, ...}: flags one char per record ('1' new, '0' duplicate),
--- then every entry in the outbox (oldest first), the one this call added included.
+# The join, shared by both ways of writing a batch (below): ``join(K, records)`` dedups, joins
+# and counts one user's records, K being that user's keys (lists, recent, seen, pending,
+# outbox, seq), and accumulates the aggregate increments in ``inc`` / ``un`` and the
+# experiment/variant pairs the user was served in ``users``.
+_JOIN = """
 local window, bucket_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local max_lists, dedup_cap, max_pending = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local skew, user = tonumber(ARGV[6]), ARGV[7]
-local records = cjson.decode(ARGV[8])
+local skew = tonumber(ARGV[6])
 local inc, users, un = {}, {}, {}
 local changed = false
+local K
 
 local function add(key, field, n)
   local t = inc[key]
@@ -122,10 +126,10 @@ local function unattributed(reason, ev, sign)
   changed = true
 end
 local function remember(id)
-  local n = redis.call('INCR', KEYS[6])
-  redis.call('ZADD', KEYS[3], n, id)
+  local n = redis.call('INCR', K[6])
+  redis.call('ZADD', K[3], n, id)
   if n % 64 == 0 then  -- trim now and then: the cap is a floor, not exact
-    redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -dedup_cap - 1)
+    redis.call('ZREMRANGEBYRANK', K[3], 0, -dedup_cap - 1)
   end
 end
 local function key_of(list)
@@ -167,75 +171,90 @@ local function attribute(rid, list, ev)
       list.rv = list.rv + ev.val
     end
   end
-  redis.call('HSET', KEYS[1], rid, cjson.encode(list))
+  redis.call('HSET', K[1], rid, cjson.encode(list))
 end
 
-local flags = {}
-for _, r in ipairs(records) do
-  if r.k == 'i' then
-    if redis.call('ZSCORE', KEYS[3], 'i:' .. r.r) then
-      flags[#flags + 1] = '0'
-    else
-      flags[#flags + 1] = '1'
-      remember('i:' .. r.r)
-      local list = {x = r.x, v = r.v, t = r.t, i = r.i, f = 0, rv = 0}
-      redis.call('HSET', KEYS[1], r.r, cjson.encode(list))
-      redis.call('ZADD', KEYS[2], r.t, r.r)
-      local extra = redis.call('ZCARD', KEYS[2]) - max_lists
-      if extra > 0 then
-        for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, extra - 1)) do
-          redis.call('HDEL', KEYS[1], old)
-        end
-        redis.call('ZREMRANGEBYRANK', KEYS[2], 0, extra - 1)
-      end
-      local key = key_of(list)
-      add(key, 'impressions', 1)
-      if r.d == 1 then add(key, 'degraded', 1) end
-      users[r.x .. '\\31' .. r.v] = true
-      -- events that named this list before it arrived: move them from unattributed to it
-      for _, raw in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-        local ev = cjson.decode(raw)
-        if ev.r == r.r then
-          redis.call('ZREM', KEYS[4], raw)
-          unattributed('unknown_recommendation', ev, -1)
-          attribute(r.r, list, ev)
-        end
-      end
-    end
-  else
-    if redis.call('ZSCORE', KEYS[3], 'e:' .. r.id) then
-      flags[#flags + 1] = '0'
-    else
-      flags[#flags + 1] = '1'
-      remember('e:' .. r.id)
-      if r.r ~= '' then
-        local raw = redis.call('HGET', KEYS[1], r.r)
-        if raw then
-          attribute(r.r, cjson.decode(raw), r)
-        elseif redis.call('ZSCORE', KEYS[3], 'i:' .. r.r) then
-          unattributed('expired_recommendation', r, 1)
-        else
-          unattributed('unknown_recommendation', r, 1)
-          redis.call('ZADD', KEYS[4], r.t, cjson.encode(r))
-          local extra = redis.call('ZCARD', KEYS[4]) - max_pending
-          if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1) end
-        end
+-- One user's records (in order) against the user's keys ``keys``; returns one char per record,
+-- '1' new, '0' duplicate.
+local function join(keys, records)
+  K = keys
+  local flags = {}
+  for _, r in ipairs(records) do
+    if r.k == 'i' then
+      if redis.call('ZSCORE', K[3], 'i:' .. r.r) then
+        flags[#flags + 1] = '0'
       else
-        -- the most recent list served within the window before the event that had the item
-        local found = false
-        for _, rid in ipairs(redis.call('ZREVRANGEBYSCORE', KEYS[2], r.t + skew, r.t - window)) do
-          local list = cjson.decode(redis.call('HGET', KEYS[1], rid))
-          for _, item in ipairs(list.i) do
-            if item == r.it then found = true; break end
+        flags[#flags + 1] = '1'
+        remember('i:' .. r.r)
+        local list = {x = r.x, v = r.v, t = r.t, i = r.i, f = 0, rv = 0}
+        redis.call('HSET', K[1], r.r, cjson.encode(list))
+        redis.call('ZADD', K[2], r.t, r.r)
+        local extra = redis.call('ZCARD', K[2]) - max_lists
+        if extra > 0 then
+          for _, old in ipairs(redis.call('ZRANGE', K[2], 0, extra - 1)) do
+            redis.call('HDEL', K[1], old)
           end
-          if found then attribute(rid, list, r); break end
+          redis.call('ZREMRANGEBYRANK', K[2], 0, extra - 1)
         end
-        if not found then unattributed('no_list_in_window', r, 1) end
+        local key = key_of(list)
+        add(key, 'impressions', 1)
+        if r.d == 1 then add(key, 'degraded', 1) end
+        users[r.x .. '\\31' .. r.v] = true
+        -- events that named this list before it arrived: move them from unattributed to it
+        for _, raw in ipairs(redis.call('ZRANGE', K[4], 0, -1)) do
+          local ev = cjson.decode(raw)
+          if ev.r == r.r then
+            redis.call('ZREM', K[4], raw)
+            unattributed('unknown_recommendation', ev, -1)
+            attribute(r.r, list, ev)
+          end
+        end
+      end
+    else
+      if redis.call('ZSCORE', K[3], 'e:' .. r.id) then
+        flags[#flags + 1] = '0'
+      else
+        flags[#flags + 1] = '1'
+        remember('e:' .. r.id)
+        if r.r ~= '' then
+          local raw = redis.call('HGET', K[1], r.r)
+          if raw then
+            attribute(r.r, cjson.decode(raw), r)
+          elseif redis.call('ZSCORE', K[3], 'i:' .. r.r) then
+            unattributed('expired_recommendation', r, 1)
+          else
+            unattributed('unknown_recommendation', r, 1)
+            redis.call('ZADD', K[4], r.t, cjson.encode(r))
+            local extra = redis.call('ZCARD', K[4]) - max_pending
+            if extra > 0 then redis.call('ZREMRANGEBYRANK', K[4], 0, extra - 1) end
+          end
+        else
+          -- the most recent list served within the window before the event that had the item
+          local found = false
+          for _, rid in ipairs(redis.call('ZREVRANGEBYSCORE', K[2], r.t + skew, r.t - window)) do
+            local list = cjson.decode(redis.call('HGET', K[1], rid))
+            for _, item in ipairs(list.i) do
+              if item == r.it then found = true; break end
+            end
+            if found then attribute(rid, list, r); break end
+          end
+          if not found then unattributed('no_list_in_window', r, 1) end
+        end
       end
     end
   end
+  return table.concat(flags)
 end
+"""
 
+_JOIN_USER = _JOIN + """
+-- One user, the outbox way (works on Redis Cluster: touches only the user's slot).
+-- KEYS: the user's lists, recent, seen, pending, outbox, seq
+-- ARGV: window_ms, bucket_ms, max_lists, dedup_cap, max_pending, skew_ms, user_id, records (JSON array)
+-- Returns {flags, entry, entry, ...}: flags one char per record ('1' new, '0' duplicate),
+-- then every entry in the outbox (oldest first), the one this call added included.
+local user = ARGV[7]
+local flags = join({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, cjson.decode(ARGV[8]))
 if changed then
   local seq = redis.call('INCR', KEYS[6])
   local u = {}
@@ -249,8 +268,57 @@ if changed then
   for k, n in pairs(un) do unrows[#unrows + 1] = {k, n} end
   redis.call('ZADD', KEYS[5], seq, cjson.encode({s = seq, inc = rows, users = u, un = unrows, user = user}))
 end
-local out = {table.concat(flags)}
+local out = {flags}
 for _, e in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do out[#out + 1] = e end
+return out
+"""
+
+# Every user of a chunk of a batch and the aggregates together, in one atomic call: on a single
+# Redis (not a cluster: the call touches the users' slots and the aggregates' keys, which it
+# names itself, so the script says no-cluster). A record's join and its counts are written
+# together, so no outbox is needed: a redelivered record is a duplicate and counts nothing.
+_JOIN_AND_COUNT = "#!lua flags=no-cluster\n" + _JOIN + """
+-- KEYS: 6 per user (lists, recent, seen, pending, outbox, seq), users in ARGV[8]'s order
+-- ARGV[1..6]: as _JOIN_USER's; ARGV[7]: the aggregates' key prefix ("<PREFIX>:{attr}");
+-- ARGV[8]: JSON [[user_id, records], ...]
+-- Returns {flags of user 1, ..., flags of user n, JSON {inc = rows, un = rows} of what was
+-- counted, then outbox entries an outbox-way write left (for the caller to apply)}.
+local prefix = ARGV[7]
+local batch = cjson.decode(ARGV[8])
+local out, left = {}, {}
+for n, entry in ipairs(batch) do
+  local o = 6 * (n - 1)
+  local keys = {KEYS[o + 1], KEYS[o + 2], KEYS[o + 3], KEYS[o + 4], KEYS[o + 5], KEYS[o + 6]}
+  users = {}
+  out[n] = join(keys, entry[2])
+  for pair in pairs(users) do
+    local x, v = pair:match('^(.-)\\31(.*)$')
+    redis.call('PFADD', prefix .. ':x:' .. x .. ':v:' .. v .. ':users', entry[1])
+  end
+  for _, e in ipairs(redis.call('ZRANGE', keys[5], 0, -1)) do left[#left + 1] = e end
+end
+local rows, unrows = {}, {}
+for key, fields in pairs(inc) do
+  local x, v, b = key:match('^(.-)\\31(.-)\\31(.*)$')
+  local hash = prefix .. ':x:' .. x .. ':v:' .. v .. ':b:' .. b
+  for f, n in pairs(fields) do
+    if f == 'revenue_sq' then
+      redis.call('HINCRBYFLOAT', hash, f, string.format('%.17g', n))
+    else
+      redis.call('HINCRBY', hash, f, string.format('%d', n))
+    end
+    rows[#rows + 1] = {key, f, n}
+  end
+  redis.call('SADD', prefix .. ':experiments', x)
+  redis.call('SADD', prefix .. ':x:' .. x .. ':variants', v)
+  redis.call('ZADD', prefix .. ':x:' .. x .. ':buckets', b, b)
+end
+for k, n in pairs(un) do
+  redis.call('HINCRBY', prefix .. ':unattributed', k, string.format('%d', n))
+  unrows[#unrows + 1] = {k, n}
+end
+out[#batch + 1] = cjson.encode({inc = rows, un = unrows})
+for _, e in ipairs(left) do out[#out + 1] = e end
 return out
 """
 
@@ -342,13 +410,24 @@ class AttributionConfig:
 
 
 class RedisAttributionStore:
-    """The attribution state on Redis or Redis Cluster (see the module docstring)."""
+    """The attribution state on Redis or Redis Cluster (see the module docstring).
 
-    def __init__(self, redis, config: AttributionConfig = AttributionConfig()) -> None:
+    ``outbox``: write through the outbox (three steps; what a Redis Cluster needs), or in one
+    atomic call per chunk of users (``_JOIN_AND_COUNT``, a single Redis only). By default the
+    outbox on a cluster client, one call otherwise. Both keep the same state and aggregates,
+    and each applies outbox entries the other left, so a deployment may switch."""
+
+    # Records per _JOIN_AND_COUNT call: a call blocks Redis while it runs (about 25 us a list),
+    # so a large batch goes in several, a whole user in each.
+    RECORDS_PER_CALL = 128
+
+    def __init__(self, redis, config: AttributionConfig = AttributionConfig(), outbox: bool | None = None) -> None:
         self._redis = redis
         self._config = config
+        self._outbox = isinstance(redis, RedisCluster) if outbox is None else outbox
         self._join_sha = redis.register_script(_JOIN_USER).sha
         self._apply_sha = redis.register_script(_APPLY_AGGREGATES).sha
+        self._join_and_count_sha = redis.register_script(_JOIN_AND_COUNT).sha
 
     @property
     def config(self) -> AttributionConfig:
@@ -356,10 +435,49 @@ class RedisAttributionStore:
 
     async def write(self, records: Sequence[ImpressionRecord | EventRecord]) -> Applied:
         """Join and count ``records`` (in order per user), exactly once per record id."""
+        if not self._outbox:
+            return await self._join_and_count(records)
         new, entries = await self.join(records)
         applied = Applied(new)
         if entries:
             await self.apply(entries, applied)
+        return applied
+
+    async def _join_and_count(self, records: Sequence[ImpressionRecord | EventRecord]) -> Applied:
+        """One atomic call per chunk of whole users: join, dedup and count together."""
+        applied = Applied([False] * len(records))
+        by_user: dict[str, list[int]] = {}
+        for i, rec in enumerate(records):
+            by_user.setdefault(rec.user_id, []).append(i)
+        chunks, chunk, size = [], [], 0
+        for uid, positions in by_user.items():
+            if chunk and size + len(positions) > self.RECORDS_PER_CALL:
+                chunks.append(chunk)
+                chunk, size = [], 0
+            chunk.append((uid, positions))
+            size += len(positions)
+        if chunk:
+            chunks.append(chunk)
+        c = self._config
+        head = (c.window_ms, c.bucket_ms, c.max_lists, c.dedup_cap, c.max_pending, CLOCK_SKEW_MS, AGG)
+        calls = []
+        for chunk in chunks:
+            keys = [k for uid, _ in chunk for k in user_keys(uid)]
+            payload = as_json([[uid, [records[i].packed() for i in positions]] for uid, positions in chunk])
+            calls.append((self._join_and_count_sha, len(keys), *keys, *head, payload))
+        left: list[dict] = []
+        for chunk, reply in zip(chunks, await evalsha_all(self._redis, [_JOIN_AND_COUNT], calls)):
+            for (_, positions), flags in zip(chunk, reply):
+                for i, flag in zip(positions, flags.decode()):
+                    applied.new[i] = flag == "1"
+            counted = json.loads(reply[len(chunk)])
+            for key, fld, n in counted["inc"]:
+                experiment, variant, _ = key.split(SEP)
+                applied.increments.append((experiment, variant, fld, n))
+            applied.unattributed += [(reason_type, n) for reason_type, n in counted["un"]]
+            left += [json.loads(raw) for raw in reply[len(chunk) + 1:]]
+        if left:  # an outbox-way write died before it applied these: apply them now
+            await self.apply(left, applied)
         return applied
 
     async def join(self, records: Sequence[ImpressionRecord | EventRecord]) -> tuple[list[bool], list[dict]]:
@@ -466,18 +584,18 @@ class VariantSeries:
 
 async def read_experiment(redis, experiment: str) -> dict[str, VariantSeries]:
     """Every variant of ``experiment`` with its counters per bucket (one pipeline after the
-    index reads)."""
+    index reads; PFCOUNT one by one, as redis-py's cluster pipeline refuses it)."""
     variants = sorted(v.decode() for v in await redis.smembers(variants_key(experiment)))
     buckets = [int(b) for b in await redis.zrange(buckets_key(experiment), 0, -1)]
+    users = [await redis.pfcount(users_key(experiment, v)) for v in variants]
     pipe = redis.pipeline(transaction=False)
     for v in variants:
-        pipe.pfcount(users_key(experiment, v))
         for b in buckets:
             pipe.hgetall(bucket_key(experiment, v, b))
     replies = iter(await pipe.execute())
     out: dict[str, VariantSeries] = {}
-    for v in variants:
-        series = VariantSeries(v, users=int(next(replies)))
+    for v, n in zip(variants, users):
+        series = VariantSeries(v, users=int(n))
         for b in buckets:
             raw = next(replies)
             if raw:

@@ -5,7 +5,9 @@ Every ``S`` seconds: the experiment of the previous round is decided by the prom
 minimum sample, the test is significant and no guardrail is broken; otherwise it keeps
 running), then ``shopstream retrain`` trains a candidate on the event log Kafka retains (all
 of it: the demo's traffic is one replay, so a window of the last ``S`` seconds would often be
-empty), publishes it and starts experiment ``retrain-N`` (live vs candidate). A round whose
+empty), publishes it and starts experiment ``<prefix>-N`` (live vs candidate; the prefix is
+``retrain-`` and the schedule's start time, UTC, so a later ``shopstream up`` on the same
+Redis never reuses a name whose definition and attribution counters are kept). A round whose
 previous experiment is still undecided publishes its candidate but cannot start a second
 experiment (one runs at a time): the console says so and the next round asks the policy again.
 Each step is a process of its own, its output in ``retrain.log``. Experiments need traffic to
@@ -23,6 +25,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -44,6 +47,7 @@ class RetrainSchedule:
     train_args: Sequence[str] = ()
     policy_args: Sequence[str] = ()
     running_experiment: str | None = None
+    prefix: str = field(default_factory=lambda: f"retrain-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     rounds: int = 0
     stopped: bool = False
     _proc: subprocess.Popen | None = None
@@ -88,7 +92,7 @@ class RetrainSchedule:
                 "not decided (too few lists served in it?)"
             self.say(f"==> retrain schedule: the promotion policy on {self.running_experiment}: {verdict}; "
                      f"see {self.log_path}")
-        name = f"retrain-{self.rounds}"
+        name = f"{self.prefix}-{self.rounds}"
         code = self._run(self.retrain(name))
         if self.stopped:
             return

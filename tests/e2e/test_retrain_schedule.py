@@ -66,10 +66,6 @@ POOR_TRAIN_ARGS = ("--epochs", "1", "--lr", "0", "--dim", "16", "--threads", "1"
 CANDIDATE_TRAIN_ARGS = ("--epochs", "3", "--dim", "32", "--threads", "1", "--parity-users", "20")
 WIN_MIN_IMPRESSIONS = 100
 WIN_POLICY_ARGS = ("--min-impressions", str(WIN_MIN_IMPRESSIONS), "--alpha", "0.01", "--max-fallback-rate", "1")
-# The store keeps an ended experiment's definition and attribution counters under its name (a
-# durable Redis), and the first test's schedule used retrain-1 and retrain-2: this schedule's
-# rounds are numbered from 101 so that its experiment's report counts its own lists only.
-WIN_FIRST_ROUND = 100
 
 
 def _store(redis_url: str, work):
@@ -143,7 +139,7 @@ def test_schedule_retrains_from_kafka_experiments_decides_and_stops(system, data
     said: list[str] = []
     schedule = RetrainSchedule(EVERY_S, system.kafka, system.redis, system.stack.ranker_addr, models_dir,
                                tmp_path / "logs" / "retrain.log", 1.0, said.append,
-                               train_args=TRAIN_ARGS, policy_args=POLICY_ARGS)
+                               train_args=TRAIN_ARGS, policy_args=POLICY_ARGS, prefix="retrain")
     stop = threading.Event()
     thread = threading.Thread(target=schedule.run_until, args=(stop,), name="retrain-schedule", daemon=True)
     simulation: Simulation | None = None
@@ -261,8 +257,8 @@ def test_schedule_promotes_a_winning_candidate_and_the_ranker_serves_it(system, 
         schedule = RetrainSchedule(EVERY_S, system.kafka, system.redis, system.stack.ranker_addr, models_dir,
                                    tmp_path / "logs" / "retrain.log", 1.0, said.append,
                                    train_args=CANDIDATE_TRAIN_ARGS, policy_args=WIN_POLICY_ARGS,
-                                   rounds=WIN_FIRST_ROUND)
-        name = f"retrain-{WIN_FIRST_ROUND + 1}"
+                                   prefix="retrain-win")
+        name = "retrain-win-1"
 
         def console() -> str:
             return "\n".join(said)

@@ -22,9 +22,12 @@ def ev(eid, user, item, type_code, t=T0 + 1000, rid="", position=-1, value=0):
     return EventRecord(eid, user, item, type_code, t, rid, position, value)
 
 
-@pytest.fixture
-def store(redis_client):
-    return RedisAttributionStore(redis_client, AttributionConfig(window_ms=30 * MIN, bucket_ms=MIN))
+@pytest.fixture(params=["one call", "outbox"])
+def store(request, redis_client):
+    """Both ways of writing a batch: one atomic call per chunk of users (a single Redis), and
+    the outbox's three steps (what a Redis Cluster needs), forced here on a single Redis."""
+    return RedisAttributionStore(redis_client, AttributionConfig(window_ms=30 * MIN, bucket_ms=MIN),
+                                 outbox=request.param == "outbox")
 
 
 async def totals(redis, experiment="exp"):

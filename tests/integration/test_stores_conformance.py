@@ -8,6 +8,7 @@ from services.common.stores.catalog import RedisCatalogStore
 from services.common.stores.memory import MemoryCatalogStore, MemoryTrendingStore, MemoryUserStateStore
 from services.common.stores.trending import RedisTrendingStore
 from services.common.stores.user_state import EmbeddingWrite, EventWrite, RedisUserStateStore
+from services.features.attribution_store import EventRecord, ImpressionRecord, RedisAttributionStore, read_experiment
 from services.stack.redis_cluster import EmbeddedRedisCluster
 
 pytestmark = pytest.mark.integration
@@ -265,3 +266,21 @@ async def test_memory_decay_lock_lasts_nine_tenths_of_the_interval():
     clock.now += 0.1
     assert await trending.decay(interval_s=10, half_life_s=10)
     assert await trending.top(1) == [("a", pytest.approx(1.0))]
+
+
+async def test_attribution_counts_each_record_once_on_either_redis(any_redis):
+    """The attribution store's default on each backend: one atomic call per chunk of users on a
+    single Redis, the outbox's three steps on a cluster (a call may touch one slot there)."""
+    store = RedisAttributionStore(any_redis)
+    t = 1_800_000_000_000
+    batch = [ImpressionRecord("r1", "u1", "A", "exp", t, ("i1", "i2")),
+             ImpressionRecord("r2", "u2", "A", "exp", t, ("i3",)),
+             EventRecord("e1", "u1", "i2", 2, t + 1000, "r1", 1),
+             EventRecord("e2", "u2", "i3", 2, t + 1000)]  # no id: the window finds r2
+    first = await store.write(batch)
+    again = await store.write(batch)  # redelivered
+    assert first.new == [True] * 4 and again.new == [False] * 4 and not again.increments
+    assert sum(n for _, _, name, n in first.increments if name == "clicks") == 2
+    series = (await read_experiment(any_redis, "exp"))["A"]
+    totals = series.totals()
+    assert (totals["impressions"], totals["clicks"], totals["clicked_lists"], series.users) == (2, 2, 2, 2)

@@ -1,4 +1,5 @@
 """shopstream up --retrain-every: what each round runs, in order."""
+import re
 import threading
 from pathlib import Path
 
@@ -13,7 +14,16 @@ def schedule(outcomes: list[int]):
         return outcomes.pop(0)
 
     return RetrainSchedule(60, "127.0.0.1:9092", "redis://127.0.0.1:6379/0", "127.0.0.1:50051", Path("m"),
-                           Path("logs/retrain.log"), 2.0, said.append, run=run), ran, said
+                           Path("logs/retrain.log"), 2.0, said.append, run=run, prefix="retrain"), ran, said
+
+
+def test_experiment_names_carry_the_schedules_start_time():
+    """A later schedule on the same Redis must not reuse retrain-1: an ended experiment's
+    definition and attribution counters are kept under its name."""
+    s = RetrainSchedule(60, "k", "r", "a", Path("m"), Path("logs/retrain.log"), 2.0, print, run=lambda c: 0)
+    assert re.fullmatch(r"retrain-\d{8}-\d{6}", s.prefix)
+    s.round()
+    assert s.running_experiment == f"{s.prefix}-1"
 
 
 def words(command):
