@@ -62,10 +62,18 @@ def _user(user_id: str, suffix: str) -> bytes:
     return keys.attribution(user_id, suffix)
 
 
+USER_KEY_NAMES = ("lists", "recent", "seen", "pending", "outbox", "seq")  # _JOIN_AND_COUNT names them too
+
+
 def user_keys(user_id: str) -> list[bytes]:
     """The user's join state, one slot: lists, lists by time, seen ids, pending events,
     outbox, sequence."""
-    return [_user(user_id, s) for s in ("lists", "recent", "seen", "pending", "outbox", "seq")]
+    return [_user(user_id, s) for s in USER_KEY_NAMES]
+
+
+# What comes before and after the user id in the user's keys (for _JOIN_AND_COUNT, which
+# builds them): <before><user id><after><name>.
+USER_KEY_BEFORE, USER_KEY_AFTER = _user("\0", "").split(b"\0")
 
 
 # The aggregates' keys, all in slot {attr}. _JOIN_AND_COUNT builds the same names from AGG.
@@ -125,12 +133,15 @@ local function unattributed(reason, ev, sign)
   end
   changed = true
 end
-local function remember(id)
+-- Records a record id as seen; its arrival number when it is new, nil when it was seen before
+-- (ZADD NX checks and records in one call). Trims now and then: the cap is a floor, not exact.
+local function first_time(id)
   local n = redis.call('INCR', K[6])
-  redis.call('ZADD', K[3], n, id)
-  if n % 64 == 0 then  -- trim now and then: the cap is a floor, not exact
+  if redis.call('ZADD', K[3], 'NX', n, id) == 0 then return nil end
+  if n % 64 == 0 then
     redis.call('ZREMRANGEBYRANK', K[3], 0, -dedup_cap - 1)
   end
+  return n
 end
 local function key_of(list)
   local b = list.t - (list.t % bucket_ms)
@@ -181,20 +192,22 @@ local function join(keys, records)
   local flags = {}
   for _, r in ipairs(records) do
     if r.k == 'i' then
-      if redis.call('ZSCORE', K[3], 'i:' .. r.r) then
+      local n = first_time('i:' .. r.r)
+      if not n then
         flags[#flags + 1] = '0'
       else
         flags[#flags + 1] = '1'
-        remember('i:' .. r.r)
         local list = {x = r.x, v = r.v, t = r.t, i = r.i, f = 0, rv = 0}
         redis.call('HSET', K[1], r.r, cjson.encode(list))
         redis.call('ZADD', K[2], r.t, r.r)
-        local extra = redis.call('ZCARD', K[2]) - max_lists
-        if extra > 0 then
-          for _, old in ipairs(redis.call('ZRANGE', K[2], 0, extra - 1)) do
-            redis.call('HDEL', K[1], old)
+        if n % 16 == 0 then  -- the oldest lists beyond max_lists go, now and then
+          local extra = redis.call('ZCARD', K[2]) - max_lists
+          if extra > 0 then
+            for _, old in ipairs(redis.call('ZRANGE', K[2], 0, extra - 1)) do
+              redis.call('HDEL', K[1], old)
+            end
+            redis.call('ZREMRANGEBYRANK', K[2], 0, extra - 1)
           end
-          redis.call('ZREMRANGEBYRANK', K[2], 0, extra - 1)
         end
         local key = key_of(list)
         add(key, 'impressions', 1)
@@ -211,11 +224,10 @@ local function join(keys, records)
         end
       end
     else
-      if redis.call('ZSCORE', K[3], 'e:' .. r.id) then
+      if not first_time('e:' .. r.id) then
         flags[#flags + 1] = '0'
       else
         flags[#flags + 1] = '1'
-        remember('e:' .. r.id)
         if r.r ~= '' then
           local raw = redis.call('HGET', K[1], r.r)
           if raw then
@@ -256,7 +268,9 @@ _JOIN_USER = _JOIN + """
 local user = ARGV[7]
 local flags = join({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, cjson.decode(ARGV[8]))
 if changed then
-  local seq = redis.call('INCR', KEYS[6])
+  -- The counter as the records of this call left it (each took a number, a new one among them):
+  -- above every earlier entry's, and not a number of its own, so arrivals count records only.
+  local seq = tonumber(redis.call('GET', KEYS[6]))
   local u = {}
   for k in pairs(users) do u[#u + 1] = k end
   -- lists, not objects, so an empty one still decodes as a list in Python
@@ -274,21 +288,25 @@ return out
 """
 
 # Every user of a chunk of a batch and the aggregates together, in one atomic call: on a single
-# Redis (not a cluster: the call touches the users' slots and the aggregates' keys, which it
-# names itself, so the script says no-cluster). A record's join and its counts are written
-# together, so no outbox is needed: a redelivered record is a duplicate and counts nothing.
+# Redis only (the call touches many users' slots and the aggregates' slot, and names the keys
+# itself: the aggregates' depend on the list an event joins, which only the script reads, and
+# the users' are built from their ids, which saves packing and parsing six keys per user), so
+# the script says no-cluster. A record's join and its counts are written together, so no
+# outbox is needed: a redelivered record is a duplicate and counts nothing.
 _JOIN_AND_COUNT = "#!lua flags=no-cluster\n" + _JOIN + """
--- KEYS: 6 per user (lists, recent, seen, pending, outbox, seq), users in ARGV[8]'s order
 -- ARGV[1..6]: as _JOIN_USER's; ARGV[7]: the aggregates' key prefix ("<PREFIX>:{attr}");
--- ARGV[8]: JSON [[user_id, records], ...]
+-- ARGV[8]: JSON [[user_id, records], ...]; ARGV[9], ARGV[10]: what comes before and after the
+-- user id in the user's keys (user_keys: <before><user><after><name>)
 -- Returns {flags of user 1, ..., flags of user n, JSON {inc = rows, un = rows} of what was
 -- counted, then outbox entries an outbox-way write left (for the caller to apply)}.
 local prefix = ARGV[7]
 local batch = cjson.decode(ARGV[8])
+local before, after = ARGV[9], ARGV[10]
 local out, left = {}, {}
 for n, entry in ipairs(batch) do
-  local o = 6 * (n - 1)
-  local keys = {KEYS[o + 1], KEYS[o + 2], KEYS[o + 3], KEYS[o + 4], KEYS[o + 5], KEYS[o + 6]}
+  local base = before .. entry[1] .. after
+  local keys = {base .. 'lists', base .. 'recent', base .. 'seen', base .. 'pending', base .. 'outbox',
+                base .. 'seq'}
   users = {}
   out[n] = join(keys, entry[2])
   for pair in pairs(users) do
@@ -462,9 +480,8 @@ class RedisAttributionStore:
         head = (c.window_ms, c.bucket_ms, c.max_lists, c.dedup_cap, c.max_pending, CLOCK_SKEW_MS, AGG)
         calls = []
         for chunk in chunks:
-            keys = [k for uid, _ in chunk for k in user_keys(uid)]
             payload = as_json([[uid, [records[i].packed() for i in positions]] for uid, positions in chunk])
-            calls.append((self._join_and_count_sha, len(keys), *keys, *head, payload))
+            calls.append((self._join_and_count_sha, 0, *head, payload, USER_KEY_BEFORE, USER_KEY_AFTER))
         left: list[dict] = []
         for chunk, reply in zip(chunks, await evalsha_all(self._redis, [_JOIN_AND_COUNT], calls)):
             for (_, positions), flags in zip(chunk, reply):

@@ -65,6 +65,21 @@ async def test_most_recent_list_wins(store, redis_client):
     assert t["B"]["clicks"] == 1 and "clicks" not in t["A"]
 
 
+async def test_old_lists_go_beyond_the_cap_and_their_events_count_as_expired(redis_client, store):
+    small = RedisAttributionStore(redis_client, AttributionConfig(window_ms=30 * MIN, bucket_ms=MIN, max_lists=5),
+                                  outbox=store._outbox)
+    for n in range(40):  # one list at a time, each newer than the last
+        await small.write([imp(f"r{n}", "u", "A", [f"i{n}"], t=T0 + n)])
+    lists, recent = user_keys("u")[:2]
+    kept = {k.decode() for k in await redis_client.hkeys(lists)}
+    assert 5 <= len(kept) <= 5 + 15 and await redis_client.zcard(recent) == len(kept)  # trimmed every 16 arrivals
+    assert {f"r{n}" for n in range(35, 40)} <= kept and "r0" not in kept  # the newest stay
+    await small.write([ev("e-old", "u", "i0", 2, t=T0 + 100, rid="r0"), ev("e-new", "u", "i39", 2, t=T0 + 100,
+                                                                          rid="r39")])
+    assert (await read_unattributed(redis_client))["expired_recommendation:click"] == 1
+    assert (await totals(redis_client))["A"]["clicks"] == 1
+
+
 async def test_redelivery_counts_once(store, redis_client):
     batch = [imp("r1", "u1", "A", ["i1"]), ev("e1", "u1", "i1", 2, rid="r1"), ev("e1", "u1", "i1", 2, rid="r1")]
     first = await store.write(batch)
