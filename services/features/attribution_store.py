@@ -417,6 +417,14 @@ class Applied:
     increments: list[tuple[str, str, str, float]] = field(default_factory=list)  # experiment, variant, field, n
     unattributed: list[tuple[str, float]] = field(default_factory=list)  # "<reason>:<type>", n
 
+    def count(self, inc: list, un: list) -> None:
+        """Add what the scripts report applied: ``inc`` rows ``[experiment SEP variant SEP bucket,
+        field, n]`` and ``un`` rows ``["<reason>:<type>", n]``."""
+        for key, fld, n in inc:
+            experiment, variant, _ = key.split(SEP)
+            self.increments.append((experiment, variant, fld, n))
+        self.unattributed += [(reason_type, n) for reason_type, n in un]
+
 
 @dataclass(frozen=True)
 class AttributionConfig:
@@ -425,6 +433,14 @@ class AttributionConfig:
     max_lists: int = 200  # served lists kept per user for the join
     dedup_cap: int = 5000  # record ids remembered per user
     max_pending: int = 200  # events per user waiting for a list named but not seen yet
+
+
+def _by_user(records: Sequence[ImpressionRecord | EventRecord]) -> dict[str, list[int]]:
+    """Each user's records' positions in ``records``, in order (a user's records go in one call)."""
+    by_user: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        by_user.setdefault(rec.user_id, []).append(i)
+    return by_user
 
 
 class RedisAttributionStore:
@@ -443,6 +459,9 @@ class RedisAttributionStore:
         self._redis = redis
         self._config = config
         self._outbox = isinstance(redis, RedisCluster) if outbox is None else outbox
+        # The scripts' first arguments (ARGV[1..6]), fixed by the config.
+        self._head = (config.window_ms, config.bucket_ms, config.max_lists, config.dedup_cap, config.max_pending,
+                      CLOCK_SKEW_MS)
         self._join_sha = redis.register_script(_JOIN_USER).sha
         self._apply_sha = redis.register_script(_APPLY_AGGREGATES).sha
         self._join_and_count_sha = redis.register_script(_JOIN_AND_COUNT).sha
@@ -464,11 +483,8 @@ class RedisAttributionStore:
     async def _join_and_count(self, records: Sequence[ImpressionRecord | EventRecord]) -> Applied:
         """One atomic call per chunk of whole users: join, dedup and count together."""
         applied = Applied([False] * len(records))
-        by_user: dict[str, list[int]] = {}
-        for i, rec in enumerate(records):
-            by_user.setdefault(rec.user_id, []).append(i)
         chunks, chunk, size = [], [], 0
-        for uid, positions in by_user.items():
+        for uid, positions in _by_user(records).items():
             if chunk and size + len(positions) > self.RECORDS_PER_CALL:
                 chunks.append(chunk)
                 chunk, size = [], 0
@@ -476,22 +492,17 @@ class RedisAttributionStore:
             size += len(positions)
         if chunk:
             chunks.append(chunk)
-        c = self._config
-        head = (c.window_ms, c.bucket_ms, c.max_lists, c.dedup_cap, c.max_pending, CLOCK_SKEW_MS, AGG)
         calls = []
         for chunk in chunks:
             payload = as_json([[uid, [records[i].packed() for i in positions]] for uid, positions in chunk])
-            calls.append((self._join_and_count_sha, 0, *head, payload, USER_KEY_BEFORE, USER_KEY_AFTER))
+            calls.append((self._join_and_count_sha, 0, *self._head, AGG, payload, USER_KEY_BEFORE, USER_KEY_AFTER))
         left: list[dict] = []
         for chunk, reply in zip(chunks, await evalsha_all(self._redis, [_JOIN_AND_COUNT], calls)):
             for (_, positions), flags in zip(chunk, reply):
                 for i, flag in zip(positions, flags.decode()):
                     applied.new[i] = flag == "1"
             counted = json.loads(reply[len(chunk)])
-            for key, fld, n in counted["inc"]:
-                experiment, variant, _ = key.split(SEP)
-                applied.increments.append((experiment, variant, fld, n))
-            applied.unattributed += [(reason_type, n) for reason_type, n in counted["un"]]
+            applied.count(counted["inc"], counted["un"])
             left += [json.loads(raw) for raw in reply[len(chunk) + 1:]]
         if left:  # an outbox-way write died before it applied these: apply them now
             await self.apply(left, applied)
@@ -501,12 +512,8 @@ class RedisAttributionStore:
         """Step 1: per record whether it was new, and every outbox entry of the users in the batch."""
         if not records:
             return [], []
-        c = self._config
-        by_user: dict[str, list[int]] = {}
-        for i, rec in enumerate(records):
-            by_user.setdefault(rec.user_id, []).append(i)
-        head = (c.window_ms, c.bucket_ms, c.max_lists, c.dedup_cap, c.max_pending, CLOCK_SKEW_MS)
-        calls = [(self._join_sha, 6, *user_keys(uid), *head, uid,
+        by_user = _by_user(records)
+        calls = [(self._join_sha, 6, *user_keys(uid), *self._head, uid,
                   as_json([records[i].packed() for i in positions]))
                  for uid, positions in by_user.items()]
         replies = await evalsha_all(self._redis, [_JOIN_USER], calls)
@@ -555,12 +562,8 @@ class RedisAttributionStore:
         reply = await evalsha_all(self._redis, [_APPLY_AGGREGATES],
                                   [(self._apply_sha, len(keys), *keys, as_json(packed), as_json(ops))])
         for e, flag in zip(entries, reply[0].decode()):
-            if flag != "1":
-                continue
-            for key, fld, n in e["inc"]:
-                experiment, variant, _ = key.split(SEP)
-                applied.increments.append((experiment, variant, fld, n))
-            applied.unattributed += [(reason_type, n) for reason_type, n in e["un"]]
+            if flag == "1":
+                applied.count(e["inc"], e["un"])
 
     async def prices_micros(self, item_ids: Sequence[str]) -> dict[str, int]:
         """Catalog prices of ``item_ids`` in millionths (items without one are left out)."""
