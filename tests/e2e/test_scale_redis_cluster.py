@@ -61,8 +61,17 @@ def cluster_stack(cluster, cluster_client, kafka_bootstrap, models_dir, dataset,
 
 
 def test_the_loop_runs_on_a_redis_cluster(cluster, cluster_client, cluster_stack, producer, catalog_items):
-    # Users whose keys land on every master (their hash tags hash to different slots).
-    users = [f"cl-{uuid.uuid4().hex[:6]}-{n}" for n in range(12)]
+    # Users whose keys land on every master (their hash tags hash to different slots): 4 per
+    # master, picked by the slot owner (12 random ones left a master out about 1 run in 40).
+    tag, per_master, users = uuid.uuid4().hex[:6], {}, []
+    for n in range(10_000):  # bounded: a master without slots fails the assertion below
+        if len(users) == 4 * len(cluster.masters):
+            break
+        user = f"cl-{tag}-{n}"
+        port = cluster_client.get_node_from_key(keys.history(user)).port
+        if per_master.setdefault(port, 0) < 4:
+            per_master[port] += 1
+            users.append(user)
     slots = {cluster_client.keyslot(keys.history(u)) for u in users}
     owners = {cluster_client.get_node_from_key(keys.history(u)).port for u in users}
     assert len(owners) == len(cluster.masters), f"users on {len(owners)} masters only ({len(slots)} slots)"
