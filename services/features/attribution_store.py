@@ -74,6 +74,8 @@ def user_keys(user_id: str) -> list[bytes]:
 # What comes before and after the user id in the user's keys (for _JOIN_AND_COUNT, which
 # builds them): <before><user id><after><name>.
 USER_KEY_BEFORE, USER_KEY_AFTER = _user("\0", "").split(b"\0")
+# The user's ForgetUser tombstone, in the same slot: <before><user id><TOMBSTONE_AFTER>.
+TOMBSTONE_AFTER = keys.forgotten("\0").split(b"\0")[1]
 
 
 # The aggregates' keys, all in slot {attr}. _JOIN_AND_COUNT builds the same names from AGG.
@@ -185,13 +187,18 @@ local function attribute(rid, list, ev)
   redis.call('HSET', K[1], rid, cjson.encode(list))
 end
 
--- One user's records (in order) against the user's keys ``keys``; returns one char per record,
--- '1' new, '0' duplicate.
+-- One user's records (in order) against the user's keys ``keys`` (user_keys, then the user's
+-- ForgetUser tombstone); returns one char per record, '1' new, '0' duplicate or forgotten.
 local function join(keys, records)
   K = keys
+  -- ForgetUser's tombstone (ms): records of the user from before it are never applied again
+  -- (a redelivery or a replay), as the features worker's events (docs/privacy.md)
+  local forgotten = tonumber(redis.call('GET', K[7]) or '-1')
   local flags = {}
   for _, r in ipairs(records) do
-    if r.k == 'i' then
+    if r.t <= forgotten then
+      flags[#flags + 1] = '0'
+    elseif r.k == 'i' then
       local n = first_time('i:' .. r.r)
       if not n then
         flags[#flags + 1] = '0'
@@ -261,12 +268,12 @@ end
 
 _JOIN_USER = _JOIN + """
 -- One user, the outbox way (works on Redis Cluster: touches only the user's slot).
--- KEYS: the user's lists, recent, seen, pending, outbox, seq
+-- KEYS: the user's lists, recent, seen, pending, outbox, seq, ForgetUser tombstone
 -- ARGV: window_ms, bucket_ms, max_lists, dedup_cap, max_pending, skew_ms, user_id, records (JSON array)
 -- Returns {flags, entry, entry, ...}: flags one char per record ('1' new, '0' duplicate),
 -- then every entry in the outbox (oldest first), the one this call added included.
 local user = ARGV[7]
-local flags = join({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]}, cjson.decode(ARGV[8]))
+local flags = join({KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]}, cjson.decode(ARGV[8]))
 if changed then
   -- The counter as the records of this call left it (each took a number, a new one among them):
   -- above every earlier entry's, and not a number of its own, so arrivals count records only.
@@ -296,17 +303,18 @@ return out
 _JOIN_AND_COUNT = "#!lua flags=no-cluster\n" + _JOIN + """
 -- ARGV[1..6]: as _JOIN_USER's; ARGV[7]: the aggregates' key prefix ("<PREFIX>:{attr}");
 -- ARGV[8]: JSON [[user_id, records], ...]; ARGV[9], ARGV[10]: what comes before and after the
--- user id in the user's keys (user_keys: <before><user><after><name>)
+-- user id in the user's keys (user_keys: <before><user><after><name>); ARGV[11]: what comes
+-- after it in the user's ForgetUser tombstone (<before><user><ARGV[11]>)
 -- Returns {flags of user 1, ..., flags of user n, JSON {inc = rows, un = rows} of what was
 -- counted, then outbox entries an outbox-way write left (for the caller to apply)}.
 local prefix = ARGV[7]
 local batch = cjson.decode(ARGV[8])
-local before, after = ARGV[9], ARGV[10]
+local before, after, tombstone = ARGV[9], ARGV[10], ARGV[11]
 local out, left = {}, {}
 for n, entry in ipairs(batch) do
   local base = before .. entry[1] .. after
   local keys = {base .. 'lists', base .. 'recent', base .. 'seen', base .. 'pending', base .. 'outbox',
-                base .. 'seq'}
+                base .. 'seq', before .. entry[1] .. tombstone}
   users = {}
   out[n] = join(keys, entry[2])
   for pair in pairs(users) do
@@ -495,7 +503,8 @@ class RedisAttributionStore:
         calls = []
         for chunk in chunks:
             payload = as_json([[uid, [records[i].packed() for i in positions]] for uid, positions in chunk])
-            calls.append((self._join_and_count_sha, 0, *self._head, AGG, payload, USER_KEY_BEFORE, USER_KEY_AFTER))
+            calls.append((self._join_and_count_sha, 0, *self._head, AGG, payload, USER_KEY_BEFORE, USER_KEY_AFTER,
+                          TOMBSTONE_AFTER))
         left: list[dict] = []
         for chunk, reply in zip(chunks, await evalsha_all(self._redis, [_JOIN_AND_COUNT], calls)):
             for (_, positions), flags in zip(chunk, reply):
@@ -513,7 +522,7 @@ class RedisAttributionStore:
         if not records:
             return [], []
         by_user = _by_user(records)
-        calls = [(self._join_sha, 6, *user_keys(uid), *self._head, uid,
+        calls = [(self._join_sha, 7, *user_keys(uid), keys.forgotten(uid), *self._head, uid,
                   as_json([records[i].packed() for i in positions]))
                  for uid, positions in by_user.items()]
         replies = await evalsha_all(self._redis, [_JOIN_USER], calls)

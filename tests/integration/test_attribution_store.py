@@ -4,6 +4,7 @@ import pytest
 from shopstream.catalog.v1 import catalog_pb2
 
 from services.common.stores.catalog import RedisCatalogStore
+from services.common.stores.user_state import RedisUserStateStore
 from services.features.attribution_store import (AttributionConfig, Applied, EventRecord, ImpressionRecord,
                                                  RedisAttributionStore, bucket_start, read_experiment,
                                                  read_unattributed, user_keys)
@@ -125,3 +126,18 @@ async def test_crash_between_the_user_slot_and_the_aggregates(store, redis_clien
 async def test_purchases_without_value_are_priced_from_the_catalog(store, redis_client):
     await RedisCatalogStore(redis_client).upsert([catalog_pb2.CatalogItem(item_id="i1", price=3.25)])
     assert await store.prices_micros(["i1", "nope"]) == {"i1": 3_250_000}
+
+
+async def test_records_from_before_forget_user_are_never_applied_again(store, redis_client):
+    """ForgetUser's tombstone holds for attribution as for the features worker's events: a
+    redelivery of the forgotten user's old records counts nothing and leaves no state."""
+    batch = [imp("r1", "u1", "A", ["i1"]), ev("e1", "u1", "i1", 2, rid="r1")]
+    await store.write(batch)
+    deleted = await RedisUserStateStore(redis_client).forget("u1", now_ms=T0 + 5_000)
+    assert deleted >= 2
+    again = await store.write(batch)  # redelivered after the forget
+    assert again.new == [False, False] and again.increments == []
+    assert not await redis_client.exists(*user_keys("u1")[:4])  # lists, recent, seen, pending
+    later = await store.write([imp("r2", "u1", "A", ["i2"], t=T0 + 6_000)])  # after it: counts
+    assert later.new == [True]
+    assert (await totals(redis_client))["A"]["impressions"] == 2
